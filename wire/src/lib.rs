@@ -1,0 +1,21 @@
+//! Wire formats shared by the Rivulet gateway and the Rust runner.
+//!
+//! The envoy protocol types come from the published `rivet-envoy-protocol` crate (pinned
+//! exactly in the workspace) so both ends agree with Rivet byte for byte; this crate adds what
+//! both ends need around them and nothing that runs: frame codecs with errors that keep
+//! "truncated" apart from "invalid", actor key serialization and the actor id format.
+//!
+//! # Layout
+//! - [`codec`]: encode and decode envoy WebSocket frames and version-prefixed payloads.
+//! - [`key`]: actor keys as lists of strings, their canonical string form and query form.
+//! - [`id`]: actor and namespace ids in the engine's 30-character base36 form.
+
+pub mod codec;
+pub mod id;
+pub mod key;
+
+/// The envoy protocol types (version 8), re-exported so users name one crate.
+pub use rivet_envoy_protocol as envoy;
+
+/// The envoy protocol version this build speaks.
+pub const ENVOY_PROTOCOL_VERSION: u16 = rivet_envoy_protocol::PROTOCOL_VERSION;
