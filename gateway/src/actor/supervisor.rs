@@ -1,0 +1,414 @@
+//! The task that owns one actor: it feeds runner events, requests and timers into the
+//! lifecycle state machine and carries out the effects (store writes, commands to runners),
+//! publishing the resulting status for waiting requests.
+//!
+//! Ordering rule: a new generation is persisted before the start command leaves, so the
+//! store's fence already rejects the previous generation's writes when the new one runs.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
+
+use rivulet_wire::envoy::{
+    ActorCheckpoint, ActorConfig, ActorIntent, ActorState, Command, CommandStartActor,
+    CommandStopActor, CommandWrapper, Event, EventWrapper, HibernatingRequest, StopActorReason,
+    StopCode,
+};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use super::lifecycle::{Effect, Input, Lifecycle, Phase, StopIntent};
+use super::{ActorHandle, Msg, Status, SUPERVISOR_QUEUE};
+use crate::state::Gateway;
+use crate::store::ActorRecord;
+use crate::util::now_ms;
+
+/// How long a start may take before the actor counts as crashed.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often placement is retried while no runner of the pool is connected.
+const PLACE_RETRY: Duration = Duration::from_millis(500);
+
+pub(super) fn spawn(gw: Gateway, record: ActorRecord) -> ActorHandle {
+    let (tx, rx) = mpsc::channel(SUPERVISOR_QUEUE);
+    let (status_tx, status_rx) = watch::channel(Status::Sleeping);
+    let actor_id = record.actor_id.clone();
+    let span = tracing::info_span!(
+        "actor",
+        actor_id = %record.actor_id,
+        name = %record.name,
+        key = record.key.as_deref().unwrap_or(""),
+        generation = tracing::field::Empty,
+    );
+    let lifecycle = Lifecycle::new(Phase::Sleeping, record.generation, record.crash_policy);
+    let sup = Supervisor {
+        gw: gw.clone(),
+        record,
+        lifecycle,
+        rx,
+        status: status_tx,
+        next_command_index: 0,
+        last_event_index: -1,
+        hibernating: BTreeSet::new(),
+        placing: false,
+        starting_since: None,
+    };
+    gw.tasks.spawn(sup.run().instrument(span));
+    ActorHandle {
+        actor_id,
+        tx,
+        status: status_rx,
+    }
+}
+
+struct Supervisor {
+    gw: Gateway,
+    record: ActorRecord,
+    lifecycle: Lifecycle,
+    rx: mpsc::Receiver<Msg>,
+    status: watch::Sender<Status>,
+    /// Next command checkpoint index of the current generation.
+    next_command_index: i64,
+    /// Highest event index seen from the current generation.
+    last_event_index: i64,
+    /// Client sockets hibernating on the gateway, restored at the next start.
+    hibernating: BTreeSet<([u8; 4], [u8; 4])>,
+    /// Waiting for a runner of the pool.
+    placing: bool,
+    starting_since: Option<tokio::time::Instant>,
+}
+
+impl Supervisor {
+    async fn run(mut self) {
+        let mut envoys_changed = self.gw.envoys.subscribe();
+        let shutdown = self.gw.shutdown.clone();
+        loop {
+            let alarm = self.alarm_delay();
+            let start_deadline = self.starting_since.map(|t| t + START_TIMEOUT);
+            tokio::select! {
+                // In-flight work is abandoned on shutdown: runners keep their actors and the
+                // next gateway process resumes from the stored record.
+                _ = shutdown.cancelled() => break,
+                msg = self.rx.recv() => match msg {
+                    Some(msg) => self.on_msg(msg).await,
+                    None => break,
+                },
+                _ = envoys_changed.changed(), if self.placing => self.try_place().await,
+                _ = tokio::time::sleep(PLACE_RETRY), if self.placing => self.try_place().await,
+                _ = sleep_until_opt(alarm), if alarm.is_some() => {
+                    tracing::debug!("alarm due, waking");
+                    self.record.alarm_ts = None;
+                    self.apply(Input::Wake).await;
+                }
+                _ = sleep_until_opt(start_deadline), if start_deadline.is_some() => {
+                    if let Phase::Starting { envoy, .. } = &self.lifecycle.phase {
+                        tracing::warn!("actor did not report running in time");
+                        let envoy = envoy.clone();
+                        self.apply(Input::RunnerLost { envoy }).await;
+                    }
+                    self.starting_since = None;
+                }
+            }
+            if self.lifecycle.phase == Phase::Destroyed {
+                break;
+            }
+        }
+        self.gw.actors.remove(&self.record.actor_id);
+    }
+
+    fn alarm_delay(&self) -> Option<tokio::time::Instant> {
+        if self.lifecycle.phase != Phase::Sleeping {
+            return None;
+        }
+        let ts = self.record.alarm_ts?;
+        let wait = u64::try_from(ts.saturating_sub(now_ms())).unwrap_or(0);
+        Some(tokio::time::Instant::now() + Duration::from_millis(wait))
+    }
+
+    async fn on_msg(&mut self, msg: Msg) {
+        match msg {
+            Msg::Input(input) => self.apply(input).await,
+            Msg::Event(event) => self.on_event(event).await,
+            Msg::Hibernating(gw, req) => {
+                self.hibernating.insert((gw, req));
+            }
+            Msg::HibernatingClosed(gw, req) => {
+                self.hibernating.remove(&(gw, req));
+            }
+        }
+    }
+
+    async fn on_event(&mut self, event: EventWrapper) {
+        let cp = &event.checkpoint;
+        if cp.generation != self.lifecycle.generation {
+            tracing::debug!(
+                event_generation = cp.generation,
+                "ignoring event of another generation"
+            );
+            return;
+        }
+        if cp.index <= self.last_event_index {
+            return; // replayed after a reconnect; already applied
+        }
+        self.last_event_index = cp.index;
+        let generation = cp.generation;
+        let input = match event.inner {
+            Event::EventActorIntent(intent) => Input::Intent {
+                generation,
+                sleep: matches!(intent.intent, ActorIntent::ActorIntentSleep),
+            },
+            Event::EventActorStateUpdate(update) => match update.state {
+                ActorState::ActorStateRunning => Input::Running { generation },
+                ActorState::ActorStateStopped(stopped) => Input::Stopped {
+                    generation,
+                    error: match stopped.code {
+                        StopCode::Ok => None,
+                        StopCode::Error => Some(
+                            stopped
+                                .message
+                                .map(|m| m.to_string())
+                                .unwrap_or_else(|| "actor stopped with an error".into()),
+                        ),
+                    },
+                },
+            },
+            Event::EventActorSetAlarm(alarm) => {
+                if self.record.alarm_ts != alarm.alarm_ts {
+                    self.record.alarm_ts = alarm.alarm_ts;
+                    self.persist().await;
+                }
+                return;
+            }
+        };
+        self.apply(input).await;
+    }
+
+    async fn apply(&mut self, input: Input) {
+        let mut queue: VecDeque<Effect> = self.lifecycle.handle(input).into();
+        while let Some(effect) = queue.pop_front() {
+            if let Some(next) = self.carry_out(effect).await {
+                queue.extend(self.lifecycle.handle(next));
+            }
+        }
+        self.publish();
+    }
+
+    /// Carries out one effect; may produce a follow-up input.
+    async fn carry_out(&mut self, effect: Effect) -> Option<Input> {
+        match effect {
+            Effect::Place => {
+                self.placing = true;
+                self.pick()
+            }
+            Effect::Start { envoy, generation } => self.start(envoy, generation).await,
+            Effect::Stop {
+                envoy,
+                generation,
+                intent,
+            } => {
+                let reason = match intent {
+                    StopIntent::Sleep => StopActorReason::SleepIntent,
+                    StopIntent::Stop => StopActorReason::StopIntent,
+                    StopIntent::Destroy => StopActorReason::Destroy,
+                };
+                let cmd = self.command(
+                    generation,
+                    Command::CommandStopActor(CommandStopActor { reason }),
+                );
+                if self.gw.envoys.send_command(&envoy, cmd) {
+                    None
+                } else {
+                    Some(Input::RunnerLost { envoy })
+                }
+            }
+            Effect::MarkRunning => {
+                let now = now_ms();
+                self.starting_since = None;
+                self.record.start_ts = Some(now);
+                self.record.connectable_ts = Some(now);
+                self.record.pending_allocation_ts = None;
+                self.record.sleep_ts = None;
+                self.record.reschedule_ts = None;
+                self.persist().await;
+                tracing::info!("actor running");
+                None
+            }
+            Effect::MarkPending => {
+                self.record.pending_allocation_ts = Some(now_ms());
+                self.record.sleep_ts = None;
+                self.record.connectable_ts = None;
+                None
+            }
+            Effect::MarkSleeping => {
+                self.starting_since = None;
+                self.placing = false;
+                self.release_runner();
+                self.record.sleep_ts = Some(now_ms());
+                self.record.connectable_ts = None;
+                self.record.pending_allocation_ts = None;
+                self.persist().await;
+                tracing::info!("actor sleeping");
+                None
+            }
+            Effect::MarkDestroyed => {
+                self.starting_since = None;
+                self.placing = false;
+                self.release_runner();
+                self.record.destroy_ts = Some(now_ms());
+                self.record.connectable_ts = None;
+                self.record.alarm_ts = None;
+                self.persist().await;
+                if let Err(err) = self.gw.store.clear_actor_data(&self.record.actor_id).await {
+                    tracing::error!(error = %err, "failed to clear destroyed actor's data");
+                }
+                tracing::info!("actor destroyed");
+                None
+            }
+            Effect::RecordError(message) => {
+                tracing::warn!(%message, "actor failed");
+                self.record.error = Some(if message == "envoy_connection_lost" {
+                    json!("envoy_connection_lost")
+                } else {
+                    json!({"crashed": {"message": message}})
+                });
+                None
+            }
+        }
+    }
+
+    fn pick(&mut self) -> Option<Input> {
+        let envoy = self
+            .gw
+            .envoys
+            .pick(&self.record.namespace_id, &self.record.runner_name_selector)?;
+        self.placing = false;
+        Some(Input::RunnerPicked {
+            envoy: envoy.key.clone(),
+        })
+    }
+
+    async fn try_place(&mut self) {
+        if !self.placing {
+            return;
+        }
+        if let Some(input) = self.pick() {
+            self.apply(input).await;
+        }
+    }
+
+    async fn start(&mut self, envoy_key: String, generation: u32) -> Option<Input> {
+        tracing::Span::current().record("generation", generation);
+        self.record.generation = generation;
+        if !self.persist().await {
+            // Without the new generation on disk the fence would not protect it.
+            return Some(Input::RunnerLost { envoy: envoy_key });
+        }
+        let Some(envoy) = self.gw.envoys.get(&envoy_key) else {
+            return Some(Input::RunnerLost { envoy: envoy_key });
+        };
+        envoy
+            .assigned
+            .lock()
+            .insert(self.record.actor_id.clone(), generation);
+        self.next_command_index = 0;
+        self.last_event_index = -1;
+        self.starting_since = Some(tokio::time::Instant::now());
+        let start = CommandStartActor {
+            config: ActorConfig {
+                name: self.record.name.clone().into(),
+                key: self.record.key.clone().map(Into::into),
+                create_ts: self.record.create_ts,
+                input: self.record.input.clone().map(Into::into),
+            },
+            hibernating_requests: self
+                .hibernating
+                .iter()
+                .map(|(gateway_id, request_id)| HibernatingRequest {
+                    gateway_id: *gateway_id,
+                    request_id: *request_id,
+                })
+                .collect(),
+            preloaded_kv: None,
+        };
+        let cmd = self.command(generation, Command::CommandStartActor(start));
+        tracing::info!(envoy_key = %envoy_key, "starting actor");
+        if self.gw.envoys.send_command(&envoy_key, cmd) {
+            None
+        } else {
+            Some(Input::RunnerLost { envoy: envoy_key })
+        }
+    }
+
+    fn command(&mut self, generation: u32, inner: Command) -> CommandWrapper {
+        let index = self.next_command_index;
+        self.next_command_index += 1;
+        CommandWrapper {
+            checkpoint: ActorCheckpoint {
+                actor_id: self.record.actor_id.clone().into(),
+                generation,
+                index,
+            },
+            inner,
+        }
+    }
+
+    /// Detaches the actor from the runner it ran on.
+    fn release_runner(&mut self) {
+        for envoy in self.gw.envoys.list() {
+            let mut assigned = envoy.assigned.lock();
+            if assigned.get(&self.record.actor_id) == Some(&self.lifecycle.generation) {
+                assigned.remove(&self.record.actor_id);
+            }
+        }
+    }
+
+    /// Writes the record; returns whether it stuck.
+    async fn persist(&mut self) -> bool {
+        match self
+            .gw
+            .store
+            .update_actor(self.record.clone(), self.record.revision)
+            .await
+        {
+            Ok(()) => {
+                self.record.revision += 1;
+                true
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "failed to persist actor record");
+                // Re-read so the next write starts from what is stored.
+                if let Ok(Some(stored)) = self.gw.store.get_actor(&self.record.actor_id).await {
+                    self.record.revision = stored.revision;
+                }
+                false
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let status = match &self.lifecycle.phase {
+            Phase::Sleeping => Status::Sleeping,
+            Phase::Pending | Phase::Starting { .. } => Status::Waking,
+            Phase::Running { generation, envoy } => Status::Running {
+                envoy_key: envoy.clone(),
+                generation: *generation,
+            },
+            Phase::Stopping { .. } => Status::Stopping,
+            Phase::Destroyed => Status::Destroyed,
+        };
+        self.status.send_if_modified(|cur| {
+            if *cur == status {
+                false
+            } else {
+                *cur = status;
+                true
+            }
+        });
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,286 @@
+//! Gateway configuration: parsed once, typed, with units in the field names, from three
+//! layers (built-in defaults, an optional TOML file, then flags and `RIVULET_*` environment
+//! variables). A bad value fails here, before any socket is bound.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default port, the same as the Rivet engine so RivetKit's defaults work unchanged.
+pub const DEFAULT_PORT: u16 = 6420;
+
+/// Everything the gateway needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the public HTTP/WebSocket listener binds.
+    pub listen: SocketAddr,
+    /// Where the embedded store keeps its file.
+    pub data_dir: PathBuf,
+    /// Admin token; `None` accepts every caller (local development).
+    pub auth_token: Option<String>,
+    /// URL runners and clients are told to use for this gateway.
+    pub public_url: String,
+    /// Envoy protocol timing and limits.
+    pub envoy: EnvoyConfig,
+    /// Client gateway timing and limits.
+    pub gateway: GatewayConfig,
+}
+
+/// Timing and limits of the envoy (runner) endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnvoyConfig {
+    /// How often the gateway pings each runner.
+    pub ping_interval_ms: u64,
+    /// A runner that has not answered a ping for this long is lost.
+    pub ping_timeout_ms: u64,
+    /// Told to runners: how long they keep actors after losing the gateway.
+    pub lost_threshold_ms: i64,
+    /// Told to runners: how long an actor may take to stop.
+    pub actor_stop_threshold_ms: i64,
+    /// Largest tunnel payload a runner may send.
+    pub max_response_payload_bytes: u64,
+    /// Frames queued towards one runner before the connection counts as stuck.
+    pub outbound_queue_frames: usize,
+}
+
+impl Default for EnvoyConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval_ms: 3_000,
+            ping_timeout_ms: 15_000,
+            lost_threshold_ms: 15_000,
+            actor_stop_threshold_ms: 1_800_000,
+            max_response_payload_bytes: 20 * 1024 * 1024,
+            outbound_queue_frames: 1024,
+        }
+    }
+}
+
+/// Timing and limits of the client gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// How long a request waits for its actor to become ready.
+    pub actor_ready_timeout_ms: u64,
+    /// How long a request waits for the actor's response to start.
+    pub response_start_timeout_ms: u64,
+    /// How long a WebSocket waits for the actor to accept it.
+    pub websocket_open_timeout_ms: u64,
+    /// Largest request body accepted from a client.
+    pub max_body_bytes: usize,
+    /// Largest WebSocket message accepted from a client.
+    pub max_ws_message_bytes: usize,
+    /// Client-to-actor messages kept per hibernatable socket until the actor acknowledges them.
+    pub max_pending_ws_messages: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            actor_ready_timeout_ms: 30_000,
+            response_start_timeout_ms: 300_000,
+            websocket_open_timeout_ms: 15_000,
+            max_body_bytes: 20 * 1024 * 1024,
+            max_ws_message_bytes: 32 * 1024 * 1024,
+            max_pending_ws_messages: 65_535,
+        }
+    }
+}
+
+/// The TOML file's shape; every field optional so flags can fill the rest.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    /// Host to bind.
+    pub host: Option<IpAddr>,
+    /// Port to bind.
+    pub port: Option<u16>,
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Admin token.
+    pub auth_token: Option<String>,
+    /// Public URL.
+    pub public_url: Option<String>,
+    /// Envoy section.
+    pub envoy: EnvoyConfig,
+    /// Gateway section.
+    pub gateway: GatewayConfig,
+}
+
+/// Values given on the command line or in the environment; they win over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--host` / `RIVULET_HOST`.
+    pub host: Option<IpAddr>,
+    /// `--port` / `RIVULET_PORT`.
+    pub port: Option<u16>,
+    /// `--data-dir` / `RIVULET_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--token` / `RIVULET_TOKEN`.
+    pub auth_token: Option<String>,
+    /// `--public-url` / `RIVULET_PUBLIC_URL`.
+    pub public_url: Option<String>,
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("invalid setting {field}: {reason}")]
+    Invalid {
+        /// Which setting.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Builds the configuration from an optional TOML file and overrides.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let file_cfg = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|source| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        Self::from_parts(file_cfg, overrides)
+    }
+
+    /// Merges a parsed file with overrides and validates the result.
+    pub fn from_parts(file: FileConfig, o: Overrides) -> Result<Self, ConfigError> {
+        let host = o
+            .host
+            .or(file.host)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let port = o.port.or(file.port).unwrap_or(DEFAULT_PORT);
+        let listen = SocketAddr::new(host, port);
+        let public_url = o
+            .public_url
+            .or(file.public_url)
+            .unwrap_or_else(|| format!("http://{listen}"));
+        let cfg = Config {
+            listen,
+            data_dir: o
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(".rivulet")),
+            auth_token: o.auth_token.or(file.auth_token).filter(|t| !t.is_empty()),
+            public_url,
+            envoy: file.envoy,
+            gateway: file.gateway,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let e = &self.envoy;
+        if e.ping_interval_ms == 0 || e.ping_timeout_ms <= e.ping_interval_ms {
+            return Err(ConfigError::Invalid {
+                field: "envoy.ping_timeout_ms",
+                reason: "must be greater than envoy.ping_interval_ms, which must be non-zero"
+                    .into(),
+            });
+        }
+        if e.outbound_queue_frames == 0 {
+            return Err(ConfigError::Invalid {
+                field: "envoy.outbound_queue_frames",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.gateway.actor_ready_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                field: "gateway.actor_ready_timeout_ms",
+                reason: "must be non-zero".into(),
+            });
+        }
+        if !self.public_url.starts_with("http://") && !self.public_url.starts_with("https://") {
+            return Err(ConfigError::Invalid {
+                field: "public_url",
+                reason: format!("{} is not an http(s) URL", self.public_url),
+            });
+        }
+        Ok(())
+    }
+
+    /// A configuration for tests: loopback, any port, the given data directory.
+    pub fn for_tests(data_dir: PathBuf) -> Self {
+        let o = Overrides {
+            port: Some(0),
+            data_dir: Some(data_dir),
+            ..Overrides::default()
+        };
+        // Defaults always validate.
+        match Self::from_parts(FileConfig::default(), o) {
+            Ok(cfg) => cfg,
+            Err(err) => unreachable!("default config is valid: {err}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_engine() {
+        let cfg = Config::from_parts(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:6420");
+        assert_eq!(cfg.data_dir, PathBuf::from(".rivulet"));
+        assert_eq!(cfg.public_url, "http://127.0.0.1:6420");
+    }
+
+    #[test]
+    fn overrides_win_over_file() {
+        let file: FileConfig =
+            toml::from_str("port = 7000\n[envoy]\nping_interval_ms = 500\n").unwrap();
+        let cfg = Config::from_parts(
+            file,
+            Overrides {
+                port: Some(7001),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(cfg.listen.port(), 7001);
+        assert_eq!(cfg.envoy.ping_interval_ms, 500);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+        let file: FileConfig =
+            toml::from_str("[envoy]\nping_interval_ms = 5000\nping_timeout_ms = 100\n").unwrap();
+        assert!(matches!(
+            Config::from_parts(file, Overrides::default()),
+            Err(ConfigError::Invalid { .. })
+        ));
+    }
+}

@@ -1,0 +1,266 @@
+//! Connected runners (envoys) and the commands sent to them.
+//!
+//! Commands are kept per envoy key until the runner acknowledges them, and replayed in order
+//! when the same runner reconnects, so a dropped connection never loses a start or stop. The
+//! runner drops duplicates by checkpoint index. A newer connection with the same key evicts
+//! the older one.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rivulet_wire::envoy::{ActorCheckpoint, CommandWrapper, ToEnvoy};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::util::now_ms;
+
+/// One live runner connection.
+#[derive(Debug)]
+pub struct EnvoyHandle {
+    /// The runner's stable key (it keeps it across reconnects).
+    pub key: String,
+    /// Namespace it serves.
+    pub namespace_id: String,
+    /// Pool (runner config) it belongs to.
+    pub pool_name: String,
+    /// The application version it reported.
+    pub version: u32,
+    /// Distinguishes this connection from earlier ones with the same key.
+    pub conn_id: u64,
+    /// Frames towards the runner; bounded, see [`EnvoyHandle::send`].
+    tx: mpsc::Sender<ToEnvoy>,
+    /// When the connection was established.
+    pub connected_ts: i64,
+    /// Last pong, ms since the epoch.
+    pub last_ping_ts: AtomicI64,
+    /// Last measured round trip, ms.
+    pub last_rtt_ms: AtomicI64,
+    /// Metadata JSON the runner sent.
+    pub metadata: Mutex<Option<String>>,
+    /// Actors started on this runner, with their generation: the fence for KV requests,
+    /// which carry no generation of their own.
+    pub assigned: Mutex<HashMap<String, u32>>,
+    /// Set once the runner said it is stopping; no new actors go to it.
+    pub stopping: AtomicBool,
+    /// Cancels the connection (eviction, stuck queue, shutdown).
+    pub cancel: CancellationToken,
+    /// Close frame to send when the connection is cancelled: (code, `group.code#detail`).
+    close_reason: Mutex<Option<(u16, String)>>,
+}
+
+impl EnvoyHandle {
+    /// Queues a frame without waiting. A full queue means the runner stopped reading: the
+    /// connection is cancelled so it reconnects and gets unacknowledged commands replayed,
+    /// which is safer than blocking every actor on this runner behind it.
+    pub fn send(&self, msg: ToEnvoy) -> bool {
+        match self.tx.try_send(msg) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(envoy_key = %self.key, "envoy outbound queue full, dropping connection");
+                self.close(1011, "ws.overloaded#outbound queue full");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Ends the connection with the given close code and reason.
+    pub fn close(&self, code: u16, reason: impl Into<String>) {
+        let reason = super::truncate_reason(reason.into());
+        self.close_reason.lock().get_or_insert((code, reason));
+        self.cancel.cancel();
+    }
+
+    /// The close frame to send, once cancelled.
+    pub fn close_reason(&self) -> (u16, String) {
+        self.close_reason
+            .lock()
+            .clone()
+            .unwrap_or((1000, "ws.going_away".to_string()))
+    }
+
+    /// Generation of the actor on this runner, if it was started here.
+    pub fn generation_of(&self, actor_id: &str) -> Option<u32> {
+        self.assigned.lock().get(actor_id).copied()
+    }
+
+    /// Whether it can take new actors.
+    pub fn is_eligible(&self) -> bool {
+        !self.stopping.load(Ordering::Relaxed) && !self.cancel.is_cancelled()
+    }
+}
+
+/// Everything known about runners.
+#[derive(Debug)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+    next_conn_id: AtomicU64,
+    outbound_capacity: usize,
+    changed: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    live: HashMap<String, Arc<EnvoyHandle>>,
+    /// Commands not yet acknowledged, per envoy key, in send order.
+    unacked: HashMap<String, Vec<CommandWrapper>>,
+}
+
+/// What `register` hands the connection task.
+pub struct Registration {
+    /// The new handle.
+    pub handle: Arc<EnvoyHandle>,
+    /// Its outbound frames.
+    pub rx: mpsc::Receiver<ToEnvoy>,
+    /// Commands to replay right after init.
+    pub replay: Vec<CommandWrapper>,
+}
+
+/// Identity of a connecting runner.
+pub struct EnvoyIdentity {
+    /// Envoy key.
+    pub key: String,
+    /// Namespace id.
+    pub namespace_id: String,
+    /// Pool name.
+    pub pool_name: String,
+    /// Application version.
+    pub version: u32,
+}
+
+impl Registry {
+    /// An empty registry whose connections queue at most `outbound_capacity` frames.
+    pub fn new(outbound_capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            next_conn_id: AtomicU64::new(1),
+            outbound_capacity,
+            changed: watch::channel(0).0,
+        }
+    }
+
+    /// Adds a connection, evicting an older one with the same key.
+    pub fn register(&self, id: EnvoyIdentity, parent: &CancellationToken) -> Registration {
+        let (tx, rx) = mpsc::channel(self.outbound_capacity);
+        let handle = Arc::new(EnvoyHandle {
+            key: id.key.clone(),
+            namespace_id: id.namespace_id,
+            pool_name: id.pool_name,
+            version: id.version,
+            conn_id: self.next_conn_id.fetch_add(1, Ordering::Relaxed),
+            tx,
+            connected_ts: now_ms(),
+            last_ping_ts: AtomicI64::new(now_ms()),
+            last_rtt_ms: AtomicI64::new(0),
+            metadata: Mutex::new(None),
+            assigned: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+            cancel: parent.child_token(),
+            close_reason: Mutex::new(None),
+        });
+        let (old, replay) = {
+            let mut inner = self.inner.lock();
+            let old = inner.live.insert(id.key.clone(), handle.clone());
+            let replay = inner.unacked.get(&id.key).cloned().unwrap_or_default();
+            (old, replay)
+        };
+        if let Some(old) = old {
+            // The actors it ran continue on the new connection: same runner process.
+            let carried = std::mem::take(&mut *old.assigned.lock());
+            handle.assigned.lock().extend(carried);
+            old.close(
+                1000,
+                "ws.eviction#replaced by a newer connection with the same envoy_key",
+            );
+        }
+        self.changed.send_modify(|v| *v += 1);
+        Registration { handle, rx, replay }
+    }
+
+    /// Removes a connection if it is still the live one for its key; returns whether it was.
+    pub fn unregister(&self, handle: &EnvoyHandle) -> bool {
+        let mut inner = self.inner.lock();
+        let is_live = inner
+            .live
+            .get(&handle.key)
+            .is_some_and(|h| h.conn_id == handle.conn_id);
+        if is_live {
+            inner.live.remove(&handle.key);
+        }
+        drop(inner);
+        if is_live {
+            self.changed.send_modify(|v| *v += 1);
+        }
+        is_live
+    }
+
+    /// The live connection of a runner.
+    pub fn get(&self, key: &str) -> Option<Arc<EnvoyHandle>> {
+        self.inner.lock().live.get(key).cloned()
+    }
+
+    /// All live connections.
+    pub fn list(&self) -> Vec<Arc<EnvoyHandle>> {
+        self.inner.lock().live.values().cloned().collect()
+    }
+
+    /// The eligible runner of a pool with the fewest actors, if any.
+    pub fn pick(&self, namespace_id: &str, pool: &str) -> Option<Arc<EnvoyHandle>> {
+        let inner = self.inner.lock();
+        inner
+            .live
+            .values()
+            .filter(|h| h.namespace_id == namespace_id && h.pool_name == pool && h.is_eligible())
+            .min_by_key(|h| (h.assigned.lock().len(), std::cmp::Reverse(h.version)))
+            .cloned()
+    }
+
+    /// Notifies when runners come or go.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Sends a command to a runner and keeps it until acknowledged.
+    pub fn send_command(&self, envoy_key: &str, cmd: CommandWrapper) -> bool {
+        let handle = {
+            let mut inner = self.inner.lock();
+            inner
+                .unacked
+                .entry(envoy_key.to_string())
+                .or_default()
+                .push(cmd.clone());
+            inner.live.get(envoy_key).cloned()
+        };
+        match handle {
+            Some(h) => h.send(ToEnvoy::ToEnvoyCommands(vec![cmd])),
+            None => false,
+        }
+    }
+
+    /// Drops acknowledged commands: those at or below each checkpoint of the same actor and
+    /// generation, and any of older generations of that actor.
+    pub fn ack_commands(&self, envoy_key: &str, checkpoints: &[ActorCheckpoint]) {
+        let mut inner = self.inner.lock();
+        if let Some(list) = inner.unacked.get_mut(envoy_key) {
+            list.retain(|cmd| {
+                !checkpoints.iter().any(|cp| {
+                    cp.actor_id == cmd.checkpoint.actor_id
+                        && (cmd.checkpoint.generation < cp.generation
+                            || (cmd.checkpoint.generation == cp.generation
+                                && cmd.checkpoint.index <= cp.index))
+                })
+            });
+        }
+    }
+
+    /// Forgets the commands kept for an actor on a runner (the actor moved or was
+    /// destroyed, so replaying them would be wrong).
+    pub fn forget_actor(&self, envoy_key: &str, actor_id: &str) {
+        let mut inner = self.inner.lock();
+        if let Some(list) = inner.unacked.get_mut(envoy_key) {
+            list.retain(|cmd| cmd.checkpoint.actor_id != actor_id);
+        }
+    }
+}

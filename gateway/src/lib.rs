@@ -1,0 +1,35 @@
+//! The Rivulet gateway: the long-lived process that owns clients' sockets, the actor
+//! directory and every actor's durable state, and speaks the Rivet engine's protocols so stock
+//! RivetKit runners and clients work against it unchanged.
+//!
+//! A request from a client resolves its actor (`routing`), wakes it through its supervisor
+//! (`actor`), and travels to the runner's envoy connection (`envoy`) as a tunnel message
+//! (`tunnel`); replies come back the same way. Runners read and write actor KV and SQLite
+//! pages through the envoy connection, fenced by the generation the supervisor gave them;
+//! everything durable lives behind the `store::Store` trait.
+//!
+//! # Layout
+//! - [`config`]: typed configuration from defaults, a TOML file, flags and environment.
+//! - [`server`]: binds nothing itself; serves a given listener until a shutdown token fires.
+//! - [`api`]: the public HTTP API (actors, namespaces, runner configs, health, metadata).
+//! - [`routing`]: `/gateway/...` client routes, HTTP and WebSocket, to actors.
+//! - [`envoy`]: the `/envoys/connect` endpoint runners connect to (protocol v8).
+//! - [`actor`]: one supervisor task per active actor and its lifecycle state machine.
+//! - [`tunnel`]: in-flight tunnel requests keyed by (gateway id, request id).
+//! - [`store`]: the `Store` trait, the embedded backend and the conformance suite.
+//! - [`error`]: the single mapping from failures to wire errors.
+
+pub mod actor;
+pub mod api;
+pub mod config;
+pub mod envoy;
+pub mod error;
+pub mod routing;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod tunnel;
+pub mod util;
+
+pub use config::Config;
+pub use server::run;

@@ -1,0 +1,201 @@
+//! The `rivulet` binary: parses the command line, sets up logging and the store, and runs
+//! the gateway until Ctrl-C or SIGTERM. `rivulet dev` also starts a demo runner process.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use rivulet_gateway::config::{Config, Overrides};
+use rivulet_gateway::store::embedded::EmbeddedStore;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for bad configuration (sysexits EX_USAGE).
+const EX_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "rivulet",
+    version,
+    about = "Rivulet: a gateway that runs RivetKit actors, wire-compatible with the Rivet engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway alone.
+    Serve(ServeArgs),
+    /// Run the gateway with a demo runner you can talk to.
+    Dev(DevArgs),
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Address to bind.
+    #[arg(long, env = "RIVULET_HOST")]
+    host: Option<IpAddr>,
+    /// Port to bind [default: 6420, like the Rivet engine].
+    #[arg(long, env = "RIVULET_PORT")]
+    port: Option<u16>,
+    /// Where the embedded store keeps its data [default: ./.rivulet].
+    #[arg(long, env = "RIVULET_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Admin token runners and API callers must present; unset accepts everyone.
+    #[arg(long, env = "RIVULET_TOKEN")]
+    token: Option<String>,
+    /// URL to advertise for this gateway [default: http://HOST:PORT].
+    #[arg(long, env = "RIVULET_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// TOML file with any of the settings above plus [envoy] and [gateway] tuning.
+    #[arg(long, env = "RIVULET_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DevArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Command that starts the runner with the demo actors; it gets RIVET_ENDPOINT.
+    #[arg(long, env = "RIVULET_DEV_RUNNER")]
+    runner: Option<String>,
+}
+
+fn init_logging() {
+    let filter = std::env::var("RIVET_LOG_LEVEL")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .init();
+}
+
+fn load(args: &ServeArgs) -> Result<Config, String> {
+    let overrides = Overrides {
+        host: args.host,
+        port: args.port,
+        data_dir: args.data_dir.clone(),
+        auth_token: args.token.clone(),
+        public_url: args.public_url.clone(),
+    };
+    Config::load(args.config.as_deref(), overrides).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let (args, runner) = match cli.command {
+        Command::Serve(args) => (args, None),
+        Command::Dev(dev) => (dev.serve, Some(dev.runner)),
+    };
+    let config = match load(&args) {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("rivulet: {err}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("rivulet: cannot start runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(serve(config, runner)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("rivulet: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config, runner: Option<Option<String>>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display())
+    })?;
+    let store = EmbeddedStore::open(&config.data_dir.join("rivulet.redb"))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", config.listen))?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    let shutdown = CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested");
+            shutdown.cancel();
+            wait_for_signal().await;
+            tracing::warn!("second signal, exiting now");
+            std::process::exit(130);
+        });
+    }
+    let mut child = None;
+    if let Some(runner) = runner {
+        child = Some(dev::start_runner(runner, &endpoint)?);
+        dev::print_banner(&endpoint);
+    }
+    let result = rivulet_gateway::run(listener, config, Arc::new(store), shutdown).await;
+    if let Some(mut child) = child {
+        let _ = child.kill().await;
+    }
+    result
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+mod dev {
+    //! `rivulet dev`: the demo runner next to the gateway.
+
+    use tokio::process::{Child, Command};
+
+    const DEFAULT_RUNNER: &str = "examples/demo/run.sh";
+
+    pub fn start_runner(runner: Option<String>, endpoint: &str) -> anyhow::Result<Child> {
+        let cmd = runner.unwrap_or_else(|| DEFAULT_RUNNER.to_string());
+        tracing::info!(command = %cmd, "starting demo runner");
+        Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .env("RIVET_ENDPOINT", endpoint)
+            .env("RIVET_RUN_SERVICES", "0")
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start demo runner `{cmd}`: {e}"))
+    }
+
+    pub fn print_banner(endpoint: &str) {
+        println!();
+        println!("  Rivulet dev gateway on {endpoint}");
+        println!("  Talk to the demo counter:");
+        println!("    curl -X POST -H 'content-type: application/json' -d '{{\"args\":[1]}}' \\");
+        println!("      '{endpoint}/gateway/counter/action/increment?rvt-method=getOrCreate&rvt-runner=default&rvt-key=demo'");
+        println!();
+    }
+}

@@ -1,0 +1,92 @@
+//! Client routes to actors: `/gateway/{actor_id}[@token]/rest` (direct) and
+//! `/gateway/{name}/rest?rvt-method=get|getOrCreate&rvt-key=…` (query form, which resolves or
+//! creates the actor by name and key). The remaining path and non-`rvt-` query travel to the
+//! actor unchanged, over HTTP (`http`) or WebSocket (`ws`).
+//!
+//! # Layout
+//! - `target`: parsing the path and `rvt-*` parameters (pure, unit-tested).
+//! - `http`: one HTTP request through the tunnel.
+//! - `ws`: one client WebSocket through the tunnel, hibernating while its actor sleeps.
+
+mod http;
+pub mod target;
+mod ws;
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, State};
+use axum::http::Request;
+use axum::response::{IntoResponse, Response};
+
+use crate::actor::ActorHandle;
+use crate::api::actors::{get_or_create, resolve_namespace, CreateSpec};
+use crate::error::ApiError;
+use crate::state::Gateway;
+use target::{Method, Target};
+
+/// Any method on `/gateway/*`.
+pub async fn handle(State(gw): State<Gateway>, req: Request<Body>) -> Response {
+    let target = match target::parse(req.uri()) {
+        Ok(t) => t,
+        Err(err) => return err.into_response(),
+    };
+    let is_upgrade = req
+        .headers()
+        .get("upgrade")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if is_upgrade {
+        let (mut parts, _body) = req.into_parts();
+        let upgrade =
+            match axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &gw).await {
+                Ok(u) => u,
+                Err(rejection) => return rejection.into_response(),
+            };
+        ws::serve(gw, target, parts, upgrade)
+    } else {
+        match http::serve(gw, target, req).await {
+            Ok(resp) => resp,
+            Err(err) => err.into_response(),
+        }
+    }
+}
+
+/// Finds (or creates) the actor a request addresses and returns its supervisor.
+pub async fn resolve(gw: &Gateway, target: &Target) -> Result<ActorHandle, ApiError> {
+    let actor_id = match &target.method {
+        Method::Direct { actor_id } => actor_id.clone(),
+        Method::Get {
+            namespace,
+            name,
+            key,
+        } => {
+            let ns = resolve_namespace(gw, Some(namespace)).await?;
+            gw.store
+                .get_actor_by_key(&ns.namespace_id, name, key)
+                .await?
+                .ok_or_else(ApiError::actor_not_found)?
+                .actor_id
+        }
+        Method::GetOrCreate {
+            namespace,
+            name,
+            key,
+            pool,
+            input,
+            crash_policy,
+        } => {
+            let ns = resolve_namespace(gw, Some(namespace)).await?;
+            let spec = CreateSpec {
+                name: name.clone(),
+                key: Some(key.clone()),
+                input: input.clone(),
+                runner_name_selector: pool.clone(),
+                crash_policy: *crash_policy,
+            };
+            get_or_create(gw, &ns, spec).await?.0.actor_id
+        }
+    };
+    gw.actors
+        .ensure(gw, &actor_id)
+        .await?
+        .ok_or_else(ApiError::actor_not_found)
+}

@@ -1,0 +1,332 @@
+//! One client WebSocket through the tunnel.
+//!
+//! Messages towards the actor are numbered from 1 (the open is 0). If the actor accepted the
+//! socket as hibernatable, each message is kept until the actor acknowledges its index; when
+//! the actor sleeps (close with `hibernate`) or its runner is lost, the client socket stays
+//! open here. The next client message is kept too and wakes the actor, whose runner restores
+//! the socket and sends a new open; everything unacknowledged is then resent in order with
+//! its original index, so nothing is lost and nothing is delivered twice.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use rivulet_wire::envoy::{
+    MessageId, ToEnvoy, ToEnvoyTunnelMessage, ToEnvoyTunnelMessageKind, ToEnvoyWebSocketClose,
+    ToEnvoyWebSocketMessage, ToEnvoyWebSocketOpen, ToRivetTunnelMessageKind,
+};
+use tokio::sync::mpsc;
+
+use super::http::{forward_headers, RouteGuard};
+use super::target::Target;
+use crate::actor::{ActorHandle, Msg, Status};
+use crate::envoy::{truncate_reason, EnvoyHandle};
+use crate::error::ApiError;
+use crate::state::Gateway;
+use crate::tunnel::Inbound;
+
+type ClientSink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+pub(super) fn serve(
+    gw: Gateway,
+    target: Target,
+    parts: Parts,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let max = gw.config.gateway.max_ws_message_bytes;
+    let headers = parts.headers;
+    upgrade
+        .protocols(["rivet"])
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| async move {
+            let (mut sink, stream) = socket.split();
+            if let Err(err) = run(&gw, &target, &headers, &mut sink, stream).await {
+                tracing::debug!(reason = %err.reason(), "closing client websocket");
+                close(&mut sink, 1011, format!("{}#{}", err.reason(), err.message)).await;
+            }
+        })
+}
+
+async fn close(sink: &mut ClientSink, code: u16, reason: String) {
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: truncate_reason(reason).into(),
+        })))
+        .await;
+    let _ = sink.close().await;
+}
+
+/// Whether message `index` is covered by an acknowledgement of `ack` (wrapping u16).
+fn is_acked(index: u16, ack: u16) -> bool {
+    ack.wrapping_sub(index) < 0x8000
+}
+
+struct Tunnel<'a> {
+    gw: &'a Gateway,
+    actor: ActorHandle,
+    request_id: [u8; 4],
+    envoy: std::sync::Arc<EnvoyHandle>,
+    next_index: u16,
+    can_hibernate: bool,
+    /// Sent (or to send) but not acknowledged: (index, data, binary).
+    pending: VecDeque<(u16, bytes::Bytes, bool)>,
+    /// Whether the actor currently has this socket open.
+    attached: bool,
+}
+
+impl Tunnel<'_> {
+    fn send(&self, kind: ToEnvoyTunnelMessageKind, index: u16) -> bool {
+        self.envoy
+            .send(ToEnvoy::ToEnvoyTunnelMessage(ToEnvoyTunnelMessage {
+                message_id: MessageId {
+                    gateway_id: self.gw.gateway_id,
+                    request_id: self.request_id,
+                    message_index: index,
+                },
+                message_kind: kind,
+            }))
+    }
+
+    fn message(data: bytes::Bytes, binary: bool) -> ToEnvoyTunnelMessageKind {
+        ToEnvoyTunnelMessageKind::ToEnvoyWebSocketMessage(ToEnvoyWebSocketMessage { data, binary })
+    }
+
+    /// Forwards a client message, keeping it until acknowledged if the socket hibernates.
+    fn forward(&mut self, data: bytes::Bytes, binary: bool) -> Result<(), ApiError> {
+        let index = self.next_index;
+        self.next_index = self.next_index.wrapping_add(1);
+        if self.can_hibernate {
+            if self.pending.len() >= self.gw.config.gateway.max_pending_ws_messages {
+                return Err(ApiError::new(
+                    "guard",
+                    "websocket_pending_limit_reached",
+                    "Too many messages wait for the actor to acknowledge them.",
+                ));
+            }
+            self.pending.push_back((index, data.clone(), binary));
+        }
+        if self.attached && !self.send(Self::message(data, binary), index) && !self.can_hibernate {
+            return Err(ApiError::runner_lost());
+        }
+        Ok(())
+    }
+
+    fn detach(&mut self) {
+        self.attached = false;
+        let _ = self
+            .actor
+            .send(Msg::Hibernating(self.gw.gateway_id, self.request_id));
+    }
+
+    /// Wakes the actor so its runner restores this socket.
+    async fn wake(&mut self) -> Result<(), ApiError> {
+        let timeout = Duration::from_millis(self.gw.config.gateway.actor_ready_timeout_ms);
+        let (envoy, _generation) = self.actor.ready(self.gw, timeout).await?;
+        self.gw.routes.rebind(self.request_id, &envoy.key);
+        self.envoy = envoy;
+        Ok(())
+    }
+
+    /// The actor reopened the socket: resend what it has not acknowledged.
+    fn reattach(&mut self) {
+        if let Status::Running { envoy_key, .. } = self.actor.status() {
+            if let Some(envoy) = self.gw.envoys.get(&envoy_key) {
+                self.gw.routes.rebind(self.request_id, &envoy.key);
+                self.envoy = envoy;
+            }
+        }
+        self.attached = true;
+        for (index, data, binary) in self.pending.clone() {
+            self.send(Self::message(data, binary), index);
+        }
+    }
+}
+
+async fn run(
+    gw: &Gateway,
+    target: &Target,
+    headers: &HeaderMap,
+    sink: &mut ClientSink,
+    mut stream: futures_util::stream::SplitStream<WebSocket>,
+) -> Result<(), ApiError> {
+    let actor = super::resolve(gw, target).await?;
+    let timeout = Duration::from_millis(gw.config.gateway.actor_ready_timeout_ms);
+    let (envoy, generation) = actor.ready(gw, timeout).await?;
+    let request_id: [u8; 4] = rand::random();
+    let mut rx = gw.routes.open(request_id, &envoy.key);
+    let _guard = RouteGuard { gw, request_id };
+    let mut t = Tunnel {
+        gw,
+        actor: actor.clone(),
+        request_id,
+        envoy,
+        next_index: 1,
+        can_hibernate: false,
+        pending: VecDeque::new(),
+        attached: true,
+    };
+    let open = ToEnvoyTunnelMessageKind::ToEnvoyWebSocketOpen(ToEnvoyWebSocketOpen {
+        actor_id: actor.actor_id.clone().into(),
+        actor_generation: Some(generation),
+        path: target.actor_path.clone().into(),
+        headers: forward_headers(headers),
+    });
+    if !t.send(open, 0) {
+        return Err(ApiError::runner_lost());
+    }
+    wait_open(gw, &mut t, &mut rx, sink).await?;
+
+    let result = pump(&mut t, &mut rx, sink, &mut stream).await;
+    let _ = actor.send(Msg::HibernatingClosed(gw.gateway_id, request_id));
+    result
+}
+
+async fn wait_open(
+    gw: &Gateway,
+    t: &mut Tunnel<'_>,
+    rx: &mut mpsc::Receiver<Inbound>,
+    sink: &mut ClientSink,
+) -> Result<(), ApiError> {
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(gw.config.gateway.websocket_open_timeout_ms);
+    loop {
+        let next = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    "guard",
+                    "websocket_open_timeout",
+                    "The actor did not accept the WebSocket in time.",
+                )
+            })?;
+        match next {
+            None | Some(Inbound::RunnerLost) => return Err(ApiError::runner_lost()),
+            Some(Inbound::Message(_, ToRivetTunnelMessageKind::ToRivetWebSocketOpen(open))) => {
+                t.can_hibernate = open.can_hibernate;
+                return Ok(());
+            }
+            Some(Inbound::Message(_, ToRivetTunnelMessageKind::ToRivetWebSocketClose(c))) => {
+                close(
+                    sink,
+                    c.code.unwrap_or(1000),
+                    c.reason.map(|r| r.to_string()).unwrap_or_default(),
+                )
+                .await;
+                return Ok(());
+            }
+            Some(Inbound::Message(..)) => {}
+        }
+    }
+}
+
+async fn pump(
+    t: &mut Tunnel<'_>,
+    rx: &mut mpsc::Receiver<Inbound>,
+    sink: &mut ClientSink,
+    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+) -> Result<(), ApiError> {
+    let shutdown = t.gw.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                close(sink, 1001, "ws.going_away#gateway shutting down".into()).await;
+                return Ok(());
+            }
+            frame = stream.next() => {
+                let (data, binary) = match frame {
+                    Some(Ok(Message::Binary(b))) => (b, true),
+                    Some(Ok(Message::Text(s))) => (bytes::Bytes::copy_from_slice(s.as_str().as_bytes()), false),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(frame))) => {
+                        if t.attached {
+                            let index = t.next_index;
+                            let close = ToEnvoyTunnelMessageKind::ToEnvoyWebSocketClose(ToEnvoyWebSocketClose {
+                                code: frame.as_ref().map(|f| f.code),
+                                reason: frame.map(|f| f.reason.to_string().into()),
+                            });
+                            t.send(close, index);
+                        }
+                        return Ok(());
+                    }
+                    Some(Err(_)) | None => {
+                        if t.attached {
+                            let index = t.next_index;
+                            let close = ToEnvoyTunnelMessageKind::ToEnvoyWebSocketClose(ToEnvoyWebSocketClose {
+                                code: Some(1006),
+                                reason: None,
+                            });
+                            t.send(close, index);
+                        }
+                        return Ok(());
+                    }
+                };
+                t.forward(data, binary)?;
+                if !t.attached {
+                    t.wake().await?;
+                }
+            }
+            inbound = rx.recv() => match inbound {
+                None => return Err(ApiError::runner_lost()),
+                Some(Inbound::RunnerLost) if t.can_hibernate => t.detach(),
+                Some(Inbound::RunnerLost) => return Err(ApiError::runner_lost()),
+                Some(Inbound::Message(_, kind)) => match kind {
+                    ToRivetTunnelMessageKind::ToRivetWebSocketMessage(m) => {
+                        let msg = if m.binary {
+                            Message::Binary(m.data)
+                        } else {
+                            match String::from_utf8(m.data.to_vec()) {
+                                Ok(text) => Message::Text(text.into()),
+                                Err(_) => Message::Binary(m.data),
+                            }
+                        };
+                        if sink.send(msg).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    ToRivetTunnelMessageKind::ToRivetWebSocketMessageAck(ack) => {
+                        t.pending.retain(|(index, _, _)| !is_acked(*index, ack.index));
+                    }
+                    ToRivetTunnelMessageKind::ToRivetWebSocketClose(c) => {
+                        if c.hibernate && t.can_hibernate {
+                            tracing::debug!("client websocket hibernating");
+                            t.detach();
+                        } else {
+                            close(sink, c.code.unwrap_or(1000), c.reason.map(|r| r.to_string()).unwrap_or_default()).await;
+                            return Ok(());
+                        }
+                    }
+                    ToRivetTunnelMessageKind::ToRivetWebSocketOpen(open) => {
+                        // The actor restored this socket after a restart.
+                        t.can_hibernate = open.can_hibernate;
+                        t.reattach();
+                    }
+                    ToRivetTunnelMessageKind::ToRivetResponseStart(_)
+                    | ToRivetTunnelMessageKind::ToRivetResponseChunk(_)
+                    | ToRivetTunnelMessageKind::ToRivetResponseAbort(_)
+                    | ToRivetTunnelMessageKind::ToRivetRequestBodyWindowUpdate(_)
+                    | ToRivetTunnelMessageKind::ToRivetRequestBodyCancel => {}
+                },
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_acked;
+
+    #[test]
+    fn acks_compare_with_wrapping() {
+        assert!(is_acked(5, 5));
+        assert!(is_acked(4, 5));
+        assert!(!is_acked(6, 5));
+        assert!(is_acked(65_535, 2));
+        assert!(!is_acked(3, 65_535));
+    }
+}

@@ -1,0 +1,69 @@
+//! What every part of the gateway shares: configuration, the store, the registries of
+//! connected runners, active actors and in-flight tunnel requests, and the process-wide
+//! cancellation token and task tracker used for a clean shutdown.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::actor::Directory;
+use crate::config::Config;
+use crate::envoy::Registry;
+use crate::store::Store;
+use crate::tunnel::Routes;
+
+/// Datacenter label of this gateway, embedded in every actor id it creates.
+pub const DATACENTER_LABEL: u16 = 1;
+/// Name of the single datacenter a gateway reports.
+pub const DATACENTER_NAME: &str = "default";
+/// Name of the namespace that exists from the start.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Shared gateway state; cheap to clone.
+#[derive(Clone)]
+pub struct Gateway(Arc<Inner>);
+
+/// The fields behind [`Gateway`].
+pub struct Inner {
+    /// Validated configuration.
+    pub config: Config,
+    /// Durable state.
+    pub store: Arc<dyn Store>,
+    /// Connected runners.
+    pub envoys: Registry,
+    /// Supervisors of active actors.
+    pub actors: Directory,
+    /// In-flight tunnel requests.
+    pub routes: Routes,
+    /// Identifies this gateway process in tunnel message ids.
+    pub gateway_id: [u8; 4],
+    /// Fires when the process shuts down.
+    pub shutdown: CancellationToken,
+    /// Every spawned long-running task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+impl std::ops::Deref for Gateway {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Gateway {
+    /// Builds the shared state.
+    pub fn new(config: Config, store: Arc<dyn Store>, shutdown: CancellationToken) -> Self {
+        let outbound = config.envoy.outbound_queue_frames;
+        Gateway(Arc::new(Inner {
+            config,
+            store,
+            envoys: Registry::new(outbound),
+            actors: Directory::default(),
+            routes: Routes::default(),
+            gateway_id: rand::random(),
+            shutdown,
+            tasks: TaskTracker::new(),
+        }))
+    }
+}

@@ -1,0 +1,118 @@
+//! In-flight tunnel requests. Each client HTTP request or WebSocket that reaches an actor gets
+//! a request id; messages the runner sends for it are routed here by (gateway id, request id)
+//! to the task serving the client.
+//!
+//! Each route has a bounded queue. A runner that sends faster than the client reads fills it;
+//! the route is then closed (the client gets an overload error or close frame) rather than
+//! letting one slow client hold the runner's whole connection.
+
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
+use rivulet_wire::envoy::{MessageIndex, ToRivetTunnelMessageKind};
+use tokio::sync::mpsc;
+
+/// Messages buffered per route before it counts as overloaded.
+pub const ROUTE_QUEUE: usize = 1024;
+
+/// Identity of a tunnel request.
+pub type RequestKey = [u8; 4];
+
+/// What a route receives.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A tunnel message from the runner.
+    Message(MessageIndex, ToRivetTunnelMessageKind),
+    /// The runner connection carrying this request is gone.
+    RunnerLost,
+}
+
+struct Route {
+    tx: mpsc::Sender<Inbound>,
+    /// Runner the request was sent to; messages from others are dropped. Keyed by envoy key,
+    /// not connection, so a runner that reconnects keeps serving its in-flight requests.
+    envoy_key: String,
+}
+
+/// The table of in-flight requests.
+#[derive(Default)]
+pub struct Routes {
+    inner: Mutex<HashMap<RequestKey, Route>>,
+}
+
+impl Routes {
+    /// Registers a request served by runner `envoy_key`.
+    pub fn open(&self, request_id: RequestKey, envoy_key: &str) -> mpsc::Receiver<Inbound> {
+        let (tx, rx) = mpsc::channel(ROUTE_QUEUE);
+        let route = Route {
+            tx,
+            envoy_key: envoy_key.to_string(),
+        };
+        self.inner.lock().insert(request_id, route);
+        rx
+    }
+
+    /// Moves a request to another runner (after its actor restarted elsewhere).
+    pub fn rebind(&self, request_id: RequestKey, envoy_key: &str) {
+        if let Some(route) = self.inner.lock().get_mut(&request_id) {
+            route.envoy_key = envoy_key.to_string();
+        }
+    }
+
+    /// Removes a request.
+    pub fn close(&self, request_id: &RequestKey) {
+        self.inner.lock().remove(request_id);
+    }
+
+    /// Delivers a runner message; returns false if no such request or its queue is full
+    /// (the route is then removed).
+    pub fn deliver(
+        &self,
+        envoy_key: &str,
+        request_id: RequestKey,
+        index: MessageIndex,
+        kind: ToRivetTunnelMessageKind,
+    ) -> bool {
+        let mut inner = self.inner.lock();
+        let Some(route) = inner.get(&request_id) else {
+            return false;
+        };
+        if route.envoy_key != envoy_key {
+            // A hibernating socket may be restored by its actor on another runner; the
+            // route follows it. Request ids are random per request, so this cannot
+            // misdeliver between requests.
+            tracing::debug!(from = %envoy_key, bound = %route.envoy_key, "tunnel message from another runner");
+        }
+        match route.tx.try_send(Inbound::Message(index, kind)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("tunnel route queue full, closing request");
+                inner.remove(&request_id);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                inner.remove(&request_id);
+                false
+            }
+        }
+    }
+
+    /// Tells every request served by a runner that it is gone.
+    pub fn runner_lost(&self, envoy_key: &str) {
+        let inner = self.inner.lock();
+        for route in inner.values().filter(|r| r.envoy_key == envoy_key) {
+            // A full queue will surface as closed soon anyway.
+            let _ = route.tx.try_send(Inbound::RunnerLost);
+        }
+    }
+
+    /// Number of in-flight requests (for metrics and tests).
+    pub fn len(&self) -> usize {
+        self.inner.lock().len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.inner.lock().is_empty()
+    }
+}
