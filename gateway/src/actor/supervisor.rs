@@ -30,7 +30,25 @@ const PLACE_RETRY: Duration = Duration::from_millis(500);
 
 pub(super) fn spawn(gw: Gateway, record: ActorRecord) -> ActorHandle {
     let (tx, rx) = mpsc::channel(SUPERVISOR_QUEUE);
-    let (status_tx, status_rx) = watch::channel(Status::Sleeping);
+    // A record that says it runs on a runner was written by an earlier gateway process: the
+    // runner keeps its actors across our restart and reconnects, so adopt the running
+    // generation instead of starting a second copy (which would fence the first one's
+    // last writes away).
+    let (phase, status) = match (&record.envoy_key, record.connectable_ts) {
+        (Some(envoy), Some(_)) => (
+            Phase::Running {
+                generation: record.generation,
+                envoy: envoy.clone(),
+            },
+            Status::Running {
+                envoy_key: envoy.clone(),
+                generation: record.generation,
+            },
+        ),
+        _ => (Phase::Sleeping, Status::Sleeping),
+    };
+    let adopting = matches!(phase, Phase::Running { .. });
+    let (status_tx, status_rx) = watch::channel(status);
     let actor_id = record.actor_id.clone();
     let span = tracing::info_span!(
         "actor",
@@ -39,15 +57,22 @@ pub(super) fn spawn(gw: Gateway, record: ActorRecord) -> ActorHandle {
         key = record.key.as_deref().unwrap_or(""),
         generation = tracing::field::Empty,
     );
-    let lifecycle = Lifecycle::new(Phase::Sleeping, record.generation, record.crash_policy);
+    let lifecycle = Lifecycle::new(phase, record.generation, record.crash_policy);
+    let adopt_deadline = adopting.then(|| {
+        let lost = u64::try_from(gw.config.envoy.lost_threshold_ms).unwrap_or(0);
+        tokio::time::Instant::now() + Duration::from_millis(lost)
+    });
     let sup = Supervisor {
         gw: gw.clone(),
         record,
         lifecycle,
         rx,
         status: status_tx,
-        next_command_index: 0,
+        // Commands of an adopted generation were numbered by the earlier process; continue
+        // above anything it can have used so the runner does not drop ours as replays.
+        next_command_index: if adopting { now_ms() } else { 0 },
         last_event_index: -1,
+        adopt_deadline,
         hibernating: BTreeSet::new(),
         placing: false,
         starting_since: None,
@@ -75,12 +100,15 @@ struct Supervisor {
     /// Waiting for a runner of the pool.
     placing: bool,
     starting_since: Option<tokio::time::Instant>,
+    /// Set while an adopted actor's runner has not reconnected; past it, the runner is lost.
+    adopt_deadline: Option<tokio::time::Instant>,
 }
 
 impl Supervisor {
     async fn run(mut self) {
         let mut envoys_changed = self.gw.envoys.subscribe();
         let shutdown = self.gw.shutdown.clone();
+        self.check_adopted();
         loop {
             let alarm = self.alarm_delay();
             let start_deadline = self.starting_since.map(|t| t + START_TIMEOUT);
@@ -92,7 +120,20 @@ impl Supervisor {
                     Some(msg) => self.on_msg(msg).await,
                     None => break,
                 },
-                _ = envoys_changed.changed(), if self.placing => self.try_place().await,
+                _ = envoys_changed.changed(), if self.placing || self.adopt_deadline.is_some() => {
+                    self.check_adopted();
+                    self.try_place().await;
+                }
+                _ = sleep_until_opt(self.adopt_deadline), if self.adopt_deadline.is_some() => {
+                    self.adopt_deadline = None;
+                    if let Phase::Running { envoy, .. } = &self.lifecycle.phase {
+                        if self.gw.envoys.get(envoy).is_none() {
+                            tracing::warn!("runner of adopted actor did not come back");
+                            let envoy = envoy.clone();
+                            self.apply(Input::RunnerLost { envoy }).await;
+                        }
+                    }
+                }
                 _ = tokio::time::sleep(PLACE_RETRY), if self.placing => self.try_place().await,
                 _ = sleep_until_opt(alarm), if alarm.is_some() => {
                     tracing::debug!("alarm due, waking");
@@ -113,6 +154,25 @@ impl Supervisor {
             }
         }
         self.gw.actors.remove(&self.record.actor_id);
+    }
+
+    /// Registers an adopted actor with its runner once the runner is connected.
+    fn check_adopted(&mut self) {
+        if self.adopt_deadline.is_none() {
+            return;
+        }
+        if let Phase::Running { envoy, generation } = &self.lifecycle.phase {
+            if let Some(handle) = self.gw.envoys.get(envoy) {
+                handle
+                    .assigned
+                    .lock()
+                    .insert(self.record.actor_id.clone(), *generation);
+                tracing::info!(envoy_key = %envoy, "adopted running actor after gateway restart");
+                self.adopt_deadline = None;
+            }
+        } else {
+            self.adopt_deadline = None;
+        }
     }
 
     fn alarm_delay(&self) -> Option<tokio::time::Instant> {
@@ -242,6 +302,7 @@ impl Supervisor {
                 self.starting_since = None;
                 self.placing = false;
                 self.release_runner();
+                self.record.envoy_key = None;
                 self.record.sleep_ts = Some(now_ms());
                 self.record.connectable_ts = None;
                 self.record.pending_allocation_ts = None;
@@ -253,6 +314,7 @@ impl Supervisor {
                 self.starting_since = None;
                 self.placing = false;
                 self.release_runner();
+                self.record.envoy_key = None;
                 self.record.destroy_ts = Some(now_ms());
                 self.record.connectable_ts = None;
                 self.record.alarm_ts = None;
@@ -298,6 +360,7 @@ impl Supervisor {
     async fn start(&mut self, envoy_key: String, generation: u32) -> Option<Input> {
         tracing::Span::current().record("generation", generation);
         self.record.generation = generation;
+        self.record.envoy_key = Some(envoy_key.clone());
         if !self.persist().await {
             // Without the new generation on disk the fence would not protect it.
             return Some(Input::RunnerLost { envoy: envoy_key });

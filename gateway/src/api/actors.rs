@@ -118,6 +118,7 @@ fn new_record(ns: &Namespace, spec: CreateSpec) -> ActorRecord {
         destroy_ts: None,
         error: None,
         generation: 0,
+        envoy_key: None,
         alarm_ts: None,
         revision: 0,
     }
@@ -293,9 +294,10 @@ pub async fn list(
         }
         for id in ids {
             if let Some(a) = gw.store.get_actor(&id).await? {
-                let visible = a.namespace_id == ns.namespace_id
-                    && (include_destroyed || !a.is_destroyed())
-                    && q.get("name").is_none_or(|n| *n == a.name);
+                // Lookups by id show destroyed actors too, as the engine does: a client
+                // that holds an id learns it was destroyed instead of "not found".
+                let visible =
+                    a.namespace_id == ns.namespace_id && q.get("name").is_none_or(|n| *n == a.name);
                 if visible {
                     out.push(actor_json(&a));
                 }

@@ -82,7 +82,11 @@ pub fn spawn_worker(
 async fn handle(gw: &Gateway, envoy: &EnvoyHandle, actor_id: &str, req: StorageRequest) -> ToEnvoy {
     match req {
         StorageRequest::Kv(req) => {
-            let data = match envoy.generation_of(actor_id) {
+            let generation = match envoy.generation_of(actor_id) {
+                Some(g) => Some(g),
+                None => adopted_generation(gw, envoy, actor_id).await,
+            };
+            let data = match generation {
                 Some(generation) => kv(gw, actor_id, generation, req.data)
                     .await
                     .unwrap_or_else(kv_error),
@@ -229,6 +233,25 @@ async fn handle(gw: &Gateway, envoy: &EnvoyHandle, actor_id: &str, req: StorageR
                 data,
             })
         }
+    }
+}
+
+/// The generation of an actor this runner kept running across a gateway restart, once its
+/// supervisor (loaded from the store) has adopted it.
+async fn adopted_generation(gw: &Gateway, envoy: &EnvoyHandle, actor_id: &str) -> Option<u32> {
+    let actor = gw.actors.ensure(gw, actor_id).await.ok()??;
+    match actor.status() {
+        crate::actor::Status::Running {
+            envoy_key,
+            generation,
+        } if envoy_key == envoy.key => {
+            envoy
+                .assigned
+                .lock()
+                .insert(actor_id.to_string(), generation);
+            Some(generation)
+        }
+        _ => None,
     }
 }
 

@@ -132,6 +132,7 @@ fn actor(id: &str, name: &str, key: Option<&str>) -> ActorRecord {
         destroy_ts: None,
         error: None,
         generation: 1,
+        envoy_key: None,
         alarm_ts: None,
         revision: 0,
     }

@@ -78,6 +78,10 @@ pub struct ActorRecord {
     pub error: Option<serde_json::Value>,
     /// Incremented by every start; fences writes from older runners.
     pub generation: u32,
+    /// Runner (envoy key) the current generation was started on, while it runs. A gateway
+    /// that restarts uses it to adopt the running actor instead of starting a second copy.
+    #[serde(default)]
+    pub envoy_key: Option<String>,
     /// Durable alarm: when the actor must be woken, ms since the epoch.
     pub alarm_ts: Option<i64>,
     /// Optimistic-concurrency counter, bumped by every `update_actor`.

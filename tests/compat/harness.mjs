@@ -1,0 +1,342 @@
+// Process management for the compatibility tests: free loopback ports, the target server
+// (Rivulet or the real rivet-engine), the stock RivetKit app, optional wiretap proxies,
+// and bounded polling. No fixed sleeps: everything waits on a condition with a deadline.
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+
+export const HERE = path.dirname(fileURLToPath(import.meta.url));
+export const REPO = path.resolve(HERE, "..", "..");
+const require = createRequire(import.meta.url);
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A free TCP port on 127.0.0.1 (bind :0, read it, close). */
+export async function freePort() {
+	const srv = net.createServer();
+	srv.listen(0, "127.0.0.1");
+	await once(srv, "listening");
+	const { port } = srv.address();
+	await new Promise((r) => srv.close(r));
+	return port;
+}
+
+/** Is something accepting TCP connections on 127.0.0.1:port? */
+export function portInUse(port) {
+	return new Promise((resolve) => {
+		const s = net.connect({ host: "127.0.0.1", port });
+		s.once("connect", () => {
+			s.destroy();
+			resolve(true);
+		});
+		s.once("error", () => resolve(false));
+	});
+}
+
+/**
+ * Poll `fn` until it returns a truthy value (returned) or the deadline passes (throws with the
+ * last error / value). `fn` may throw; that counts as "not yet".
+ */
+export async function waitFor(fn, { timeout = 30_000, interval = 100, what = "condition" } = {}) {
+	const deadline = Date.now() + timeout;
+	let last;
+	for (;;) {
+		try {
+			const v = await fn();
+			if (v) return v;
+			last = v;
+		} catch (e) {
+			if (e && e.fatal) throw e;
+			last = e;
+		}
+		if (Date.now() >= deadline) {
+			const detail = last instanceof Error ? last.message : JSON.stringify(last);
+			throw new Error(`timed out after ${timeout} ms waiting for ${what} (last: ${detail})`);
+		}
+		await sleep(interval);
+	}
+}
+
+/** Reject if `p` does not settle within `ms`. */
+export function withTimeout(p, ms, what = "operation") {
+	let t;
+	return Promise.race([
+		p,
+		new Promise((_, rej) => {
+			t = setTimeout(() => rej(new Error(`${what} did not finish within ${ms} ms`)), ms);
+		}),
+	]).finally(() => clearTimeout(t));
+}
+
+export async function getJson(url, init) {
+	const res = await fetch(url, { ...init, signal: AbortSignal.timeout(10_000) });
+	const text = await res.text();
+	let body;
+	try {
+		body = text ? JSON.parse(text) : null;
+	} catch {
+		body = text;
+	}
+	return { status: res.status, body, headers: res.headers };
+}
+
+/** A child process in its own process group, output appended to a log file. */
+export class Child {
+	constructor(name, cmd, args, { env, cwd, logFile }) {
+		this.name = name;
+		this.logFile = logFile;
+		this.out = "";
+		const log = fs.openSync(logFile, "a");
+		fs.writeSync(log, `\n===== ${new Date().toISOString()} spawn ${cmd} ${args.join(" ")}\n`);
+		this.proc = spawn(cmd, args, {
+			env,
+			cwd,
+			detached: true, // own process group, so we can kill it and whatever it spawned
+			stdio: ["ignore", "pipe", "pipe"],
+		});
+		this.pid = this.proc.pid;
+		const onData = (d) => {
+			fs.writeSync(log, d);
+			this.out += d.toString();
+			if (this.out.length > 1_000_000) this.out = this.out.slice(-500_000);
+		};
+		this.proc.stdout.on("data", onData);
+		this.proc.stderr.on("data", onData);
+		this.exited = new Promise((resolve) => {
+			this.proc.once("exit", (code, signal) => {
+				this.exitInfo = { code, signal };
+				try {
+					fs.writeSync(log, `\n===== exit code=${code} signal=${signal}\n`);
+					fs.closeSync(log);
+				} catch {}
+				resolve(this.exitInfo);
+			});
+		});
+		this.proc.once("error", (e) => {
+			this.spawnError = e;
+		});
+	}
+
+	get alive() {
+		return this.exitInfo === undefined && !this.spawnError;
+	}
+
+	/** Send `signal` to the process group; escalate to SIGKILL after `graceMs`. */
+	async stop({ signal = "SIGTERM", graceMs = 10_000 } = {}) {
+		if (!this.alive) return this.exitInfo;
+		try {
+			process.kill(-this.pid, signal);
+		} catch {}
+		const done = await Promise.race([this.exited, sleep(graceMs).then(() => null)]);
+		if (done) return done;
+		try {
+			process.kill(-this.pid, "SIGKILL");
+		} catch {}
+		return await this.exited;
+	}
+
+	tail(n = 40) {
+		return this.out.split("\n").slice(-n).join("\n");
+	}
+}
+
+export function nodeBin() {
+	return process.env.NODE || process.execPath;
+}
+
+export function engineBinary() {
+	// @rivetkit/engine-cli honours RIVET_ENGINE_BINARY, else its platform package.
+	return require("@rivetkit/engine-cli").getEnginePath();
+}
+
+export function rivuletBinary() {
+	const bin = process.env.RIVULET_BIN || "target/debug/rivulet";
+	return path.isAbsolute(bin) ? bin : path.resolve(REPO, bin);
+}
+
+/**
+ * The server under test. `target` is "rivulet" or "engine". Keeps its port(s) and data dir across
+ * restart().
+ */
+export class Server {
+	constructor({ target, workDir }) {
+		this.target = target;
+		this.workDir = workDir;
+		this.dataDir = path.join(workDir, "data");
+		fs.mkdirSync(this.dataDir, { recursive: true });
+		this.child = undefined;
+		this.starts = 0;
+	}
+
+	async init() {
+		this.port = await freePort();
+		if (this.target === "engine") {
+			this.peerPort = await freePort();
+			this.metricsPort = await freePort();
+			this.configPath = path.join(this.workDir, "engine-config.json");
+			fs.writeFileSync(
+				this.configPath,
+				JSON.stringify({
+					topology: {
+						datacenter_label: 1,
+						datacenters: {
+							default: {
+								datacenter_label: 1,
+								is_leader: true,
+								public_url: `http://127.0.0.1:${this.port}`,
+								peer_url: `http://127.0.0.1:${this.peerPort}`,
+							},
+						},
+					},
+				}),
+			);
+			this.bin = engineBinary();
+		} else if (this.target === "rivulet") {
+			this.bin = rivuletBinary();
+		} else {
+			throw new Error(`unknown COMPAT_TARGET ${this.target}`);
+		}
+		return this;
+	}
+
+	get url() {
+		return `http://127.0.0.1:${this.port}`;
+	}
+
+	binaryExists() {
+		return fs.existsSync(this.bin);
+	}
+
+	async start({ timeout = 90_000 } = {}) {
+		if (await portInUse(this.port)) {
+			throw new Error(`port ${this.port} is already in use before starting ${this.target}`);
+		}
+		const logFile = path.join(this.workDir, `${this.target}.log`);
+		let cmd;
+		let args;
+		const env = { ...process.env };
+		if (this.target === "engine") {
+			cmd = this.bin;
+			args = ["start", "--config", this.configPath];
+			Object.assign(env, {
+				RIVET__GUARD__HOST: "127.0.0.1",
+				RIVET__GUARD__PORT: String(this.port),
+				RIVET__API_PEER__HOST: "127.0.0.1",
+				RIVET__API_PEER__PORT: String(this.peerPort),
+				RIVET__METRICS__HOST: "127.0.0.1",
+				RIVET__METRICS__PORT: String(this.metricsPort),
+				RIVET__FILE_SYSTEM__PATH: path.join(this.dataDir, "db"),
+			});
+		} else {
+			cmd = this.bin;
+			args = ["serve", "--port", String(this.port), "--data-dir", this.dataDir];
+		}
+		this.child = new Child(this.target, cmd, args, { env, cwd: this.workDir, logFile });
+		this.starts++;
+		const t0 = Date.now();
+		await waitFor(
+			async () => {
+				if (!this.child.alive) {
+					throw Object.assign(new Error(`${this.target} exited early: ${JSON.stringify(this.child.exitInfo ?? this.child.spawnError?.message)}\n${this.child.tail()}`), { fatal: true });
+				}
+				const { status, body } = await getJson(`${this.url}/health`);
+				return status === 200 && body && body.runtime === "engine";
+			},
+			{ timeout, interval: 100, what: `${this.target} GET /health` },
+		).catch((e) => {
+			throw new Error(`${e.message}\n--- ${this.target} log tail ---\n${this.child.tail()}`);
+		});
+		return Date.now() - t0;
+	}
+
+	async stop(opts) {
+		if (this.child) return await this.child.stop(opts);
+	}
+}
+
+/** The stock RivetKit app (tests/compat/app.mjs). */
+export class App {
+	constructor({ workDir, endpoint, sleepTimeoutMs = 1500, extraEnv = {} }) {
+		this.workDir = workDir;
+		this.endpoint = endpoint;
+		this.sleepTimeoutMs = sleepTimeoutMs;
+		this.extraEnv = extraEnv;
+		this.starts = 0;
+	}
+
+	async start({ timeout = 45_000 } = {}) {
+		const env = {
+			...process.env,
+			RIVET_ENDPOINT: this.endpoint,
+			RIVET_RUN_SERVICES: "0",
+			// Read by rivetkit's native engine-process helper; "never" forbids spawning a local engine.
+			RIVETKIT_ENGINE_SPAWN: "never",
+			COUNTER_SLEEP_TIMEOUT_MS: String(this.sleepTimeoutMs),
+			RIVET_LOG_LEVEL: process.env.RIVET_LOG_LEVEL ?? "warn",
+			...this.extraEnv,
+		};
+		this.child = new Child("app", nodeBin(), [path.join(HERE, "app.mjs")], {
+			env,
+			cwd: HERE,
+			logFile: path.join(this.workDir, "app.log"),
+		});
+		this.starts++;
+		const t0 = Date.now();
+		const before = this.child.out.length;
+		await waitFor(
+			() => {
+				if (!this.child.alive) throw Object.assign(new Error(`app exited: ${JSON.stringify(this.child.exitInfo)}`), { fatal: true });
+				const out = this.child.out.slice(before);
+				if (out.includes("[compat-app] not ready")) throw Object.assign(new Error("app reported not ready"), { fatal: true });
+				return out.includes("[compat-app] ready");
+			},
+			{ timeout, interval: 100, what: "app envoy registration" },
+		).catch((e) => {
+			throw new Error(`${e.message}\n--- app log tail ---\n${this.child.tail()}`);
+		});
+		return Date.now() - t0;
+	}
+
+	async stop(opts) {
+		if (this.child) return await this.child.stop(opts);
+	}
+}
+
+/** Optional logging proxy (wiretap.mjs) in front of `target`. */
+export class Tap {
+	constructor({ workDir, name, target, logFile }) {
+		this.workDir = workDir;
+		this.name = name;
+		this.target = target;
+		this.logFile = logFile;
+	}
+
+	async start() {
+		this.port = await freePort();
+		this.child = new Child(
+			`tap-${this.name}`,
+			nodeBin(),
+			[path.join(HERE, "wiretap.mjs"), "--listen", String(this.port), "--target", this.target, "--name", this.name, "--out", this.logFile],
+			{ env: process.env, cwd: HERE, logFile: path.join(this.workDir, `tap-${this.name}.stderr.log`) },
+		);
+		await waitFor(() => this.child.out.includes("[wiretap] listening"), { timeout: 15_000, what: `wiretap ${this.name}` });
+		return this;
+	}
+
+	get url() {
+		return `http://127.0.0.1:${this.port}`;
+	}
+
+	async stop() {
+		if (this.child) return await this.child.stop({ graceMs: 3000 });
+	}
+}
+
+export function makeWorkDir() {
+	return fs.mkdtempSync(path.join(os.tmpdir(), "rivulet-compat-"));
+}
