@@ -15,6 +15,7 @@
 //! - [`routing`]: `/gateway/...` client routes, HTTP and WebSocket, to actors.
 //! - [`envoy`]: the `/envoys/connect` endpoint runners connect to (protocol v8).
 //! - [`actor`]: one supervisor task per active actor and its lifecycle state machine.
+//! - [`scheduler`]: wakes actors whose durable alarm is due.
 //! - [`tunnel`]: in-flight tunnel requests keyed by (gateway id, request id).
 //! - [`store`]: the `Store` trait, the embedded backend and the conformance suite.
 //! - [`error`]: the single mapping from failures to wire errors.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod envoy;
 pub mod error;
 pub mod routing;
+pub mod scheduler;
 pub mod server;
 pub mod state;
 pub mod store;

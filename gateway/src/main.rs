@@ -125,27 +125,31 @@ async fn serve(config: Config, runner: Option<Option<String>>) -> anyhow::Result
         .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", config.listen))?;
     let endpoint = format!("http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
+    let child = match runner {
+        Some(runner) => {
+            let child = dev::start_runner(runner, &endpoint)?;
+            dev::print_banner(&endpoint);
+            Some(child)
+        }
+        None => None,
+    };
     {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutdown requested");
+            // The demo runner stops first, while the gateway can still take its last
+            // state saves.
+            if let Some(child) = child {
+                dev::stop_runner(child).await;
+            }
             shutdown.cancel();
             wait_for_signal().await;
             tracing::warn!("second signal, exiting now");
             std::process::exit(130);
         });
     }
-    let mut child = None;
-    if let Some(runner) = runner {
-        child = Some(dev::start_runner(runner, &endpoint)?);
-        dev::print_banner(&endpoint);
-    }
-    let result = rivulet_gateway::run(listener, config, Arc::new(store), shutdown).await;
-    if let Some(mut child) = child {
-        let _ = child.kill().await;
-    }
-    result
+    rivulet_gateway::run(listener, config, Arc::new(store), shutdown).await
 }
 
 async fn wait_for_signal() {
@@ -180,14 +184,32 @@ mod dev {
     pub fn start_runner(runner: Option<String>, endpoint: &str) -> anyhow::Result<Child> {
         let cmd = runner.unwrap_or_else(|| DEFAULT_RUNNER.to_string());
         tracing::info!(command = %cmd, "starting demo runner");
+        // Its own process group, so stopping it also stops whatever it started.
         Command::new("sh")
             .arg("-c")
-            .arg(&cmd)
+            .arg(format!("exec {cmd}"))
             .env("RIVET_ENDPOINT", endpoint)
             .env("RIVET_RUN_SERVICES", "0")
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| anyhow::anyhow!("cannot start demo runner `{cmd}`: {e}"))
+    }
+
+    /// Asks the runner's process group to stop, then waits briefly before killing it.
+    pub async fn stop_runner(mut child: Child) {
+        if let Some(pid) = child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{pid}")])
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(std::time::Duration::from_secs(5), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
     }
 
     pub fn print_banner(endpoint: &str) {

@@ -55,6 +55,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     ensure_default_namespace(store.as_ref()).await?;
     let gw = Gateway::new(config, store, shutdown.clone());
+    gw.tasks.spawn(crate::scheduler::run(gw.clone()));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "rivulet gateway listening");
     let serve = axum::serve(listener, app(gw.clone()))

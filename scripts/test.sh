@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs every test:
+#   1. formatting and clippy (-D warnings)
+#   2. cargo tests: unit tests, the store conformance suite, envoy protocol and tunnel tests
+#   3. the RivetKit compatibility test: stock rivetkit 2.3.19 app + client against Rivulet
+#      (Node 22 and the npm packages are installed into ~/.cache/rivulet on first use)
+# Prints one summary line "N passed, N failed" at the end; exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO="$(pwd)"
+
+# CI starts from a fresh clone; keeping the build cache outside it saves the full rebuild.
+if [ "${CI:-}" = "true" ] && [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  export CARGO_TARGET_DIR="${RIVULET_CACHE:-$HOME/.cache/rivulet}/target"
+fi
+TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
+LOG="$(mktemp -d)/test.log"
+passed=0; failed=0
+
+step() { echo; echo "=== $* ===" >&2; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy -q --workspace --all-targets -- -D warnings
+
+step "cargo test"
+set +e
+cargo test --workspace 2>&1 | tee "$LOG"
+cargo_rc=${PIPESTATUS[0]}
+set -e
+p=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$LOG" | awk '{p+=$4; f+=$6} END {print p+0}')
+f=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$LOG" | awk '{p+=$4; f+=$6} END {print f+0}')
+passed=$((passed + p)); failed=$((failed + f))
+if [ "$cargo_rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
+
+step "rivetkit compatibility (stock rivetkit 2.3.19 against rivulet)"
+cargo build -q -p rivulet-gateway --bin rivulet
+set +e
+RIVULET_BIN="$TARGET/debug/rivulet" COMPAT_TARGET=rivulet bash tests/compat/run.sh 2>&1 | tee "$LOG"
+compat_rc=${PIPESTATUS[0]}
+set -e
+p=$(grep -Eo '^ℹ pass [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
+f=$(grep -Eo '^ℹ fail [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
+passed=$((passed + p)); failed=$((failed + f))
+if [ "$compat_rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
+
+echo
+echo "rivulet: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
