@@ -19,6 +19,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Admin token; `None` accepts every caller (local development).
     pub auth_token: Option<String>,
+    /// Longest a store call may take before callers get `store.unavailable`.
+    pub store_timeout_ms: u64,
     /// URL runners and clients are told to use for this gateway.
     pub public_url: String,
     /// Envoy protocol timing and limits.
@@ -103,6 +105,8 @@ pub struct FileConfig {
     pub auth_token: Option<String>,
     /// Public URL.
     pub public_url: Option<String>,
+    /// Store call time limit.
+    pub store_timeout_ms: Option<u64>,
     /// Envoy section.
     pub envoy: EnvoyConfig,
     /// Gateway section.
@@ -122,6 +126,8 @@ pub struct Overrides {
     pub auth_token: Option<String>,
     /// `--public-url` / `RIVULET_PUBLIC_URL`.
     pub public_url: Option<String>,
+    /// `--store-timeout-ms` / `RIVULET_STORE_TIMEOUT_MS`.
+    pub store_timeout_ms: Option<u64>,
 }
 
 /// Why the configuration was refused.
@@ -191,6 +197,10 @@ impl Config {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(".rivulet")),
             auth_token: o.auth_token.or(file.auth_token).filter(|t| !t.is_empty()),
+            store_timeout_ms: o
+                .store_timeout_ms
+                .or(file.store_timeout_ms)
+                .unwrap_or(10_000),
             public_url,
             envoy: file.envoy,
             gateway: file.gateway,
@@ -212,6 +222,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 field: "envoy.outbound_queue_frames",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self.store_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                field: "store_timeout_ms",
+                reason: "must be non-zero".into(),
             });
         }
         if self.gateway.actor_ready_timeout_ms == 0 {

@@ -50,6 +50,10 @@ struct ServeArgs {
     /// URL to advertise for this gateway [default: http://HOST:PORT].
     #[arg(long, env = "RIVULET_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Longest a store call may take before callers get a `store.unavailable` error
+    /// [default: 10000].
+    #[arg(long, env = "RIVULET_STORE_TIMEOUT_MS")]
+    store_timeout_ms: Option<u64>,
     /// TOML file with any of the settings above plus [envoy] and [gateway] tuning.
     #[arg(long, env = "RIVULET_CONFIG")]
     config: Option<PathBuf>,
@@ -81,6 +85,7 @@ fn load(args: &ServeArgs) -> Result<Config, String> {
         data_dir: args.data_dir.clone(),
         auth_token: args.token.clone(),
         public_url: args.public_url.clone(),
+        store_timeout_ms: args.store_timeout_ms,
     };
     Config::load(args.config.as_deref(), overrides).map_err(|e| e.to_string())
 }

@@ -54,6 +54,10 @@ pub async fn run(
     store: Arc<dyn Store>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::new(crate::store::deadline::DeadlineStore::new(
+        store,
+        Duration::from_millis(config.store_timeout_ms),
+    ));
     ensure_default_namespace(store.as_ref()).await?;
     let gw = Gateway::new(config, store, shutdown.clone());
     gw.tasks.spawn(crate::scheduler::run(gw.clone()));

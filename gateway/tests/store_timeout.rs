@@ -1,0 +1,225 @@
+//! A store that stops answering must give callers a clear, retryable error within the
+//! configured deadline and leave nothing half-done. The backend here is the real embedded
+//! store behind a switch that makes chosen calls hang, as a stalled disk or an unreachable
+//! DynamoDB would.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rivulet_gateway::store::embedded::EmbeddedStore;
+use rivulet_gateway::store::*;
+use rivulet_gateway::Config;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+/// The embedded store, except that actor creation hangs while `hang` is set.
+struct Hanging {
+    inner: EmbeddedStore,
+    hang: AtomicBool,
+}
+
+#[async_trait]
+impl Store for Hanging {
+    async fn create_actor(&self, actor: ActorRecord) -> StoreResult<()> {
+        if self.hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.create_actor(actor).await
+    }
+    async fn create_namespace(&self, ns: Namespace) -> StoreResult<()> {
+        self.inner.create_namespace(ns).await
+    }
+    async fn get_namespace(&self, name: &str) -> StoreResult<Option<Namespace>> {
+        self.inner.get_namespace(name).await
+    }
+    async fn list_namespaces(&self) -> StoreResult<Vec<Namespace>> {
+        self.inner.list_namespaces().await
+    }
+    async fn put_runner_config(&self, cfg: RunnerConfigRecord) -> StoreResult<()> {
+        self.inner.put_runner_config(cfg).await
+    }
+    async fn get_runner_config(
+        &self,
+        namespace_id: &str,
+        name: &str,
+    ) -> StoreResult<Option<RunnerConfigRecord>> {
+        self.inner.get_runner_config(namespace_id, name).await
+    }
+    async fn list_runner_configs(
+        &self,
+        namespace_id: &str,
+    ) -> StoreResult<Vec<RunnerConfigRecord>> {
+        self.inner.list_runner_configs(namespace_id).await
+    }
+    async fn delete_runner_config(&self, namespace_id: &str, name: &str) -> StoreResult<bool> {
+        self.inner.delete_runner_config(namespace_id, name).await
+    }
+    async fn put_actor_names(
+        &self,
+        namespace_id: &str,
+        names: Vec<(String, String)>,
+    ) -> StoreResult<()> {
+        self.inner.put_actor_names(namespace_id, names).await
+    }
+    async fn list_actor_names(&self, namespace_id: &str) -> StoreResult<Vec<(String, String)>> {
+        self.inner.list_actor_names(namespace_id).await
+    }
+    async fn get_actor(&self, actor_id: &str) -> StoreResult<Option<ActorRecord>> {
+        self.inner.get_actor(actor_id).await
+    }
+    async fn get_actor_by_key(
+        &self,
+        namespace_id: &str,
+        name: &str,
+        key: &str,
+    ) -> StoreResult<Option<ActorRecord>> {
+        self.inner.get_actor_by_key(namespace_id, name, key).await
+    }
+    async fn list_actors(
+        &self,
+        namespace_id: &str,
+        name: Option<&str>,
+        include_destroyed: bool,
+        limit: usize,
+    ) -> StoreResult<Vec<ActorRecord>> {
+        self.inner
+            .list_actors(namespace_id, name, include_destroyed, limit)
+            .await
+    }
+    async fn update_actor(&self, actor: ActorRecord, expected_revision: u64) -> StoreResult<()> {
+        self.inner.update_actor(actor, expected_revision).await
+    }
+    async fn due_alarms(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<ActorRecord>> {
+        self.inner.due_alarms(now_ms, limit).await
+    }
+    async fn clear_actor_data(&self, actor_id: &str) -> StoreResult<()> {
+        self.inner.clear_actor_data(actor_id).await
+    }
+    async fn kv_get(&self, actor_id: &str, keys: &[Vec<u8>]) -> StoreResult<Vec<KvEntry>> {
+        self.inner.kv_get(actor_id, keys).await
+    }
+    async fn kv_list(
+        &self,
+        actor_id: &str,
+        query: KvQuery,
+        reverse: bool,
+        limit: usize,
+    ) -> StoreResult<Vec<KvEntry>> {
+        self.inner.kv_list(actor_id, query, reverse, limit).await
+    }
+    async fn kv_put(
+        &self,
+        actor_id: &str,
+        generation: u32,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        self.inner
+            .kv_put(actor_id, generation, entries, now_ms)
+            .await
+    }
+    async fn kv_delete(
+        &self,
+        actor_id: &str,
+        generation: u32,
+        keys: &[Vec<u8>],
+    ) -> StoreResult<()> {
+        self.inner.kv_delete(actor_id, generation, keys).await
+    }
+    async fn kv_delete_range(
+        &self,
+        actor_id: &str,
+        generation: u32,
+        start: &[u8],
+        end: &[u8],
+    ) -> StoreResult<()> {
+        self.inner
+            .kv_delete_range(actor_id, generation, start, end)
+            .await
+    }
+    async fn kv_drop(&self, actor_id: &str, generation: u32) -> StoreResult<()> {
+        self.inner.kv_drop(actor_id, generation).await
+    }
+    async fn sqlite_get_pages(&self, actor_id: &str, pgnos: &[u32]) -> StoreResult<SqliteRead> {
+        self.inner.sqlite_get_pages(actor_id, pgnos).await
+    }
+    async fn sqlite_commit(&self, commit: SqliteCommit) -> StoreResult<u64> {
+        self.inner.sqlite_commit(commit).await
+    }
+    async fn sqlite_stage_begin(
+        &self,
+        actor_id: &str,
+        generation: u32,
+        expected_head: u64,
+    ) -> StoreResult<u64> {
+        self.inner
+            .sqlite_stage_begin(actor_id, generation, expected_head)
+            .await
+    }
+    async fn sqlite_stage_segment(&self, segment: SqliteSegment) -> StoreResult<u64> {
+        self.inner.sqlite_stage_segment(segment).await
+    }
+    async fn sqlite_stage_finalize(&self, finalize: SqliteFinalize) -> StoreResult<u64> {
+        self.inner.sqlite_stage_finalize(finalize).await
+    }
+}
+
+#[tokio::test]
+async fn hanging_store_gives_a_clear_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Hanging {
+        inner: EmbeddedStore::open(&dir.path().join("db.redb")).unwrap(),
+        hang: AtomicBool::new(false),
+    });
+    let mut config = Config::for_tests(dir.path().to_path_buf());
+    config.store_timeout_ms = 200;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(rivulet_gateway::run(
+        listener,
+        config,
+        store.clone(),
+        shutdown.clone(),
+    ));
+
+    let http = reqwest::Client::new();
+    let body = json!({"name": "counter", "key": "k", "runner_name_selector": "default", "crash_policy": "sleep"});
+    let create = || {
+        http.post(format!("http://{addr}/actors?namespace=default"))
+            .json(&body)
+            .send()
+    };
+
+    store.hang.store(true, Ordering::SeqCst);
+    let resp = create().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["group"], "store");
+    assert_eq!(err["code"], "unavailable");
+
+    // Nothing was created while the store hung.
+    let list: Value = http
+        .get(format!(
+            "http://{addr}/actors?namespace=default&name=counter&key=k"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["actors"].as_array().unwrap().len(), 0);
+
+    // Once the store answers again, the same request succeeds.
+    store.hang.store(false, Ordering::SeqCst);
+    let resp = create().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let created: Value = resp.json().await.unwrap();
+    assert_eq!(created["actor"]["key"], "k");
+
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}

@@ -1,0 +1,338 @@
+//! Client traffic through `/gateway/...` and the tunnel to a fake runner, over real sockets:
+//! an HTTP request that wakes an actor and the sleep/wake cycle after it, a hibernatable
+//! WebSocket that survives its actor sleeping and gets its unacknowledged messages resent,
+//! a runner that is lost with requests in flight, and the errors the gateway answers itself.
+//! Each test starts its own gateway on `127.0.0.1:0` with a temporary store.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{reply, run_actor, FakeRunner, TestGateway, WAIT};
+use futures_util::{SinkExt, StreamExt};
+use rivulet_wire::envoy::{
+    HibernatingRequest, StopActorReason, ToEnvoyTunnelMessageKind, ToRivetTunnelMessageKind,
+    ToRivetWebSocketClose, ToRivetWebSocketMessage, ToRivetWebSocketMessageAck,
+    ToRivetWebSocketOpen,
+};
+use tokio_tungstenite::tungstenite::Message;
+
+// === HTTP through the tunnel ===
+
+#[tokio::test]
+async fn http_request_wakes_the_actor_and_sleep_then_restarts_it_at_the_next_generation() {
+    let gw = TestGateway::start().await;
+    let mut runner = gw.runner().connect().await;
+    let actor_id = gw.create_actor("counter", "k").await;
+
+    let req = gw.request("POST", &format!("/gateway/{actor_id}/action/x"), b"hello");
+    let started = runner.expect_start().await;
+    assert_eq!(started.actor_id, actor_id);
+    assert_eq!((started.generation, started.checkpoint.index), (1, 0));
+    assert_eq!(started.start.config.name.as_str(), "counter");
+    assert_eq!(started.start.config.key.as_deref(), Some("k"));
+    assert!(started.start.hibernating_requests.is_empty());
+    runner.ack(&started.checkpoint);
+    runner.running(&actor_id, 1);
+
+    let (id, start) = runner.expect_http().await;
+    assert_eq!(id.message_index, 0);
+    assert_eq!(start.actor_id.as_str(), actor_id);
+    assert_eq!(start.actor_generation, Some(1));
+    assert_eq!(start.method.as_str(), "POST");
+    assert_eq!(start.path.as_str(), "/action/x");
+    assert_eq!(start.body.as_deref(), Some(b"hello".as_slice()));
+    assert!(!start.stream);
+    runner.respond(&id, 200, b"world");
+    let got = reply(req).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, b"world");
+    assert_eq!(got.headers.get("content-type").map(String::as_str), Some("text/plain"));
+
+    // The request was delivered only once the actor ran, so the record says so already.
+    let actor = gw.actor(&actor_id).await;
+    assert!(!actor["connectable_ts"].is_null(), "{actor}");
+    assert!(actor["sleep_ts"].is_null(), "{actor}");
+
+    // The actor asks to sleep: stop command at the next command index, then stopped.
+    runner.intent_sleep(&actor_id, 1);
+    let (checkpoint, reason) = runner.expect_stop().await;
+    assert_eq!(reason, StopActorReason::SleepIntent);
+    assert_eq!((checkpoint.generation, checkpoint.index), (1, 1));
+    runner.ack(&checkpoint);
+    runner.stopped(&actor_id, 1, None);
+    let actor = gw
+        .wait_actor(&actor_id, "asleep", |a| !a["sleep_ts"].is_null())
+        .await;
+    assert!(actor["connectable_ts"].is_null(), "{actor}");
+    assert!(actor.get("error").is_none(), "{actor}");
+
+    // The next request wakes it as generation 2.
+    let req = gw.request("GET", &format!("/gateway/{actor_id}/action/y"), b"");
+    let again = runner.accept_start().await;
+    assert_eq!((again.generation, again.checkpoint.index), (2, 0));
+    let (id, start) = runner.expect_http().await;
+    assert_eq!(start.actor_generation, Some(2));
+    assert_eq!(start.path.as_str(), "/action/y");
+    assert_eq!(start.body, None);
+    runner.respond(&id, 201, b"again");
+    let got = reply(req).await;
+    assert_eq!((got.status, got.body.as_slice()), (201, b"again".as_slice()));
+}
+
+// === hibernatable WebSocket ===
+
+type ClientWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn client_text(client: &mut ClientWs) -> String {
+    match tokio::time::timeout(WAIT, client.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) => text.to_string(),
+        other => panic!("client expected a text message, got {other:?}"),
+    }
+}
+
+/// Waits for the next client-to-actor WebSocket message of this socket: (index, text).
+async fn actor_receives(
+    runner: &mut FakeRunner,
+    socket: ([u8; 4], [u8; 4]),
+) -> (u16, String) {
+    let msg = runner.expect_tunnel().await;
+    assert_eq!(
+        (msg.message_id.gateway_id, msg.message_id.request_id),
+        socket,
+        "message for another request: {msg:?}"
+    );
+    match msg.message_kind {
+        ToEnvoyTunnelMessageKind::ToEnvoyWebSocketMessage(m) => {
+            assert!(!m.binary, "text frames travel with binary=false");
+            (
+                msg.message_id.message_index,
+                String::from_utf8(m.data.to_vec()).unwrap(),
+            )
+        }
+        other => panic!("expected a WebSocket message, got {other:?}"),
+    }
+}
+
+fn ws_text(text: &str) -> ToRivetTunnelMessageKind {
+    ToRivetTunnelMessageKind::ToRivetWebSocketMessage(ToRivetWebSocketMessage {
+        data: text.as_bytes().to_vec().into(),
+        binary: false,
+    })
+}
+
+#[tokio::test]
+async fn hibernating_websocket_survives_sleep_and_gets_unacked_messages_resent() {
+    let gw = TestGateway::start().await;
+    let mut runner = gw.runner().connect().await;
+    let actor_id = gw.create_actor("counter", "hws").await;
+    let url = gw.ws_url(&format!("/gateway/{actor_id}/connect"));
+    let (mut client, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let first = runner.accept_start().await;
+    assert_eq!(first.generation, 1);
+    let open = runner.expect_tunnel().await;
+    assert_eq!(open.message_id.message_index, 0);
+    match &open.message_kind {
+        ToEnvoyTunnelMessageKind::ToEnvoyWebSocketOpen(o) => {
+            assert_eq!(o.actor_id.as_str(), actor_id);
+            assert_eq!(o.actor_generation, Some(1));
+            assert_eq!(o.path.as_str(), "/connect");
+        }
+        other => panic!("expected a WebSocket open, got {other:?}"),
+    }
+    let socket = (open.message_id.gateway_id, open.message_id.request_id);
+    let (gid, rid) = socket;
+    runner.tunnel(
+        gid,
+        rid,
+        ToRivetTunnelMessageKind::ToRivetWebSocketOpen(ToRivetWebSocketOpen {
+            can_hibernate: true,
+        }),
+    );
+
+    for (n, text) in [(1u16, "m1"), (2, "m2")] {
+        client.send(Message::Text(text.into())).await.unwrap();
+        assert_eq!(actor_receives(&mut runner, socket).await, (n, text.to_string()));
+        runner.tunnel(gid, rid, ws_text(&format!("echo {text}")));
+        assert_eq!(client_text(&mut client).await, format!("echo {text}"));
+    }
+
+    // The actor has durably handled message 1 only, then hibernates the socket and sleeps.
+    runner.tunnel(
+        gid,
+        rid,
+        ToRivetTunnelMessageKind::ToRivetWebSocketMessageAck(ToRivetWebSocketMessageAck {
+            index: 1,
+        }),
+    );
+    runner.tunnel(
+        gid,
+        rid,
+        ToRivetTunnelMessageKind::ToRivetWebSocketClose(ToRivetWebSocketClose {
+            code: Some(1000),
+            reason: Some("hibernate".into()),
+            hibernate: true,
+        }),
+    );
+    runner.sleep_actor(&actor_id, 1).await;
+    gw.wait_actor(&actor_id, "asleep", |a| !a["sleep_ts"].is_null())
+        .await;
+
+    // The client never noticed; its next message wakes the actor, which restores the socket.
+    client.send(Message::Text("m3".into())).await.unwrap();
+    let second = runner.expect_start().await;
+    assert_eq!(second.generation, 2);
+    assert_eq!(
+        second.start.hibernating_requests,
+        vec![HibernatingRequest {
+            gateway_id: gid,
+            request_id: rid,
+        }]
+    );
+    runner.ack(&second.checkpoint);
+    runner.running(&actor_id, 2);
+    runner.tunnel(
+        gid,
+        rid,
+        ToRivetTunnelMessageKind::ToRivetWebSocketOpen(ToRivetWebSocketOpen {
+            can_hibernate: true,
+        }),
+    );
+
+    // Exactly the unacknowledged messages, with their original indices, in order: no new
+    // open (index 0) and nothing at or below the acknowledged index 1.
+    assert_eq!(actor_receives(&mut runner, socket).await, (2, "m2".to_string()));
+    assert_eq!(actor_receives(&mut runner, socket).await, (3, "m3".to_string()));
+    runner.tunnel(gid, rid, ws_text("echo m3"));
+    assert_eq!(client_text(&mut client).await, "echo m3");
+    client.send(Message::Text("m4".into())).await.unwrap();
+    assert_eq!(actor_receives(&mut runner, socket).await, (4, "m4".to_string()));
+}
+
+// === lost runner ===
+
+/// A gateway that gives up on a silent runner fast: pings every 50 ms, no pong for 500 ms
+/// closes the connection, 300 ms without reconnect loses the runner.
+async fn fast_loss_gateway() -> TestGateway {
+    TestGateway::builder()
+        .ping_interval_ms(50)
+        .ping_timeout_ms(500)
+        .lost_threshold_ms(300)
+        .start()
+        .await
+}
+
+/// After the runner is lost: the in-flight request got a 503, the actor sleeps with an
+/// error, and a new runner serves the next request at the next generation.
+async fn assert_recovers_after_loss(
+    gw: &TestGateway,
+    actor_id: &str,
+    in_flight: tokio::task::JoinHandle<common::HttpReply>,
+) {
+    let got = reply(in_flight).await;
+    assert_eq!(got.status, 503, "{:?}", String::from_utf8_lossy(&got.body));
+    let body = got.json();
+    assert_eq!(body["group"], "guard", "{body}");
+    assert_eq!(body["code"], "service_unavailable", "{body}");
+
+    let actor = gw
+        .wait_actor(actor_id, "asleep after losing its runner", |a| {
+            !a["sleep_ts"].is_null()
+        })
+        .await;
+    assert!(actor.get("error").is_some_and(|e| !e.is_null()), "{actor}");
+    assert!(actor["connectable_ts"].is_null(), "{actor}");
+
+    let mut replacement = gw.runner().connect().await;
+    let req = gw.request("POST", &format!("/gateway/{actor_id}/action/again"), b"");
+    let started = replacement.accept_start().await;
+    assert_eq!(started.actor_id, actor_id);
+    assert_eq!(started.generation, 2);
+    let (id, start) = replacement.expect_http().await;
+    assert_eq!(start.actor_generation, Some(2));
+    replacement.respond(&id, 200, b"back");
+    let got = reply(req).await;
+    assert_eq!((got.status, got.body.as_slice()), (200, b"back".as_slice()));
+}
+
+#[tokio::test]
+async fn runner_that_stops_answering_pings_is_lost_and_its_actor_recovers_elsewhere() {
+    let gw = fast_loss_gateway().await;
+    let mut runner = gw.runner().connect().await;
+    let started = run_actor(&gw, &mut runner, "lost-silent").await;
+    let req = gw.request(
+        "POST",
+        &format!("/gateway/{}/action/slow", started.actor_id),
+        b"",
+    );
+    let _ = runner.expect_http().await; // in flight, never answered
+    runner.answer_pings(false);
+    let (code, reason) = runner.expect_close().await;
+    assert_eq!(code, 1011, "{reason}");
+    assert!(reason.starts_with("ws.timed_out"), "{reason}");
+    assert_recovers_after_loss(&gw, &started.actor_id, req).await;
+}
+
+#[tokio::test]
+async fn runner_that_drops_its_connection_is_lost_and_its_actor_recovers_elsewhere() {
+    let gw = fast_loss_gateway().await;
+    let mut runner = gw.runner().connect().await;
+    let started = run_actor(&gw, &mut runner, "lost-dropped").await;
+    let req = gw.request(
+        "POST",
+        &format!("/gateway/{}/action/slow", started.actor_id),
+        b"",
+    );
+    let _ = runner.expect_http().await;
+    runner.disconnect().await;
+    assert_recovers_after_loss(&gw, &started.actor_id, req).await;
+}
+
+// === errors the gateway answers itself ===
+
+#[tokio::test]
+async fn gateway_errors_are_json_with_the_engine_codes() {
+    let gw = TestGateway::builder().max_body_bytes(1024).start().await;
+
+    let got = reply(gw.request("GET", "/gateway/no-such-actor/action/x", b"")).await;
+    assert_eq!(got.status, 404);
+    let body = got.json();
+    assert_eq!((body["group"].as_str(), body["code"].as_str()), (Some("actor"), Some("not_found")), "{body}");
+    assert!(body["message"].is_string(), "{body}");
+
+    let got = reply(gw.request(
+        "GET",
+        "/gateway/counter/action/x?rvt-namespace=default&rvt-method=get&rvt-key=missing",
+        b"",
+    ))
+    .await;
+    assert_eq!(got.status, 404);
+    let body = got.json();
+    assert_eq!((body["group"].as_str(), body["code"].as_str()), (Some("actor"), Some("not_found")), "{body}");
+
+    for bad in [
+        "/gateway/counter/x?rvt-method=bogus",
+        "/gateway/counter/x?rvt-method=get&rvt-bogus=1",
+        "/gateway/counter/x?rvt-method=get&rvt-method=get",
+        "/gateway/counter/x?rvt-method=getOrCreate",
+    ] {
+        let got = reply(gw.request("GET", bad, b"")).await;
+        assert_eq!(got.status, 400, "{bad}");
+        let body = got.json();
+        assert_eq!((body["group"].as_str(), body["code"].as_str()), (Some("api"), Some("bad_request")), "{bad}: {body}");
+    }
+
+    let actor_id = gw.create_actor("counter", "big-body").await;
+    let got = reply(gw.request(
+        "POST",
+        &format!("/gateway/{actor_id}/action/x"),
+        &[0u8; 2048],
+    ))
+    .await;
+    assert_eq!(got.status, 413);
+    assert_eq!(got.json()["code"], "incoming_too_long");
+}
