@@ -19,6 +19,10 @@ passed=0; failed=0
 
 step() { echo; echo "=== $* ===" >&2; }
 
+step "install test dependencies (Node 22, rivetkit 2.3.19, envoy codec; cached)"
+NODE="$(bash tests/compat/setup.sh | tail -n1)"
+export NODE
+
 step "format"
 cargo fmt --all -- --check
 
