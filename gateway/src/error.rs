@@ -70,7 +70,7 @@ impl ApiError {
 
     /// No route matches.
     pub fn route_not_found() -> Self {
-        Self::new("api", "not_found", "The requested resource was not found.")
+        Self::new("api", "not_found", "The requested resource was not found")
             .with_status(StatusCode::NOT_FOUND)
     }
 
@@ -90,13 +90,15 @@ impl ApiError {
     }
 
     /// Unknown namespace.
-    pub fn namespace_not_found(name: &str) -> Self {
-        Self::new(
-            "namespace",
-            "not_found",
-            format!("The namespace does not exist: {name}"),
-        )
-        .with_status(StatusCode::NOT_FOUND)
+    pub fn namespace_not_found() -> Self {
+        Self::new("namespace", "not_found", "The namespace does not exist.")
+    }
+
+    /// A request that fails validation (the engine's `validation.invalid_input`).
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self::new("validation", "invalid_input", message.clone())
+            .with_metadata(serde_json::json!({ "message": message }))
     }
 
     /// Unknown or destroyed actor.
@@ -114,9 +116,32 @@ impl ApiError {
         Self::new(
             "actor",
             "duplicate_key",
-            "An actor with this name and key already exists.",
+            format!("Actor key '{key}' already in use for actor '{existing_actor_id}'"),
         )
         .with_metadata(json!({"key": key, "existing_actor_id": existing_actor_id}))
+    }
+
+    /// A key over the size limit.
+    pub fn key_too_large(key: &str) -> Self {
+        let max = rivulet_wire::key::MAX_KEY_BYTES;
+        let preview: String = key.chars().take(64).collect();
+        Self::new(
+            "actor",
+            "key_too_large",
+            format!("Key label too large (max {max} bytes): {preview}"),
+        )
+        .with_metadata(json!({"key_preview": preview, "max_size": max}))
+    }
+
+    /// Maps a key that cannot be used to the engine's error.
+    pub fn invalid_key(key: &str, err: &rivulet_wire::key::KeyError) -> Self {
+        match err {
+            rivulet_wire::key::KeyError::TooLong { .. }
+            | rivulet_wire::key::KeyError::PartTooLong { .. } => Self::key_too_large(key),
+            rivulet_wire::key::KeyError::Malformed(_) => {
+                Self::new("actor", "invalid_key", err.to_string())
+            }
+        }
     }
 
     /// Unknown runner config.
@@ -232,11 +257,13 @@ mod tests {
             (ApiError::route_not_found(), 404, "api.not_found"),
             (ApiError::unauthorized(), 401, "api.unauthorized"),
             (ApiError::bad_request("x"), 400, "api.bad_request"),
+            (ApiError::namespace_not_found(), 400, "namespace.not_found"),
             (
-                ApiError::namespace_not_found("n"),
-                404,
-                "namespace.not_found",
+                ApiError::invalid_input("x"),
+                400,
+                "validation.invalid_input",
             ),
+            (ApiError::key_too_large("k"), 400, "actor.key_too_large"),
             (ApiError::actor_not_found(), 404, "actor.not_found"),
             (
                 ApiError::duplicate_key("k", "a"),

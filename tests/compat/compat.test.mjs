@@ -83,9 +83,7 @@ describe(`rivetkit 2.3.19 compat against ${TARGET}`, { skip: skipReason }, () =>
 	});
 
 	after(async () => {
-		try {
-			await client?.dispose?.();
-		} catch {}
+		await withTimeout(Promise.resolve(client?.dispose?.()), 5000, "client.dispose").catch(() => {});
 		await app?.stop();
 		await server.stop();
 		await appTap?.stop();
@@ -173,7 +171,7 @@ describe(`rivetkit 2.3.19 compat against ${TARGET}`, { skip: skipReason }, () =>
 			await waitFor(() => events.includes(9), { timeout: 10_000, what: "newCount=9 event over WS" });
 			assert.equal(await call(conn.get(), "conn.get"), 9);
 		} finally {
-			await conn.dispose();
+			await withTimeout(conn.dispose(), 5000, "conn.dispose").catch(() => {});
 		}
 	});
 
@@ -238,7 +236,7 @@ describe(`rivetkit 2.3.19 compat against ${TARGET}`, { skip: skipReason }, () =>
 		try {
 			assert.equal(await call(conn.increment(1), "conn.increment after restart"), 12);
 		} finally {
-			await conn.dispose();
+			await withTimeout(conn.dispose(), 5000, "conn.dispose").catch(() => {});
 		}
 	});
 

@@ -85,6 +85,24 @@ export async function getJson(url, init) {
 	return { status: res.status, body, headers: res.headers };
 }
 
+// Every child we spawn, so that an abrupt exit of this process (signal, uncaught error) does not
+// leave orphaned engines/apps/taps behind. Only our own process groups are signalled.
+const liveChildren = new Set();
+function killAllChildren() {
+	for (const c of liveChildren) {
+		try {
+			process.kill(-c.pid, "SIGKILL");
+		} catch {}
+	}
+}
+process.on("exit", killAllChildren);
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
+	process.once(sig, () => {
+		killAllChildren();
+		process.exit(128 + (sig === "SIGINT" ? 2 : sig === "SIGTERM" ? 15 : 1));
+	});
+}
+
 /** A child process in its own process group, output appended to a log file. */
 export class Child {
 	constructor(name, cmd, args, { env, cwd, logFile }) {
@@ -100,6 +118,7 @@ export class Child {
 			stdio: ["ignore", "pipe", "pipe"],
 		});
 		this.pid = this.proc.pid;
+		if (this.pid) liveChildren.add(this);
 		const onData = (d) => {
 			fs.writeSync(log, d);
 			this.out += d.toString();
@@ -110,6 +129,7 @@ export class Child {
 		this.exited = new Promise((resolve) => {
 			this.proc.once("exit", (code, signal) => {
 				this.exitInfo = { code, signal };
+				liveChildren.delete(this);
 				try {
 					fs.writeSync(log, `\n===== exit code=${code} signal=${signal}\n`);
 					fs.closeSync(log);

@@ -252,12 +252,12 @@ try {
 	await mark("after-restart-ws-action");
 	results.conn3After = await withTimeout(conn3.increment(1), 30_000, "conn3 after restart").catch((e) => `error: ${e.message}`);
 	await mark("after-restart-ws-dispose");
-	await conn3.dispose();
+	await withTimeout(conn3.dispose(), 5000, "conn3.dispose").catch((e) => console.log(`[observe] ${e.message}`));
 	await mark("envoys-before-app-stop");
 	await tapApi("GET", `/envoys?namespace=${NS}`);
 
 	await mark("app-stop");
-	await client.dispose();
+	await withTimeout(client.dispose(), 5000, "client.dispose").catch((e) => console.log(`[observe] ${e.message}`));
 	client = undefined;
 	await app.stop({ signal: "SIGTERM", graceMs: 20_000 });
 	app = undefined;
@@ -266,9 +266,7 @@ try {
 	await tapApi("GET", `/actors?name=counter&key=obs-restart&namespace=${NS}`);
 	await mark("end");
 } finally {
-	try {
-		await client?.dispose();
-	} catch {}
+	await withTimeout(Promise.resolve(client?.dispose()), 5000, "client.dispose").catch(() => {});
 	await app?.stop();
 	await server.stop();
 	await appTap?.stop();

@@ -18,6 +18,8 @@ pub enum StopIntent {
     Stop,
     /// It is being destroyed.
     Destroy,
+    /// Its runner is going away; it moves to another runner (or sleeps if there is none).
+    GoingAway,
 }
 
 /// Where the actor is.
@@ -92,13 +94,22 @@ pub enum Input {
         /// Which runner.
         envoy: String,
     },
+    /// The runner announced it is shutting down.
+    RunnerStopping {
+        /// Which runner.
+        envoy: String,
+    },
+    /// Placement after a runner went away found no other runner.
+    NoRunner,
 }
 
 /// What the supervisor must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// Find a runner, then feed `RunnerPicked`.
+    /// Find a runner, then feed `RunnerPicked`; keep trying until one connects.
     Place,
+    /// Find a runner now, feeding `RunnerPicked`, or `NoRunner` if there is none.
+    PlaceOrSleep,
     /// Persist the new generation, then send the start command.
     Start {
         /// Runner to start on.
@@ -123,8 +134,10 @@ pub enum Effect {
     MarkSleeping,
     /// Record that it is destroyed and drop its data.
     MarkDestroyed,
-    /// Record why it failed.
+    /// Record why it failed, with the runner's message.
     RecordError(String),
+    /// Record why it stopped, as one of the engine's plain error codes.
+    RecordErrorCode(&'static str),
 }
 
 /// The lifecycle of one actor.
@@ -265,7 +278,7 @@ impl Lifecycle {
             ) if g == generation => match error {
                 // A clean exit nobody asked for means the actor is done.
                 None => (Phase::Destroyed, vec![E::MarkDestroyed]),
-                Some(message) => self.crashed(message),
+                Some(message) => self.crashed(Ok(message)),
             },
             (p, Input::Stopped { .. }) => (p, vec![]),
 
@@ -273,13 +286,25 @@ impl Lifecycle {
             (
                 Phase::Starting { envoy, .. } | Phase::Running { envoy, .. },
                 Input::RunnerLost { envoy: lost },
-            ) if envoy == lost => self.crashed("envoy_connection_lost".to_string()),
+            ) if envoy == lost => self.crashed(Err("envoy_connection_lost")),
             (Phase::Stopping { envoy, intent, .. }, Input::RunnerLost { envoy: lost })
                 if envoy == lost =>
             {
-                self.after_stop(intent, Some("envoy_connection_lost".into()))
+                self.after_lost(intent)
             }
             (p, Input::RunnerLost { .. }) => (p, vec![]),
+
+            // --- runner going away ---
+            (
+                Phase::Starting { generation, envoy } | Phase::Running { generation, envoy },
+                Input::RunnerStopping { envoy: stopping },
+            ) if envoy == stopping => self.stop(generation, envoy, StopIntent::GoingAway),
+            (p, Input::RunnerStopping { .. }) => (p, vec![]),
+            (Phase::Pending, Input::NoRunner) => (
+                Phase::Sleeping,
+                vec![E::RecordErrorCode("no_envoys"), E::MarkSleeping],
+            ),
+            (p, Input::NoRunner) => (p, vec![]),
         }
     }
 
@@ -298,10 +323,21 @@ impl Lifecycle {
         )
     }
 
+    /// The runner vanished while stopping the actor: the stop counts as done, with an error.
+    fn after_lost(&mut self, intent: StopIntent) -> (Phase, Vec<Effect>) {
+        let (phase, mut effects) = self.after_stop(intent, None);
+        effects.insert(0, Effect::RecordErrorCode("envoy_connection_lost"));
+        (phase, effects)
+    }
+
     fn after_stop(&mut self, intent: StopIntent, error: Option<String>) -> (Phase, Vec<Effect>) {
         let rewake = std::mem::take(&mut self.rewake);
         let mut effects: Vec<Effect> = error.iter().cloned().map(Effect::RecordError).collect();
         match intent {
+            StopIntent::GoingAway => {
+                effects.extend([Effect::MarkPending, Effect::PlaceOrSleep]);
+                (Phase::Pending, effects)
+            }
             StopIntent::Destroy => {
                 effects.push(Effect::MarkDestroyed);
                 (Phase::Destroyed, effects)
@@ -322,9 +358,13 @@ impl Lifecycle {
         }
     }
 
-    fn crashed(&mut self, message: String) -> (Phase, Vec<Effect>) {
+    /// A crash with the runner's message (`Ok`) or one of the engine's error codes (`Err`).
+    fn crashed(&mut self, reason: Result<String, &'static str>) -> (Phase, Vec<Effect>) {
         self.rewake = false;
-        let record = Effect::RecordError(message);
+        let record = match reason {
+            Ok(message) => Effect::RecordError(message),
+            Err(code) => Effect::RecordErrorCode(code),
+        };
         match self.crash_policy {
             CrashPolicy::Sleep => (Phase::Sleeping, vec![record, Effect::MarkSleeping]),
             CrashPolicy::Restart => (

@@ -23,6 +23,9 @@ use crate::state::Gateway;
 use crate::store::ActorRecord;
 pub use lifecycle::{Input, Phase};
 
+/// Times a request wakes an actor that keeps stopping before it is ready.
+pub const MAX_REWAKES: u32 = 8;
+
 /// Messages queued per supervisor; a full queue answers callers with an overload error.
 pub const SUPERVISOR_QUEUE: usize = 256;
 
@@ -97,6 +100,7 @@ impl ActorHandle {
         let mut rx = self.status.clone();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut woke = false;
+        let mut rewakes = 0;
         loop {
             let status = rx.borrow_and_update().clone();
             match status {
@@ -114,7 +118,17 @@ impl ActorHandle {
                     woke = true;
                 }
                 Status::Sleeping => {
-                    // It went back to sleep while we waited (e.g. a crash): ask again.
+                    // It went back to sleep while we waited (a crash, or its runner left):
+                    // ask again, a bounded number of times, as the engine does.
+                    rewakes += 1;
+                    if rewakes > MAX_REWAKES {
+                        return Err(ApiError::new(
+                            "guard",
+                            "actor_wake_retries_exceeded",
+                            format!("The actor stopped before becoming ready {MAX_REWAKES} times; see its error in the actors API."),
+                        )
+                        .with_status(axum::http::StatusCode::SERVICE_UNAVAILABLE));
+                    }
                     self.send(Msg::Input(Input::Wake))?;
                 }
                 Status::Waking | Status::Stopping => {

@@ -259,6 +259,7 @@ impl Supervisor {
                 self.placing = true;
                 self.pick()
             }
+            Effect::PlaceOrSleep => Some(self.pick().unwrap_or(Input::NoRunner)),
             Effect::Start { envoy, generation } => self.start(envoy, generation).await,
             Effect::Stop {
                 envoy,
@@ -269,6 +270,7 @@ impl Supervisor {
                     StopIntent::Sleep => StopActorReason::SleepIntent,
                     StopIntent::Stop => StopActorReason::StopIntent,
                     StopIntent::Destroy => StopActorReason::Destroy,
+                    StopIntent::GoingAway => StopActorReason::GoingAway,
                 };
                 let cmd = self.command(
                     generation,
@@ -283,7 +285,8 @@ impl Supervisor {
             Effect::MarkRunning => {
                 let now = now_ms();
                 self.starting_since = None;
-                self.record.start_ts = Some(now);
+                // The API reports the first start, as the engine does.
+                self.record.start_ts.get_or_insert(now);
                 self.record.connectable_ts = Some(now);
                 self.record.pending_allocation_ts = None;
                 self.record.sleep_ts = None;
@@ -327,11 +330,12 @@ impl Supervisor {
             }
             Effect::RecordError(message) => {
                 tracing::warn!(%message, "actor failed");
-                self.record.error = Some(if message == "envoy_connection_lost" {
-                    json!("envoy_connection_lost")
-                } else {
-                    json!({"crashed": {"message": message}})
-                });
+                self.record.error = Some(json!({"crashed": {"message": message}}));
+                None
+            }
+            Effect::RecordErrorCode(code) => {
+                tracing::warn!(code, "actor stopped by its runner's state");
+                self.record.error = Some(json!(code));
                 None
             }
         }
@@ -372,14 +376,16 @@ impl Supervisor {
             .assigned
             .lock()
             .insert(self.record.actor_id.clone(), generation);
-        self.next_command_index = 0;
+        // The engine numbers each generation's commands from 1; runners see the same here.
+        self.next_command_index = 1;
         self.last_event_index = -1;
         self.starting_since = Some(tokio::time::Instant::now());
         let start = CommandStartActor {
             config: ActorConfig {
                 name: self.record.name.clone().into(),
                 key: self.record.key.clone().map(Into::into),
-                create_ts: self.record.create_ts,
+                // The engine sends the allocation time of this generation here.
+                create_ts: now_ms(),
                 input: self.record.input.clone().map(Into::into),
             },
             hibernating_requests: self

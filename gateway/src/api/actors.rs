@@ -4,8 +4,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::Json;
+
+use super::extract::{Json as Body, Path, Query};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -30,7 +32,7 @@ pub async fn resolve_namespace(gw: &Gateway, name: Option<&str>) -> Result<Names
     gw.store
         .get_namespace(name)
         .await?
-        .ok_or_else(|| ApiError::namespace_not_found(name))
+        .ok_or_else(ApiError::namespace_not_found)
 }
 
 /// The JSON form of an actor.
@@ -81,10 +83,12 @@ fn validate(spec: &CreateSpec) -> Result<(), ApiError> {
         ));
     }
     if let Some(key) = &spec.key {
-        let parts = rivulet_wire::key::deserialize(key)
-            .map_err(|e| ApiError::new("actor", "invalid_key", e.to_string()))?;
-        rivulet_wire::key::serialize(&parts)
-            .map_err(|e| ApiError::new("actor", "invalid_key", e.to_string()))?;
+        if key.len() > rivulet_wire::key::MAX_KEY_BYTES {
+            return Err(ApiError::key_too_large(key));
+        }
+        let parts =
+            rivulet_wire::key::deserialize(key).map_err(|e| ApiError::invalid_key(key, &e))?;
+        rivulet_wire::key::serialize(&parts).map_err(|e| ApiError::invalid_key(key, &e))?;
     }
     if spec
         .input
@@ -225,7 +229,7 @@ impl CreateBody {
 pub async fn create(
     State(gw): State<Gateway>,
     Query(q): Query<NsQuery>,
-    Json(body): Json<CreateBody>,
+    Body(body): Body<CreateBody>,
 ) -> ApiResult<Json<Value>> {
     let ns = resolve_namespace(&gw, q.namespace.as_deref()).await?;
     let record = create_actor(&gw, &ns, body.into_spec()?).await?;
@@ -236,7 +240,7 @@ pub async fn create(
 pub async fn get_or_create_route(
     State(gw): State<Gateway>,
     Query(q): Query<NsQuery>,
-    Json(body): Json<CreateBody>,
+    Body(body): Body<CreateBody>,
 ) -> ApiResult<Json<Value>> {
     let ns = resolve_namespace(&gw, q.namespace.as_deref()).await?;
     let (record, created) = get_or_create(&gw, &ns, body.into_spec()?).await?;
@@ -273,12 +277,16 @@ pub async fn list(
             .map_err(|_| ApiError::bad_request("limit is not a number"))?,
         None => 100,
     };
+    // Ids that cannot be ids are dropped, as the engine does.
     let mut ids: Vec<String> = Vec::new();
-    if let Some(id) = q.get("actor_id") {
-        ids.extend(id.split(',').filter(|s| !s.is_empty()).map(str::to_string));
-    }
-    if let Some(csv) = q.get("actor_ids") {
-        ids.extend(csv.split(',').filter(|s| !s.is_empty()).map(str::to_string));
+    for param in ["actor_id", "actor_ids"] {
+        if let Some(csv) = q.get(param) {
+            ids.extend(
+                csv.split(',')
+                    .filter(|s| rivulet_wire::id::parse(s).is_some())
+                    .map(str::to_string),
+            );
+        }
     }
     let mut out = Vec::new();
     if !ids.is_empty() {
@@ -306,7 +314,7 @@ pub async fn list(
     } else if let Some(key) = q.get("key") {
         let name = q
             .get("name")
-            .ok_or_else(|| ApiError::bad_request("key requires name"))?;
+            .ok_or_else(|| ApiError::invalid_input("Name is required when key is provided."))?;
         if let Some(a) = gw
             .store
             .get_actor_by_key(&ns.namespace_id, name, key)
@@ -316,6 +324,11 @@ pub async fn list(
         }
     } else {
         let name = q.get("name").map(String::as_str);
+        if name.is_none() {
+            return Err(ApiError::invalid_input(
+                "Name is required when not using actor_ids.",
+            ));
+        }
         for a in gw
             .store
             .list_actors(&ns.namespace_id, name, include_destroyed, limit)
@@ -336,6 +349,14 @@ pub async fn names(State(gw): State<Gateway>, Query(q): Query<NsQuery>) -> ApiRe
         out.insert(name, json!({"metadata": metadata}));
     }
     Ok(Json(json!({"names": out, "pagination": {"cursor": null}})))
+}
+
+async fn existing_actor(gw: &Gateway, ns: &Namespace, id: &str) -> Result<ActorRecord, ApiError> {
+    gw.store
+        .get_actor(id)
+        .await?
+        .filter(|a| a.namespace_id == ns.namespace_id)
+        .ok_or_else(ApiError::actor_not_found)
 }
 
 async fn live_actor(
@@ -362,6 +383,19 @@ pub async fn destroy(
     Query(q): Query<NsQuery>,
 ) -> ApiResult<Json<Value>> {
     let ns = resolve_namespace(&gw, q.namespace.as_deref()).await?;
+    if rivulet_wire::id::parse(&id).is_none() {
+        return Err(ApiError::bad_request(format!(
+            "Request is invalid: Invalid URL: {id:?} is not an actor id"
+        )));
+    }
+    // The engine answers an unknown id with 400 here (404 through the gateway), and a
+    // repeated destroy with success.
+    let record = existing_actor(&gw, &ns, &id)
+        .await
+        .map_err(|e| e.with_status(axum::http::StatusCode::BAD_REQUEST))?;
+    if record.is_destroyed() {
+        return Ok(Json(json!({})));
+    }
     let actor = live_actor(&gw, &ns, &id).await?;
     let mut status = actor.watch();
     actor.send(Msg::Input(Input::DestroyRequested))?;

@@ -3,8 +3,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::Json;
+
+use super::extract::{Json as Body, Path, Query};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -80,7 +82,7 @@ pub struct CreateNamespace {
 /// `POST /namespaces`.
 pub async fn create_namespace(
     State(gw): State<Gateway>,
-    Json(body): Json<CreateNamespace>,
+    Body(body): Body<CreateNamespace>,
 ) -> ApiResult<Json<Value>> {
     let valid = !body.name.is_empty()
         && body.name.len() <= 32
@@ -150,7 +152,7 @@ pub async fn put_runner_config(
     State(gw): State<Gateway>,
     Path(name): Path<String>,
     Query(q): Query<NsQuery>,
-    Json(body): Json<Value>,
+    Body(body): Body<Value>,
 ) -> ApiResult<Json<Value>> {
     let ns = resolve_namespace(&gw, q.namespace.as_deref()).await?;
     if name.is_empty() || name.len() > 128 {

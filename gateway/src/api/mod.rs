@@ -3,6 +3,7 @@
 //! actors. Every route but health and metadata requires the admin token when one is set.
 
 pub mod actors;
+mod extract;
 mod meta;
 
 use axum::extract::{Request, State};

@@ -240,8 +240,16 @@ impl Reader {
                     .ack_commands(&self.handle.key, &ack.last_command_checkpoints);
             }
             ToRivet::ToRivetStopping => {
-                tracing::info!("runner is stopping; no new actors go to it");
+                tracing::info!("runner is stopping; moving its actors");
                 self.handle.stopping.store(true, Ordering::Relaxed);
+                let actors: Vec<String> = self.handle.assigned.lock().keys().cloned().collect();
+                for actor_id in actors {
+                    if let Some(actor) = self.gw.actors.get(&actor_id) {
+                        let _ = actor.send(Msg::Input(Input::RunnerStopping {
+                            envoy: self.handle.key.clone(),
+                        }));
+                    }
+                }
             }
             ToRivet::ToRivetPong(pong) => {
                 let now = now_ms();

@@ -433,6 +433,14 @@ async fn get_pages(
         .sqlite_get_pages(actor_id, &d.pgnos)
         .await
         .map_err(store_err)?;
+    if read.head_txid == 0 {
+        // What the engine answers before the first commit; RivetKit then starts an empty
+        // database and commits with expectedHeadTxid 0.
+        return Err(sqlite_err(
+            "database_not_found",
+            "transaction failed: sqlite database was not found in this bucket branch".to_string(),
+        ));
+    }
     Ok(SqliteGetPagesResponse::SqliteGetPagesOk(SqliteGetPagesOk {
         pages: read
             .pages

@@ -132,7 +132,7 @@ pub fn parse(uri: &Uri) -> Result<Target, ApiError> {
     let namespace = take("namespace").unwrap_or_else(|| crate::state::DEFAULT_NAMESPACE.into());
     let key_parts = rivulet_wire::key::from_query(&take("key").unwrap_or_default());
     let key = rivulet_wire::key::serialize(&key_parts)
-        .map_err(|e| ApiError::new("actor", "invalid_key", e.to_string()))?;
+        .map_err(|e| ApiError::invalid_key(&key_parts.join(","), &e))?;
     let name = segment;
     let method = match take("method").as_deref() {
         Some("get") => {

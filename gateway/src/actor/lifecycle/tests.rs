@@ -139,7 +139,7 @@ fn runner_lost_counts_as_crash() {
     assert_eq!(
         effects,
         vec![
-            Effect::RecordError("envoy_connection_lost".into()),
+            Effect::RecordErrorCode("envoy_connection_lost"),
             Effect::MarkSleeping
         ]
     );
@@ -194,4 +194,61 @@ fn sleep_request_from_each_phase() {
     let mut l = lc(running());
     l.handle(Input::SleepRequested);
     assert_eq!(l.phase, stopping(StopIntent::Sleep));
+}
+
+#[test]
+fn runner_going_away_moves_the_actor_or_sleeps_it() {
+    let mut l = lc(running());
+    assert_eq!(
+        l.handle(Input::RunnerStopping {
+            envoy: "other".into()
+        }),
+        vec![]
+    );
+    assert_eq!(
+        l.handle(Input::RunnerStopping { envoy: "e".into() }),
+        vec![Effect::Stop {
+            envoy: "e".into(),
+            generation: 3,
+            intent: StopIntent::GoingAway
+        }]
+    );
+    assert_eq!(
+        l.handle(Input::Stopped {
+            generation: 3,
+            error: None
+        }),
+        vec![Effect::MarkPending, Effect::PlaceOrSleep]
+    );
+    // Another runner: it starts there at the next generation.
+    let mut moved = l.clone();
+    assert_eq!(
+        moved.handle(Input::RunnerPicked { envoy: "f".into() }),
+        vec![Effect::Start {
+            envoy: "f".into(),
+            generation: 4
+        }]
+    );
+    // No runner: it sleeps with the engine's error code, and wakes on the next request.
+    assert_eq!(
+        l.handle(Input::NoRunner),
+        vec![Effect::RecordErrorCode("no_envoys"), Effect::MarkSleeping]
+    );
+    assert_eq!(l.phase, Phase::Sleeping);
+    assert_eq!(l.handle(Input::NoRunner), vec![]);
+}
+
+#[test]
+fn runner_lost_while_stopping_completes_the_stop() {
+    let mut l = lc(stopping(StopIntent::Sleep));
+    assert_eq!(
+        l.handle(Input::RunnerLost { envoy: "e".into() }),
+        vec![
+            Effect::RecordErrorCode("envoy_connection_lost"),
+            Effect::MarkSleeping
+        ]
+    );
+    let mut l = lc(stopping(StopIntent::Destroy));
+    l.handle(Input::RunnerLost { envoy: "e".into() });
+    assert_eq!(l.phase, Phase::Destroyed);
 }
