@@ -174,6 +174,16 @@ impl ApiError {
         .with_status(StatusCode::SERVICE_UNAVAILABLE)
     }
 
+    /// The gateway stopped before the actor answered.
+    pub fn shutting_down() -> Self {
+        Self::new(
+            "guard",
+            "shutting_down",
+            "The gateway is shutting down; retry against another gateway or after it restarts.",
+        )
+        .with_status(StatusCode::SERVICE_UNAVAILABLE)
+    }
+
     /// The gateway is saturated for this actor or runner.
     pub fn overloaded(what: &str) -> Self {
         Self::new(

@@ -19,7 +19,7 @@ pub async fn run(gw: Gateway) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = gw.shutdown.cancelled() => return,
+            _ = gw.stopping.cancelled() => return,
             _ = tick.tick() => {}
         }
         let due = match gw.store.due_alarms(now_ms(), SCAN_BATCH).await {

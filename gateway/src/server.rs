@@ -72,14 +72,36 @@ pub async fn run(
     });
     let serve = axum::serve(listener, app(gw.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    serve.await?;
-    tracing::info!("no longer accepting; draining");
+    // Phase 1: once `shutdown` fires, stop accepting and let in-flight requests finish,
+    // with runner connections still open so their replies can arrive.
+    let mut serving = tokio::spawn(async move { serve.await });
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        // The server ended on its own (a listener failure): shut down the rest too.
+        _ = &mut serving => {}
+    }
+    tracing::info!("shutting down: no longer accepting, draining requests");
+    let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
+    if !serving.is_finished() {
+        match tokio::time::timeout_at(deadline, &mut serving).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(join)) => tracing::error!(error = %join, "server task failed"),
+            Err(_) => {
+                tracing::warn!("drain deadline passed; ending the remaining requests");
+                serving.abort();
+            }
+        }
+    }
+    // Phase 2: runners, supervisors and background tasks stop, bounded by what is left of
+    // the deadline (at least one second for them to say goodbye).
+    gw.stopping.cancel();
     gw.tasks.close();
-    if tokio::time::timeout(DRAIN_DEADLINE, gw.tasks.wait())
+    let rest = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
+    if tokio::time::timeout_at(rest, gw.tasks.wait())
         .await
         .is_err()
     {
-        tracing::warn!("drain deadline passed; stopping with tasks still running");
+        tracing::warn!("background tasks did not stop in time; exiting anyway");
     }
     Ok(())
 }

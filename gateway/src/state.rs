@@ -38,8 +38,13 @@ pub struct Inner {
     pub routes: Routes,
     /// Identifies this gateway process in tunnel message ids.
     pub gateway_id: [u8; 4],
-    /// Fires when the process shuts down.
+    /// Fires when shutdown starts: stop accepting, close client sockets, let in-flight
+    /// requests finish.
     pub shutdown: CancellationToken,
+    /// Fires once requests have drained (or the drain deadline passed): runner connections,
+    /// supervisors and background tasks stop. Runner connections outlive `shutdown` so the
+    /// replies of requests in flight can still arrive.
+    pub stopping: CancellationToken,
     /// Every spawned long-running task, so shutdown can wait for them.
     pub tasks: TaskTracker,
 }
@@ -63,6 +68,7 @@ impl Gateway {
             routes: Routes::default(),
             gateway_id: rand::random(),
             shutdown,
+            stopping: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }))
     }

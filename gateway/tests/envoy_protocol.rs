@@ -43,14 +43,11 @@ async fn handshake_sends_init_then_pings_and_a_new_connection_evicts_the_old() {
         .connect()
         .await;
 
-    match first.next().await {
-        Incoming::Frame(ToEnvoy::ToEnvoyInit(init)) => {
-            assert_eq!(init.metadata.envoy_lost_threshold, 12_345);
-            assert_eq!(init.metadata.actor_stop_threshold, 54_321);
-            assert_eq!(init.metadata.max_response_payload_size, 7_654_321);
-        }
-        other => panic!("the first frame must be ToEnvoyInit, got {other:?}"),
-    }
+    // `connect` already checked that the first frame is the init.
+    let init = first.init.clone().unwrap();
+    assert_eq!(init.metadata.envoy_lost_threshold, 12_345);
+    assert_eq!(init.metadata.actor_stop_threshold, 54_321);
+    assert_eq!(init.metadata.max_response_payload_size, 7_654_321);
     let ping = match first.next().await {
         Incoming::Frame(ToEnvoy::ToEnvoyPing(ping)) => ping,
         other => panic!("expected a ping after init, got {other:?}"),
@@ -88,10 +85,6 @@ async fn handshake_sends_init_then_pings_and_a_new_connection_evicts_the_old() {
 
     // Same key again: the newer connection wins and the older one is told why.
     let mut second = gw.runner().envoy_key("envoy-handshake").connect().await;
-    assert!(matches!(
-        second.next().await,
-        Incoming::Frame(ToEnvoy::ToEnvoyInit(_))
-    ));
     let (code, reason) = first.expect_close().await;
     assert_eq!(code, 1000, "{reason}");
     assert!(reason.starts_with("ws.eviction"), "{reason}");
@@ -113,7 +106,7 @@ async fn unsupported_or_missing_protocol_version_is_refused_with_a_close_frame()
             .runner()
             .protocol_version(version)
             .without_metadata()
-            .connect()
+            .connect_raw()
             .await;
         let (code, reason) = runner.expect_close().await;
         assert_eq!(code, 1011, "{reason}");
@@ -130,7 +123,7 @@ async fn unknown_namespace_is_refused() {
         .runner()
         .namespace("no-such-namespace")
         .without_metadata()
-        .connect()
+        .connect_raw()
         .await;
     let (code, reason) = runner.expect_close().await;
     assert_eq!(code, 1011, "{reason}");
@@ -142,18 +135,15 @@ async fn unknown_namespace_is_refused() {
 async fn wrong_or_missing_token_is_refused_when_auth_is_on() {
     let gw = TestGateway::builder().auth_token("s3cret").start().await;
     for runner in [gw.runner().token("wrong"), gw.runner().without_token()] {
-        let mut runner = runner.without_metadata().connect().await;
+        let mut runner = runner.without_metadata().connect_raw().await;
         let (code, reason) = runner.expect_close().await;
         assert_eq!(code, 1011, "{reason}");
         assert!(reason.starts_with("ws.unauthorized"), "{reason}");
     }
     assert!(gw.envoys().await.is_empty());
 
-    let mut runner = gw.runner().connect().await;
-    assert!(matches!(
-        runner.next().await,
-        Incoming::Frame(ToEnvoy::ToEnvoyInit(_))
-    ));
+    let runner = gw.runner().connect().await;
+    assert!(runner.init.is_some());
 }
 
 // === malformed frames ===
@@ -179,7 +169,6 @@ async fn malformed_frames_close_the_connection_and_the_gateway_keeps_serving() {
     ];
     for (what, frame) in cases {
         let mut runner = gw.runner().connect().await;
-        assert!(matches!(runner.next_frame().await, ToEnvoy::ToEnvoyInit(_)));
         runner.send_raw(frame);
         let (code, reason) = runner.expect_close().await;
         assert_eq!(code, 1011, "{what}: {reason}");
@@ -207,7 +196,6 @@ async fn malformed_frames_close_the_connection_and_the_gateway_keeps_serving() {
 async fn unacknowledged_commands_are_replayed_right_after_init_on_reconnect() {
     let gw = TestGateway::start().await;
     let mut runner = gw.runner().envoy_key("envoy-replay").connect().await;
-    assert!(matches!(runner.next_frame().await, ToEnvoy::ToEnvoyInit(_)));
     let actor_id = gw.create_actor("counter", "replay").await;
     let req = gw.request("POST", &format!("/gateway/{actor_id}/action/x"), b"hi");
     let first = runner.expect_start().await;
@@ -216,10 +204,6 @@ async fn unacknowledged_commands_are_replayed_right_after_init_on_reconnect() {
     runner.disconnect().await;
 
     let mut runner = gw.runner().envoy_key("envoy-replay").connect().await;
-    assert!(matches!(
-        runner.next().await,
-        Incoming::Frame(ToEnvoy::ToEnvoyInit(_))
-    ));
     // Strictly the second frame: the gateway writes replayed commands before any ping.
     let replayed = match runner.next().await {
         Incoming::Frame(ToEnvoy::ToEnvoyCommands(cmds)) => cmds,
@@ -229,7 +213,7 @@ async fn unacknowledged_commands_are_replayed_right_after_init_on_reconnect() {
     assert_eq!(replayed[0].checkpoint, first.checkpoint);
     match &replayed[0].inner {
         Command::CommandStartActor(start) => assert_eq!(start.config, first.start.config),
-        other => panic!("expected the start again, got {other:?}"),
+        other @ Command::CommandStopActor(_) => panic!("expected the start again, got {other:?}"),
     }
 
     // The in-flight request follows the runner to its new connection.
@@ -246,8 +230,49 @@ async fn unacknowledged_commands_are_replayed_right_after_init_on_reconnect() {
     // anything replayed, because replay is written right after init.
     runner.disconnect().await;
     let mut runner = gw.runner().envoy_key("envoy-replay").connect().await;
-    assert!(matches!(runner.next_frame().await, ToEnvoy::ToEnvoyInit(_)));
-    runner.barrier().await;
+    let before = runner.frames_until_barrier().await;
+    assert!(
+        !before
+            .iter()
+            .any(|m| matches!(m, ToEnvoy::ToEnvoyCommands(_))),
+        "acknowledged commands were replayed: {before:?}"
+    );
+}
+
+#[tokio::test]
+async fn commands_of_an_actor_lost_before_its_ack_are_not_replayed_after_it_moved() {
+    let gw = TestGateway::builder().lost_threshold_ms(300).start().await;
+    let mut stale = gw.runner().envoy_key("envoy-zombie").connect().await;
+    let actor_id = gw.create_actor("counter", "zombie").await;
+    gw.wake(&actor_id).await;
+    let first = stale.expect_start().await; // never acknowledged
+    stale.disconnect().await;
+    let actor = gw
+        .wait_actor(&actor_id, "asleep after its runner was lost", |a| {
+            !a["sleep_ts"].is_null()
+        })
+        .await;
+    assert!(actor.get("error").is_some(), "{actor}");
+
+    // The actor moves on: generation 2 runs on another runner.
+    let mut other = gw.runner().connect().await;
+    gw.wake(&actor_id).await;
+    let moved = other.accept_start().await;
+    assert_eq!(moved.generation, first.generation + 1);
+
+    // The lost runner process comes back with its old key. Replaying its unacknowledged
+    // generation-1 start now would run a second copy of an actor that lives elsewhere.
+    let mut back = gw.runner().envoy_key("envoy-zombie").connect().await;
+    let replayed = back.frames_until_barrier().await;
+    let stale_commands: Vec<_> = replayed
+        .iter()
+        .filter(|m| matches!(m, ToEnvoy::ToEnvoyCommands(_)))
+        .collect();
+    assert!(
+        stale_commands.is_empty(),
+        "a runner that was lost got the stale commands of an actor now running elsewhere \
+         replayed: {stale_commands:?}"
+    );
 }
 
 // === KV ===
@@ -605,9 +630,19 @@ async fn sqlite_pages_commit_fence_and_stage_through_the_runner_connection() {
     let a = started.actor_id.as_str();
     let g = u64::from(started.generation);
 
-    // A fresh actor has no pages and head 0.
-    let fresh = read(runner.get_pages(a, &[1, 2, 3], Some(g)).await);
-    assert_eq!(fresh, (vec![None, None, None], Some(0)));
+    // A fresh actor has no database yet; the engine says so with an error RivetKit expects
+    // (docs/observed-envoy.md §12), and the first commit then starts from head 0.
+    match runner.get_pages(a, &[1, 2, 3], Some(g)).await {
+        SqliteGetPagesResponse::SqliteErrorResponse(e) => {
+            assert_eq!(
+                (e.group.as_str(), e.code.as_str()),
+                ("depot", "database_not_found")
+            );
+        }
+        ok @ SqliteGetPagesResponse::SqliteGetPagesOk(_) => {
+            panic!("a fresh actor has no database, got {ok:?}")
+        }
+    }
 
     let head = committed(
         runner
@@ -730,7 +765,9 @@ async fn sqlite_pages_commit_fence_and_stage_through_the_runner_connection() {
         SqliteGetPagesResponse::SqliteErrorResponse(e) => {
             assert_eq!(e.code.as_str(), "generation_mismatch", "{e:?}");
         }
-        ok => panic!("a read fenced with the old generation must fail, got {ok:?}"),
+        ok @ SqliteGetPagesResponse::SqliteGetPagesOk(_) => {
+            panic!("a read fenced with the old generation must fail, got {ok:?}")
+        }
     }
     assert_eq!(
         read(runner.get_pages(a, &[1, 2, 3], Some(g2)).await),
@@ -795,7 +832,9 @@ async fn sqlite_stage_interrupted_by_a_lost_runner_leaves_no_trace() {
         .await
     {
         SqliteCommitFinalizeResponse::SqliteErrorResponse(_) => {}
-        ok => panic!("finalizing another generation's stage must fail, got {ok:?}"),
+        ok @ SqliteCommitFinalizeResponse::SqliteCommitFinalizeOk(_) => {
+            panic!("finalizing another generation's stage must fail, got {ok:?}")
+        }
     }
     assert_eq!(
         read(second.get_pages(&a, &[1, 2], Some(g2)).await),

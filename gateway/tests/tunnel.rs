@@ -1,13 +1,16 @@
 //! Client traffic through `/gateway/...` and the tunnel to a fake runner, over real sockets:
 //! an HTTP request that wakes an actor and the sleep/wake cycle after it, a hibernatable
 //! WebSocket that survives its actor sleeping and gets its unacknowledged messages resent,
-//! a runner that is lost with requests in flight, and the errors the gateway answers itself.
-//! Each test starts its own gateway on `127.0.0.1:0` with a temporary store.
+//! a runner that is lost with requests in flight or that reconnects while one waits, shutdown
+//! with a request in flight, and the errors the gateway answers itself. Each test starts its
+//! own gateway on `127.0.0.1:0` with a temporary store.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use common::{reply, run_actor, FakeRunner, TestGateway, WAIT};
+use std::time::Duration;
+
 use futures_util::{SinkExt, StreamExt};
 use rivulet_wire::envoy::{
     HibernatingRequest, StopActorReason, ToEnvoyTunnelMessageKind, ToRivetTunnelMessageKind,
@@ -27,7 +30,8 @@ async fn http_request_wakes_the_actor_and_sleep_then_restarts_it_at_the_next_gen
     let req = gw.request("POST", &format!("/gateway/{actor_id}/action/x"), b"hello");
     let started = runner.expect_start().await;
     assert_eq!(started.actor_id, actor_id);
-    assert_eq!((started.generation, started.checkpoint.index), (1, 0));
+    // The engine numbers each generation's commands from 1 (docs/observed-envoy.md §12).
+    assert_eq!((started.generation, started.checkpoint.index), (1, 1));
     assert_eq!(started.start.config.name.as_str(), "counter");
     assert_eq!(started.start.config.key.as_deref(), Some("k"));
     assert!(started.start.hibernating_requests.is_empty());
@@ -46,7 +50,10 @@ async fn http_request_wakes_the_actor_and_sleep_then_restarts_it_at_the_next_gen
     let got = reply(req).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.body, b"world");
-    assert_eq!(got.headers.get("content-type").map(String::as_str), Some("text/plain"));
+    assert_eq!(
+        got.headers.get("content-type").map(String::as_str),
+        Some("text/plain")
+    );
 
     // The request was delivered only once the actor ran, so the record says so already.
     let actor = gw.actor(&actor_id).await;
@@ -57,7 +64,7 @@ async fn http_request_wakes_the_actor_and_sleep_then_restarts_it_at_the_next_gen
     runner.intent_sleep(&actor_id, 1);
     let (checkpoint, reason) = runner.expect_stop().await;
     assert_eq!(reason, StopActorReason::SleepIntent);
-    assert_eq!((checkpoint.generation, checkpoint.index), (1, 1));
+    assert_eq!((checkpoint.generation, checkpoint.index), (1, 2));
     runner.ack(&checkpoint);
     runner.stopped(&actor_id, 1, None);
     let actor = gw
@@ -69,14 +76,17 @@ async fn http_request_wakes_the_actor_and_sleep_then_restarts_it_at_the_next_gen
     // The next request wakes it as generation 2.
     let req = gw.request("GET", &format!("/gateway/{actor_id}/action/y"), b"");
     let again = runner.accept_start().await;
-    assert_eq!((again.generation, again.checkpoint.index), (2, 0));
+    assert_eq!((again.generation, again.checkpoint.index), (2, 1));
     let (id, start) = runner.expect_http().await;
     assert_eq!(start.actor_generation, Some(2));
     assert_eq!(start.path.as_str(), "/action/y");
     assert_eq!(start.body, None);
     runner.respond(&id, 201, b"again");
     let got = reply(req).await;
-    assert_eq!((got.status, got.body.as_slice()), (201, b"again".as_slice()));
+    assert_eq!(
+        (got.status, got.body.as_slice()),
+        (201, b"again".as_slice())
+    );
 }
 
 // === hibernatable WebSocket ===
@@ -92,10 +102,7 @@ async fn client_text(client: &mut ClientWs) -> String {
 }
 
 /// Waits for the next client-to-actor WebSocket message of this socket: (index, text).
-async fn actor_receives(
-    runner: &mut FakeRunner,
-    socket: ([u8; 4], [u8; 4]),
-) -> (u16, String) {
+async fn actor_receives(runner: &mut FakeRunner, socket: ([u8; 4], [u8; 4])) -> (u16, String) {
     let msg = runner.expect_tunnel().await;
     assert_eq!(
         (msg.message_id.gateway_id, msg.message_id.request_id),
@@ -156,7 +163,10 @@ async fn hibernating_websocket_survives_sleep_and_gets_unacked_messages_resent()
 
     for (n, text) in [(1u16, "m1"), (2, "m2")] {
         client.send(Message::Text(text.into())).await.unwrap();
-        assert_eq!(actor_receives(&mut runner, socket).await, (n, text.to_string()));
+        assert_eq!(
+            actor_receives(&mut runner, socket).await,
+            (n, text.to_string())
+        );
         runner.tunnel(gid, rid, ws_text(&format!("echo {text}")));
         assert_eq!(client_text(&mut client).await, format!("echo {text}"));
     }
@@ -205,25 +215,83 @@ async fn hibernating_websocket_survives_sleep_and_gets_unacked_messages_resent()
 
     // Exactly the unacknowledged messages, with their original indices, in order: no new
     // open (index 0) and nothing at or below the acknowledged index 1.
-    assert_eq!(actor_receives(&mut runner, socket).await, (2, "m2".to_string()));
-    assert_eq!(actor_receives(&mut runner, socket).await, (3, "m3".to_string()));
+    assert_eq!(
+        actor_receives(&mut runner, socket).await,
+        (2, "m2".to_string())
+    );
+    assert_eq!(
+        actor_receives(&mut runner, socket).await,
+        (3, "m3".to_string())
+    );
     runner.tunnel(gid, rid, ws_text("echo m3"));
     assert_eq!(client_text(&mut client).await, "echo m3");
     client.send(Message::Text("m4".into())).await.unwrap();
-    assert_eq!(actor_receives(&mut runner, socket).await, (4, "m4".to_string()));
+    assert_eq!(
+        actor_receives(&mut runner, socket).await,
+        (4, "m4".to_string())
+    );
+
+    // The client leaves: the actor hears the close at the next index, and the socket is no
+    // longer restored when the actor starts again.
+    client.close(None).await.unwrap();
+    let close = runner.expect_tunnel().await;
+    assert_eq!(
+        (close.message_id.gateway_id, close.message_id.request_id),
+        socket
+    );
+    assert_eq!(close.message_id.message_index, 5);
+    assert!(
+        matches!(
+            close.message_kind,
+            ToEnvoyTunnelMessageKind::ToEnvoyWebSocketClose(_)
+        ),
+        "{close:?}"
+    );
+    runner.sleep_actor(&actor_id, 2).await;
+    gw.wait_actor(&actor_id, "asleep", |a| !a["sleep_ts"].is_null())
+        .await;
+    gw.wake(&actor_id).await;
+    let third = runner.accept_start().await;
+    assert_eq!(third.generation, 3);
+    assert!(
+        third.start.hibernating_requests.is_empty(),
+        "{:?}",
+        third.start.hibernating_requests
+    );
+}
+
+#[tokio::test]
+async fn websocket_to_an_unknown_actor_is_closed_with_the_error_code() {
+    let gw = TestGateway::start().await;
+    let url = gw.ws_url("/gateway/no-such-actor/connect");
+    let (mut client, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .unwrap()
+        .unwrap();
+    match tokio::time::timeout(WAIT, client.next()).await {
+        Ok(Some(Ok(Message::Close(Some(frame))))) => {
+            assert_eq!(u16::from(frame.code), 1011);
+            assert!(
+                frame.reason.starts_with("actor.not_found"),
+                "{}",
+                frame.reason
+            );
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
 }
 
 // === lost runner ===
 
-/// A gateway that gives up on a silent runner fast: pings every 50 ms, no pong for 500 ms
-/// closes the connection, 300 ms without reconnect loses the runner.
-async fn fast_loss_gateway() -> TestGateway {
-    TestGateway::builder()
-        .ping_interval_ms(50)
-        .ping_timeout_ms(500)
-        .lost_threshold_ms(300)
-        .start()
-        .await
+/// A gateway that loses a runner 300 ms after its connection ends. With `silent_after_ms`
+/// it also ends a connection whose pongs stop for that long (pings every 100 ms); the
+/// margin is there because a live runner on a loaded machine must never look silent.
+async fn fast_loss_gateway(silent_after_ms: Option<u64>) -> TestGateway {
+    let mut builder = TestGateway::builder().lost_threshold_ms(300);
+    if let Some(timeout) = silent_after_ms {
+        builder = builder.ping_interval_ms(100).ping_timeout_ms(timeout);
+    }
+    builder.start().await
 }
 
 /// After the runner is lost: the in-flight request got a 503, the actor sleeps with an
@@ -261,7 +329,7 @@ async fn assert_recovers_after_loss(
 
 #[tokio::test]
 async fn runner_that_stops_answering_pings_is_lost_and_its_actor_recovers_elsewhere() {
-    let gw = fast_loss_gateway().await;
+    let gw = fast_loss_gateway(Some(1_500)).await;
     let mut runner = gw.runner().connect().await;
     let started = run_actor(&gw, &mut runner, "lost-silent").await;
     let req = gw.request(
@@ -279,7 +347,7 @@ async fn runner_that_stops_answering_pings_is_lost_and_its_actor_recovers_elsewh
 
 #[tokio::test]
 async fn runner_that_drops_its_connection_is_lost_and_its_actor_recovers_elsewhere() {
-    let gw = fast_loss_gateway().await;
+    let gw = fast_loss_gateway(None).await;
     let mut runner = gw.runner().connect().await;
     let started = run_actor(&gw, &mut runner, "lost-dropped").await;
     let req = gw.request(
@@ -292,6 +360,86 @@ async fn runner_that_drops_its_connection_is_lost_and_its_actor_recovers_elsewhe
     assert_recovers_after_loss(&gw, &started.actor_id, req).await;
 }
 
+#[tokio::test]
+async fn request_sent_while_the_runner_reconnects_reaches_it_once_it_is_back() {
+    // A short ready timeout, so a request that is never delivered fails well inside WAIT.
+    let gw = TestGateway::builder()
+        .configure(|c| c.gateway.actor_ready_timeout_ms = 3_000)
+        .start()
+        .await;
+    let mut runner = gw.runner().envoy_key("envoy-blip").connect().await;
+    let started = run_actor(&gw, &mut runner, "blip").await;
+    // The connection drops; the runner keeps its actors and reconnects well within the lost
+    // threshold (15 s), so the actor stays running throughout.
+    runner.disconnect().await;
+    gw.wait_envoys("empty after the disconnect", |e| e.is_empty())
+        .await;
+    let mut req = gw.request(
+        "POST",
+        &format!("/gateway/{}/action/x", started.actor_id),
+        b"",
+    );
+    let mut runner = gw.runner().envoy_key("envoy-blip").connect().await;
+    tokio::select! {
+        (id, start) = runner.expect_http() => {
+            assert_eq!(start.actor_generation, Some(started.generation));
+            runner.respond(&id, 200, b"back");
+        }
+        got = &mut req => {
+            let got = got.unwrap();
+            panic!(
+                "the request was never sent to the reconnected runner; the client got {} {}",
+                got.status,
+                String::from_utf8_lossy(&got.body)
+            );
+        }
+    }
+    let got = reply(req).await;
+    assert_eq!((got.status, got.body.as_slice()), (200, b"back".as_slice()));
+}
+
+// === shutdown with requests in flight ===
+
+#[tokio::test]
+async fn request_in_flight_when_shutdown_starts_still_gets_its_response() {
+    let mut gw = TestGateway::start().await;
+    let mut runner = gw.runner().connect().await;
+    let started = run_actor(&gw, &mut runner, "drain").await;
+    let req = gw.request(
+        "POST",
+        &format!("/gateway/{}/action/x", started.actor_id),
+        b"",
+    );
+    let (id, _) = runner.expect_http().await;
+    // Stop accepting, then drain: the actor answers right after the signal.
+    gw.begin_shutdown();
+    runner.respond(&id, 200, b"drained");
+    let got = reply(req).await;
+    assert_eq!(
+        (got.status, got.body.as_slice()),
+        (200, b"drained".as_slice())
+    );
+    gw.stop_within(WAIT).await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_past_its_drain_deadline_for_a_silent_actor() {
+    let mut gw = TestGateway::start().await;
+    let mut runner = gw.runner().connect().await;
+    let started = run_actor(&gw, &mut runner, "silent").await;
+    let req = gw.request(
+        "POST",
+        &format!("/gateway/{}/action/x", started.actor_id),
+        b"",
+    );
+    let _ = runner.expect_http().await; // never answered
+                                        // The gateway drains for at most 10 s (`DRAIN_DEADLINE`), then must stop.
+    gw.stop_within(Duration::from_secs(15)).await.unwrap();
+    // Stopped means the client was answered or cut off, not left waiting.
+    let outcome = tokio::time::timeout(WAIT, req).await;
+    assert!(outcome.is_ok(), "the client request outlived the gateway");
+}
+
 // === errors the gateway answers itself ===
 
 #[tokio::test]
@@ -301,7 +449,11 @@ async fn gateway_errors_are_json_with_the_engine_codes() {
     let got = reply(gw.request("GET", "/gateway/no-such-actor/action/x", b"")).await;
     assert_eq!(got.status, 404);
     let body = got.json();
-    assert_eq!((body["group"].as_str(), body["code"].as_str()), (Some("actor"), Some("not_found")), "{body}");
+    assert_eq!(
+        (body["group"].as_str(), body["code"].as_str()),
+        (Some("actor"), Some("not_found")),
+        "{body}"
+    );
     assert!(body["message"].is_string(), "{body}");
 
     let got = reply(gw.request(
@@ -312,7 +464,11 @@ async fn gateway_errors_are_json_with_the_engine_codes() {
     .await;
     assert_eq!(got.status, 404);
     let body = got.json();
-    assert_eq!((body["group"].as_str(), body["code"].as_str()), (Some("actor"), Some("not_found")), "{body}");
+    assert_eq!(
+        (body["group"].as_str(), body["code"].as_str()),
+        (Some("actor"), Some("not_found")),
+        "{body}"
+    );
 
     for bad in [
         "/gateway/counter/x?rvt-method=bogus",
@@ -323,7 +479,11 @@ async fn gateway_errors_are_json_with_the_engine_codes() {
         let got = reply(gw.request("GET", bad, b"")).await;
         assert_eq!(got.status, 400, "{bad}");
         let body = got.json();
-        assert_eq!((body["group"].as_str(), body["code"].as_str()), (Some("api"), Some("bad_request")), "{bad}: {body}");
+        assert_eq!(
+            (body["group"].as_str(), body["code"].as_str()),
+            (Some("api"), Some("bad_request")),
+            "{bad}: {body}"
+        );
     }
 
     let actor_id = gw.create_actor("counter", "big-body").await;

@@ -155,7 +155,10 @@ mod tests {
         for case in cases {
             roundtrip(case);
             let owned: Vec<String> = case.iter().map(|s| s.to_string()).collect();
-            assert!(seen.insert(serialize(&owned).unwrap()), "collision for {case:?}");
+            assert!(
+                seen.insert(serialize(&owned).unwrap()),
+                "collision for {case:?}"
+            );
         }
     }
 

@@ -98,6 +98,9 @@ impl ActorHandle {
         timeout: Duration,
     ) -> Result<(Arc<EnvoyHandle>, u32), ApiError> {
         let mut rx = self.status.clone();
+        // A running actor whose runner is reconnecting becomes reachable when the runner is
+        // back, which changes the runner set, not the actor's status.
+        let mut runners = gw.envoys.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut woke = false;
         let mut rewakes = 0;
@@ -138,9 +141,15 @@ impl ActorHandle {
                     }
                 }
             }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(ApiError::actor_not_found()),
+            let changed = async {
+                tokio::select! {
+                    r = rx.changed() => r.is_ok(),
+                    r = runners.changed() => r.is_ok(),
+                }
+            };
+            match tokio::time::timeout_at(deadline, changed).await {
+                Ok(true) => {}
+                Ok(false) => return Err(ApiError::actor_not_found()),
                 Err(_) => return Err(ApiError::actor_ready_timeout()),
             }
         }

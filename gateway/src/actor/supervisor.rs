@@ -107,7 +107,7 @@ struct Supervisor {
 impl Supervisor {
     async fn run(mut self) {
         let mut envoys_changed = self.gw.envoys.subscribe();
-        let shutdown = self.gw.shutdown.clone();
+        let shutdown = self.gw.stopping.clone();
         self.check_adopted();
         loop {
             let alarm = self.alarm_delay();
@@ -398,6 +398,8 @@ impl Supervisor {
                 .collect(),
             preloaded_kv: None,
         };
+        // Commands of earlier generations must never be replayed to anyone.
+        self.gw.envoys.forget_actor(&self.record.actor_id);
         let cmd = self.command(generation, Command::CommandStartActor(start));
         tracing::info!(envoy_key = %envoy_key, "starting actor");
         if self.gw.envoys.send_command(&envoy_key, cmd) {
@@ -420,8 +422,9 @@ impl Supervisor {
         }
     }
 
-    /// Detaches the actor from the runner it ran on.
+    /// Detaches the actor from the runner it ran on, and drops its unacknowledged commands.
     fn release_runner(&mut self) {
+        self.gw.envoys.forget_actor(&self.record.actor_id);
         for envoy in self.gw.envoys.list() {
             let mut assigned = envoy.assigned.lock();
             if assigned.get(&self.record.actor_id) == Some(&self.lifecycle.generation) {

@@ -52,7 +52,7 @@ pub(super) async fn serve(gw: Gateway, params: ConnectParams, socket: WebSocket)
             pool_name: params.pool_name.clone(),
             version: params.version,
         },
-        &gw.shutdown,
+        &gw.stopping,
     );
     let handle = reg.handle;
     let span = tracing::info_span!(
@@ -368,7 +368,7 @@ async fn on_disconnect(gw: Gateway, handle: Arc<EnvoyHandle>) {
     tracing::info!("runner disconnected");
     let lost_after =
         Duration::from_millis(u64::try_from(gw.config.envoy.lost_threshold_ms).unwrap_or(0));
-    let shutdown = gw.shutdown.clone();
+    let shutdown = gw.stopping.clone();
     let tasks = gw.tasks.clone();
     tasks.spawn(async move {
         tokio::select! {

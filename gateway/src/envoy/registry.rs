@@ -255,12 +255,15 @@ impl Registry {
         }
     }
 
-    /// Forgets the commands kept for an actor on a runner (the actor moved or was
-    /// destroyed, so replaying them would be wrong).
-    pub fn forget_actor(&self, envoy_key: &str, actor_id: &str) {
+    /// Forgets the commands kept for an actor on every runner: it left them (slept, moved,
+    /// was lost or destroyed), so replaying them to a runner that reconnects would start a
+    /// stale copy.
+    pub fn forget_actor(&self, actor_id: &str) {
         let mut inner = self.inner.lock();
-        if let Some(list) = inner.unacked.get_mut(envoy_key) {
+        for list in inner.unacked.values_mut() {
             list.retain(|cmd| cmd.checkpoint.actor_id != actor_id);
         }
+        // Runners that never come back leave empty lists behind; drop them.
+        inner.unacked.retain(|_, list| !list.is_empty());
     }
 }

@@ -81,16 +81,20 @@ pub(super) async fn serve(
         + Duration::from_millis(gw.config.gateway.response_start_timeout_ms);
     let mut response: Option<(u16, BTreeMap<vbare::Str, vbare::Str>, Vec<u8>)> = None;
     loop {
-        let next = tokio::time::timeout_at(deadline, rx.recv())
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    "guard",
-                    "request_timeout",
-                    "The actor did not answer in time.",
-                )
-                .with_status(StatusCode::GATEWAY_TIMEOUT)
-            })?;
+        let next = tokio::select! {
+            // Past the drain deadline the gateway stops; the client gets an answer, not a
+            // connection that hangs until it is dropped.
+            _ = gw.stopping.cancelled() => return Err(ApiError::shutting_down()),
+            next = tokio::time::timeout_at(deadline, rx.recv()) => next,
+        }
+        .map_err(|_| {
+            ApiError::new(
+                "guard",
+                "request_timeout",
+                "The actor did not answer in time.",
+            )
+            .with_status(StatusCode::GATEWAY_TIMEOUT)
+        })?;
         match next {
             None | Some(Inbound::RunnerLost) => return Err(ApiError::runner_lost()),
             Some(Inbound::Message(_, kind)) => match kind {

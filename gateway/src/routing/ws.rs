@@ -296,6 +296,11 @@ async fn pump(
                         if c.hibernate && t.can_hibernate {
                             tracing::debug!("client websocket hibernating");
                             t.detach();
+                            // Messages the actor never acknowledged must still reach it: wake it
+                            // now rather than at the client's next message.
+                            if !t.pending.is_empty() {
+                                t.wake().await?;
+                            }
                         } else {
                             close(sink, c.code.unwrap_or(1000), c.reason.map(|r| r.to_string()).unwrap_or_default()).await;
                             return Ok(());

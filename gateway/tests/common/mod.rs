@@ -29,7 +29,7 @@ use rivulet_wire::envoy::{
     SqliteCommitFinalizeRequest, SqliteCommitFinalizeResponse, SqliteCommitRequest,
     SqliteCommitResponse, SqliteCommitStageBeginRequest, SqliteCommitStageBeginResponse,
     SqliteCommitStageSegmentRequest, SqliteCommitStageSegmentResponse, SqliteGetPagesRequest,
-    SqliteGetPagesResponse, StopActorReason, StopCode, ToEnvoy, ToEnvoyRequestStart,
+    SqliteGetPagesResponse, StopActorReason, StopCode, ToEnvoy, ToEnvoyInit, ToEnvoyRequestStart,
     ToEnvoyTunnelMessage, ToRivet, ToRivetAckCommands, ToRivetKvRequest, ToRivetMetadata,
     ToRivetPong, ToRivetResponseStart, ToRivetSqliteCommitFinalizeRequest,
     ToRivetSqliteCommitRequest, ToRivetSqliteCommitStageBeginRequest,
@@ -272,6 +272,23 @@ impl TestGateway {
         }
     }
 
+    /// Re-reads `GET /envoys` until `done` holds, bounded by [`WAIT`]; the registry changes
+    /// when the gateway notices a connection end, which no frame announces.
+    pub async fn wait_envoys(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let envoys = self.envoys().await;
+            if done(&envoys) {
+                return envoys;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "envoys never became {what}; last seen: {envoys:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Asks the gateway to wake an actor (`POST /actors/{id}/reschedule`).
     pub async fn wake(&self, actor_id: &str) {
         let (status, body) = self
@@ -315,11 +332,19 @@ impl TestGateway {
         })
     }
 
-    /// Waits for the shutdown of this gateway to finish (for tests of shutdown itself).
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    /// Fires the shutdown token without waiting (for tests of shutdown itself).
+    pub fn begin_shutdown(&self) {
         self.shutdown.cancel();
-        let task = std::mem::replace(&mut self.task, tokio::spawn(async { Ok(()) }));
-        tokio::time::timeout(WAIT, task).await.unwrap().unwrap()
+    }
+
+    /// Fires the shutdown token and waits for `run` to return, failing the test if that takes
+    /// longer than `within`.
+    pub async fn stop_within(&mut self, within: Duration) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match tokio::time::timeout(within, &mut self.task).await {
+            Ok(joined) => joined.unwrap(),
+            Err(_) => panic!("the gateway did not stop within {within:?} of the shutdown signal"),
+        }
     }
 }
 
@@ -412,8 +437,23 @@ impl RunnerBuilder {
         self
     }
 
-    /// Opens the WebSocket and, unless disabled, sends the metadata RivetKit sends.
+    /// Connects and completes the handshake: the first frame must be `ToEnvoyInit`, which is
+    /// kept in [`FakeRunner::init`].
     pub async fn connect(self) -> FakeRunner {
+        let mut runner = self.connect_raw().await;
+        match runner.next().await {
+            Incoming::Frame(ToEnvoy::ToEnvoyInit(init)) => runner.init = Some(init),
+            other => panic!(
+                "runner {}: the first frame must be ToEnvoyInit, got {other:?}",
+                runner.envoy_key
+            ),
+        }
+        runner
+    }
+
+    /// Opens the WebSocket and, unless disabled, sends the metadata RivetKit sends; reads
+    /// nothing (for refused connections).
+    pub async fn connect_raw(self) -> FakeRunner {
         let mut url = format!("ws://{}/envoys/connect?", self.addr);
         if let Some(v) = &self.protocol_version {
             url.push_str(&format!("protocol_version={v}&"));
@@ -492,6 +532,8 @@ pub struct Started {
 pub struct FakeRunner {
     /// Its envoy key.
     pub envoy_key: String,
+    /// The init frame, once [`RunnerBuilder::connect`] read it.
+    pub init: Option<ToEnvoyInit>,
     out: mpsc::UnboundedSender<Message>,
     inbox: mpsc::UnboundedReceiver<Incoming>,
     answer_pings: Arc<AtomicBool>,
@@ -570,6 +612,7 @@ impl FakeRunner {
         };
         FakeRunner {
             envoy_key,
+            init: None,
             out,
             inbox,
             answer_pings,
@@ -809,16 +852,25 @@ impl FakeRunner {
         }
     }
 
-    /// Sends a tunnel message for a request, numbering it from 0 per request.
+    /// Sends a tunnel message for a request, numbered as RivetKit numbers them
+    /// (`docs/observed-envoy.md` §6): data messages count from 0 per request, an ack carries the
+    /// acknowledged index, a close carries 0.
     pub fn tunnel(
         &mut self,
         gateway_id: [u8; 4],
         request_id: [u8; 4],
         kind: ToRivetTunnelMessageKind,
     ) {
-        let next = self.tunnel_index.entry(request_id).or_insert(0);
-        let message_index = *next;
-        *next = next.wrapping_add(1);
+        let message_index = match &kind {
+            ToRivetTunnelMessageKind::ToRivetWebSocketMessageAck(ack) => ack.index,
+            ToRivetTunnelMessageKind::ToRivetWebSocketClose(_) => 0,
+            _ => {
+                let next = self.tunnel_index.entry(request_id).or_insert(0);
+                let index = *next;
+                *next = next.wrapping_add(1);
+                index
+            }
+        };
         self.send(ToRivet::ToRivetTunnelMessage(ToRivetTunnelMessage {
             message_id: MessageId {
                 gateway_id,
@@ -878,6 +930,25 @@ impl FakeRunner {
         match self.kv("barrier-no-such-actor", data).await {
             KvResponseData::KvErrorResponse(_) => {}
             other => panic!("barrier: expected a KV error, got {other:?}"),
+        }
+    }
+
+    /// Every frame other than pings that arrives before the answer to a [`Self::barrier`]
+    /// request, i.e. everything the gateway had queued for this runner when it read the
+    /// barrier.
+    pub async fn frames_until_barrier(&mut self) -> Vec<ToEnvoy> {
+        let request_id = self.request_id();
+        self.send(ToRivet::ToRivetKvRequest(ToRivetKvRequest {
+            actor_id: "barrier-no-such-actor".into(),
+            request_id,
+            data: KvRequestData::KvGetRequest(KvGetRequest { keys: vec![] }),
+        }));
+        let mut before = Vec::new();
+        loop {
+            match self.next_frame().await {
+                ToEnvoy::ToEnvoyKvResponse(r) if r.request_id == request_id => return before,
+                other => before.push(other),
+            }
         }
     }
 

@@ -49,7 +49,10 @@ fn unknown_tag_is_invalid() {
     ));
     let mut bytes = encode_to_rivet(&ToRivet::ToRivetStopping);
     bytes.push(0);
-    assert!(matches!(decode_to_rivet(bytes), Err(CodecError::Invalid(_))));
+    assert!(matches!(
+        decode_to_rivet(bytes),
+        Err(CodecError::Invalid(_))
+    ));
 }
 
 #[test]
@@ -61,6 +64,9 @@ fn versioned_payload() {
     wrong[0] = 7;
     assert!(matches!(
         decode_to_envoy_versioned(&wrong),
-        Err(CodecError::UnsupportedVersion { got: 7, supported: 8 })
+        Err(CodecError::UnsupportedVersion {
+            got: 7,
+            supported: 8
+        })
     ));
 }
