@@ -496,3 +496,77 @@ async fn gateway_errors_are_json_with_the_engine_codes() {
     assert_eq!(got.status, 413);
     assert_eq!(got.json()["code"], "incoming_too_long");
 }
+
+// === streamed responses ===
+
+/// A streamed response (server-sent events from a raw handler) reaches the client chunk by
+/// chunk, before the actor finishes it, and the runner gets its flow-control credit back.
+#[tokio::test]
+async fn streamed_response_reaches_the_client_chunk_by_chunk() {
+    use rivulet_wire::envoy::{ToRivetResponseChunk, ToRivetResponseStart};
+    use std::collections::BTreeMap;
+
+    let gw = TestGateway::start().await;
+    let mut runner = gw.runner().connect().await;
+    let started = run_actor(&gw, &mut runner, "stream").await;
+    let url = gw.url(&format!("/gateway/{}/request/events", started.actor_id));
+    let client = tokio::spawn(async move {
+        let resp = reqwest::Client::new().get(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers().get("content-type").unwrap(),
+            "text/event-stream"
+        );
+        resp
+    });
+    let (id, start) = runner.expect_http().await;
+    assert!(
+        start.response_stream,
+        "the gateway accepts streamed responses"
+    );
+    let headers = BTreeMap::from([("content-type".into(), "text/event-stream".into())]);
+    runner.tunnel(
+        id.gateway_id,
+        id.request_id,
+        ToRivetTunnelMessageKind::ToRivetResponseStart(ToRivetResponseStart {
+            status: 200,
+            headers,
+            body: None,
+            stream: true,
+        }),
+    );
+    let chunk = |body: &str, finish: bool| {
+        ToRivetTunnelMessageKind::ToRivetResponseChunk(ToRivetResponseChunk {
+            body: body.as_bytes().to_vec().into(),
+            finish,
+        })
+    };
+    runner.tunnel(id.gateway_id, id.request_id, chunk("data: one\n\n", false));
+    let mut resp = tokio::time::timeout(WAIT, client).await.unwrap().unwrap();
+    // The first event arrives while the stream is still open.
+    let first = tokio::time::timeout(WAIT, resp.chunk())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.as_deref(), Some(b"data: one\n\n".as_slice()));
+    // Credit for the consumed bytes goes back to the runner.
+    let update = runner.expect_tunnel().await;
+    match update.message_kind {
+        ToEnvoyTunnelMessageKind::ToEnvoyResponseBodyWindowUpdate(w) => {
+            assert_eq!(w.consumed_bytes, 11);
+            assert_eq!(update.message_id.message_index, 1);
+        }
+        other => panic!("expected a window update, got {other:?}"),
+    }
+    runner.tunnel(id.gateway_id, id.request_id, chunk("data: two\n\n", true));
+    let second = tokio::time::timeout(WAIT, resp.chunk())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.as_deref(), Some(b"data: two\n\n".as_slice()));
+    let end = tokio::time::timeout(WAIT, resp.chunk())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(end, None, "the body ends with the final chunk");
+}

@@ -1,31 +1,42 @@
-//! One client HTTP request through the tunnel: the whole body goes to the actor in a single
-//! `RequestStart` (index 0); the response comes back whole or as chunks, and is returned once
-//! complete. The route is closed on every exit path.
+//! One client HTTP request through the tunnel. The whole request body goes to the actor in
+//! a single `RequestStart` (index 0). The response comes back either whole, or, when the
+//! actor streams it (`ResponseStart{stream: true}`, e.g. server-sent events from a raw
+//! `onRequest` handler), as chunks that are passed to the client as they arrive. Streamed
+//! responses are flow-controlled: the gateway returns credit to the runner with cumulative
+//! `ResponseBodyWindowUpdate`s as the client consumes the body, so a slow client slows the
+//! actor instead of filling the gateway's memory. The route is closed on every exit path.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::Response;
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use rivulet_wire::envoy::{
-    MessageId, ToEnvoy, ToEnvoyRequestStart, ToEnvoyTunnelMessage, ToEnvoyTunnelMessageKind,
-    ToRivetTunnelMessageKind,
+    MessageId, ToEnvoy, ToEnvoyRequestStart, ToEnvoyResponseBodyWindowUpdate, ToEnvoyTunnelMessage,
+    ToEnvoyTunnelMessageKind, ToRivetTunnelMessageKind,
 };
+use tokio::sync::mpsc;
 
 use super::target::Target;
+use crate::envoy::EnvoyHandle;
 use crate::error::ApiError;
 use crate::state::Gateway;
 use crate::tunnel::Inbound;
 
+/// Chunks of a streamed response buffered between the runner and a slow client.
+const STREAM_BUFFER_CHUNKS: usize = 16;
+
 /// Closes the route when the request ends, however it ends.
-pub(super) struct RouteGuard<'a> {
-    pub gw: &'a Gateway,
+pub(super) struct RouteGuard {
+    pub gw: Gateway,
     pub request_id: [u8; 4],
 }
 
-impl Drop for RouteGuard<'_> {
+impl Drop for RouteGuard {
     fn drop(&mut self) {
         self.gw.routes.close(&self.request_id);
     }
@@ -50,8 +61,8 @@ pub(super) async fn serve(
 
     let request_id: [u8; 4] = rand::random();
     let mut rx = gw.routes.open(request_id, &envoy.key);
-    let _guard = RouteGuard {
-        gw: &gw,
+    let guard = RouteGuard {
+        gw: gw.clone(),
         request_id,
     };
 
@@ -63,23 +74,20 @@ pub(super) async fn serve(
         headers: forward_headers(&parts.headers),
         body: if body.is_empty() { None } else { Some(body) },
         stream: false,
-        response_stream: false,
+        response_stream: true,
     };
-    let msg = ToEnvoy::ToEnvoyTunnelMessage(ToEnvoyTunnelMessage {
-        message_id: MessageId {
-            gateway_id: gw.gateway_id,
-            request_id,
-            message_index: 0,
-        },
-        message_kind: ToEnvoyTunnelMessageKind::ToEnvoyRequestStart(start),
-    });
+    let msg = tunnel_msg(
+        &gw,
+        request_id,
+        0,
+        ToEnvoyTunnelMessageKind::ToEnvoyRequestStart(start),
+    );
     if !envoy.send(msg) {
         return Err(ApiError::runner_lost());
     }
 
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(gw.config.gateway.response_start_timeout_ms);
-    let mut response: Option<(u16, BTreeMap<vbare::Str, vbare::Str>, Vec<u8>)> = None;
     loop {
         let next = tokio::select! {
             // Past the drain deadline the gateway stops; the client gets an answer, not a
@@ -99,51 +107,149 @@ pub(super) async fn serve(
             None | Some(Inbound::RunnerLost) => return Err(ApiError::runner_lost()),
             Some(Inbound::Message(_, kind)) => match kind {
                 ToRivetTunnelMessageKind::ToRivetResponseStart(start) => {
-                    let body = start.body.map(|b| b.to_vec()).unwrap_or_default();
-                    if !start.stream {
-                        return build(start.status, start.headers, body);
-                    }
-                    response = Some((start.status, start.headers, body));
-                }
-                ToRivetTunnelMessageKind::ToRivetResponseChunk(chunk) => {
-                    let Some((_, _, buf)) = response.as_mut() else {
-                        continue; // a chunk before the start is a runner bug; ignore it
-                    };
-                    if buf.len() + chunk.body.len()
-                        > gw.config.envoy.max_response_payload_bytes as usize
-                    {
-                        return Err(ApiError::new(
-                            "guard",
-                            "response_too_large",
-                            "The actor's response is larger than the gateway accepts.",
-                        )
-                        .with_status(StatusCode::BAD_GATEWAY));
-                    }
-                    buf.extend_from_slice(&chunk.body);
-                    if chunk.finish {
-                        if let Some((status, headers, body)) = response.take() {
-                            return build(status, headers, body);
+                    let mut resp = build(start.status, start.headers)?;
+                    if start.stream {
+                        let (tx, body) =
+                            mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_BUFFER_CHUNKS);
+                        if let Some(first) = start.body.filter(|b| !b.is_empty()) {
+                            let _ = tx.try_send(Ok(first));
                         }
+                        let pump = StreamPump {
+                            gw: gw.clone(),
+                            envoy,
+                            request_id,
+                            rx,
+                            tx,
+                            _guard: guard,
+                        };
+                        gw.tasks.spawn(pump.run());
+                        *resp.body_mut() = Body::from_stream(tokio_stream_from(body));
+                    } else {
+                        *resp.body_mut() = Body::from(start.body.unwrap_or_default());
                     }
+                    return Ok(resp);
                 }
                 ToRivetTunnelMessageKind::ToRivetResponseAbort(abort) => {
-                    return Err(ApiError::new(
-                        "guard",
-                        "response_aborted",
-                        format!(
-                            "The actor aborted the response: {}",
-                            abort.reason.detail.as_deref().unwrap_or("no detail")
-                        ),
-                    )
-                    .with_status(StatusCode::BAD_GATEWAY));
+                    return Err(aborted(abort.reason.detail.as_deref()));
                 }
-                ToRivetTunnelMessageKind::ToRivetRequestBodyWindowUpdate(_)
+                ToRivetTunnelMessageKind::ToRivetResponseChunk(_)
+                | ToRivetTunnelMessageKind::ToRivetRequestBodyWindowUpdate(_)
                 | ToRivetTunnelMessageKind::ToRivetRequestBodyCancel
                 | ToRivetTunnelMessageKind::ToRivetWebSocketOpen(_)
                 | ToRivetTunnelMessageKind::ToRivetWebSocketMessage(_)
                 | ToRivetTunnelMessageKind::ToRivetWebSocketMessageAck(_)
                 | ToRivetTunnelMessageKind::ToRivetWebSocketClose(_) => {}
             },
+        }
+    }
+}
+
+fn tunnel_msg(
+    gw: &Gateway,
+    request_id: [u8; 4],
+    index: u16,
+    kind: ToEnvoyTunnelMessageKind,
+) -> ToEnvoy {
+    ToEnvoy::ToEnvoyTunnelMessage(ToEnvoyTunnelMessage {
+        message_id: MessageId {
+            gateway_id: gw.gateway_id,
+            request_id,
+            message_index: index,
+        },
+        message_kind: kind,
+    })
+}
+
+fn aborted(detail: Option<&str>) -> ApiError {
+    ApiError::new(
+        "guard",
+        "response_aborted",
+        format!(
+            "The actor aborted the response: {}",
+            detail.unwrap_or("no detail")
+        ),
+    )
+    .with_status(StatusCode::BAD_GATEWAY)
+}
+
+fn tokio_stream_from(
+    mut rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Moves a streamed response body from the runner to the client.
+struct StreamPump {
+    gw: Gateway,
+    envoy: Arc<EnvoyHandle>,
+    request_id: [u8; 4],
+    rx: mpsc::Receiver<Inbound>,
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    _guard: RouteGuard,
+}
+
+impl StreamPump {
+    async fn run(mut self) {
+        let mut consumed: u64 = 0;
+        let mut next_index: u16 = 1;
+        loop {
+            let next = tokio::select! {
+                _ = self.gw.stopping.cancelled() => {
+                    let _ = self.tx.send(Err(std::io::Error::other("gateway shutting down"))).await;
+                    return;
+                }
+                // The client went away: stop reading; the route guard closes the request.
+                _ = self.tx.closed() => return,
+                next = self.rx.recv() => next,
+            };
+            match next {
+                None | Some(Inbound::RunnerLost) => {
+                    let _ = self
+                        .tx
+                        .send(Err(std::io::Error::other(
+                            "the actor's runner disconnected",
+                        )))
+                        .await;
+                    return;
+                }
+                Some(Inbound::Message(
+                    _,
+                    ToRivetTunnelMessageKind::ToRivetResponseChunk(chunk),
+                )) => {
+                    let len = chunk.body.len() as u64;
+                    if !chunk.body.is_empty() && self.tx.send(Ok(chunk.body)).await.is_err() {
+                        return;
+                    }
+                    // The chunk is in the client's buffer: give the runner its credit back.
+                    consumed += len;
+                    let update = ToEnvoyTunnelMessageKind::ToEnvoyResponseBodyWindowUpdate(
+                        ToEnvoyResponseBodyWindowUpdate {
+                            consumed_bytes: consumed,
+                        },
+                    );
+                    self.envoy
+                        .send(tunnel_msg(&self.gw, self.request_id, next_index, update));
+                    next_index = next_index.wrapping_add(1);
+                    if chunk.finish {
+                        return;
+                    }
+                }
+                Some(Inbound::Message(
+                    _,
+                    ToRivetTunnelMessageKind::ToRivetResponseAbort(abort),
+                )) => {
+                    let detail = abort.reason.detail.map(|d| d.to_string());
+                    let _ = self
+                        .tx
+                        .send(Err(std::io::Error::other(format!(
+                            "the actor aborted the response: {}",
+                            detail.as_deref().unwrap_or("no detail")
+                        ))))
+                        .await;
+                    return;
+                }
+                Some(Inbound::Message(_, _)) => {}
+            }
         }
     }
 }
@@ -163,14 +269,10 @@ pub(super) fn forward_headers(headers: &axum::http::HeaderMap) -> BTreeMap<vbare
     out.into_iter().map(|(k, v)| (k.into(), v.into())).collect()
 }
 
-fn build(
-    status: u16,
-    headers: BTreeMap<vbare::Str, vbare::Str>,
-    body: Vec<u8>,
-) -> Result<Response, ApiError> {
+fn build(status: u16, headers: BTreeMap<vbare::Str, vbare::Str>) -> Result<Response, ApiError> {
     let status = StatusCode::from_u16(status)
         .map_err(|_| ApiError::internal(format!("runner sent invalid status {status}")))?;
-    let mut resp = Response::new(Body::from(body));
+    let mut resp = Response::new(Body::empty());
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     for (name, value) in headers {

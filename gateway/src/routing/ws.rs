@@ -160,7 +160,10 @@ async fn run(
     let (envoy, generation) = actor.ready(gw, timeout).await?;
     let request_id: [u8; 4] = rand::random();
     let mut rx = gw.routes.open(request_id, &envoy.key);
-    let _guard = RouteGuard { gw, request_id };
+    let _guard = RouteGuard {
+        gw: gw.clone(),
+        request_id,
+    };
     let mut t = Tunnel {
         gw,
         actor: actor.clone(),
