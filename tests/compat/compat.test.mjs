@@ -259,4 +259,41 @@ describe(`rivetkit 2.3.19 compat against ${TARGET}`, { skip: skipReason }, () =>
 		assert.equal(await call(fresh.get(), "get on re-created"), 0);
 		assert.notEqual(await call(fresh.resolve(), "resolve re-created"), actorIdA);
 	});
+
+	const keyB = `b-${RUN}`;
+
+	check("a runner that shuts down hands its actors over: state survives an app restart", async (t) => {
+		const h = client.counter.getOrCreate([keyB]);
+		assert.equal(await call(h.increment(7), "increment before app stop"), 7);
+		const id = await call(h.resolve(), "resolve");
+		// SIGTERM: the app announces it is stopping; the server stops its actors (GoingAway),
+		// which save their state, and with no other runner they sleep.
+		await app.stop({ signal: "SIGTERM", graceMs: 20_000 });
+		const asleep = await waitFor(
+			async () => {
+				const a = await getActor(id);
+				return a && a.sleep_ts && a.connectable_ts === null ? a : false;
+			},
+			{ timeout: 30_000, interval: 200, what: "actor asleep after its runner left" },
+		);
+		t.diagnostic(`error after runner left: ${JSON.stringify(asleep.error ?? null)}`);
+		await app.start();
+		assert.equal(await call(h.get(), "get on the new runner"), 7);
+		assert.equal(await call(h.resolve(), "resolve on the new runner"), id, "same actor");
+	});
+
+	check("a crashed runner (SIGKILL) is detected as lost and its actors recover on a new runner", async (t) => {
+		const h = client.counter.getOrCreate([keyB]);
+		assert.equal(await call(h.increment(1), "increment before crash"), 8);
+		// Let the throttled state save reach the server before the crash.
+		await new Promise((r) => setTimeout(r, 1500));
+		await app.stop({ signal: "SIGKILL", graceMs: 5_000 });
+		const t0 = Date.now();
+		await app.start();
+		// The server notices the lost runner after its lost threshold (15 s on both servers),
+		// then starts the actor on the new runner.
+		const v = await call(h.get(), "get after the runner crashed", 60_000);
+		t.diagnostic(`recovered on the new runner after ${Date.now() - t0} ms`);
+		assert.equal(v, 8);
+	});
 });

@@ -102,6 +102,7 @@ pub(super) async fn serve(gw: Gateway, params: ConnectParams, socket: WebSocket)
             gw: gw.clone(),
             handle: handle.clone(),
             workers: HashMap::new(),
+            unacked_events: HashMap::new(),
         };
         reader.run(&mut stream, &cancel).await;
         cancel.cancel();
@@ -163,7 +164,14 @@ struct Reader {
     /// One storage worker per actor, so each actor's requests apply in order while actors
     /// proceed independently.
     workers: HashMap<String, mpsc::Sender<StorageRequest>>,
+    /// Events received per actor since the last acknowledgement.
+    unacked_events: HashMap<String, usize>,
 }
+
+/// Events per actor acknowledged at once, as the engine does. Until acknowledged, a runner
+/// replays an actor's events after every reconnect; a gateway that restarted learns from
+/// that replay which actors the runner still runs, and adopts them.
+const EVENT_ACK_BATCH: usize = 250;
 
 impl Reader {
     async fn run<S>(&mut self, stream: &mut S, cancel: &CancellationToken)
@@ -310,10 +318,15 @@ impl Reader {
     }
 
     async fn on_events(&mut self, events: Vec<rivulet_wire::envoy::EventWrapper>) {
-        let mut last: HashMap<String, ActorCheckpoint> = HashMap::new();
+        let mut ack: Vec<ActorCheckpoint> = Vec::new();
         for event in events {
             let actor_id = event.checkpoint.actor_id.to_string();
-            last.insert(actor_id.clone(), event.checkpoint.clone());
+            let count = self.unacked_events.entry(actor_id.clone()).or_insert(0);
+            *count += 1;
+            if *count >= EVENT_ACK_BATCH {
+                *count = 0;
+                ack.push(event.checkpoint.clone());
+            }
             let handle = match self.gw.actors.ensure(&self.gw, &actor_id).await {
                 Ok(Some(handle)) => handle,
                 Ok(None) => {
@@ -329,12 +342,14 @@ impl Reader {
                 tracing::warn!(actor_id = %actor_id, error = %err.message, "actor queue refused event");
             }
         }
-        // Acknowledging every batch lets the runner drop its copies early; duplicates after
-        // a reconnect are filtered by index in the supervisor anyway.
-        self.handle
-            .send(ToEnvoy::ToEnvoyAckEvents(ToEnvoyAckEvents {
-                last_event_checkpoints: last.into_values().collect(),
-            }));
+        // Replays after a reconnect repeat events already applied; the supervisor filters
+        // them by generation and index.
+        if !ack.is_empty() {
+            self.handle
+                .send(ToEnvoy::ToEnvoyAckEvents(ToEnvoyAckEvents {
+                    last_event_checkpoints: ack,
+                }));
+        }
     }
 
     fn dispatch(&mut self, actor_id: String, req: StorageRequest) {
