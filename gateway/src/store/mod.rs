@@ -11,11 +11,13 @@
 //! - `types`: the records (namespaces, runner configs, actors, KV entries, pages).
 //! - `error`: what a backend can fail with, and whether the caller may retry.
 //! - `embedded`: the redb backend used by `rivulet dev` and most tests.
+//! - `dynamo`: the DynamoDB backend (one table, MVCC SQLite pages; docs/DYNAMODB.md).
 //! - `deadline`: a time limit around every call of any backend.
 //! - `conformance`: the behaviour every backend must show, as reusable async test cases.
 
 pub mod conformance;
 pub mod deadline;
+pub mod dynamo;
 pub mod embedded;
 mod error;
 mod types;

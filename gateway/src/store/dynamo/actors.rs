@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::future::join_all;
 
 use super::keys::*;
@@ -155,7 +155,10 @@ fn record_item(a: &ActorRecord, input: &InputRef) -> StoreResult<Item> {
     let mut it = item(
         actor_pk(&a.actor_id),
         REC_SK,
-        [("j", s(to_json("actor record", &bare)?)), ("rev", n(a.revision))],
+        [
+            ("j", s(to_json("actor record", &bare)?)),
+            ("rev", n(a.revision)),
+        ],
     );
     it.extend(input.attrs().into_iter().map(|(k, v)| (k.to_owned(), v)));
     Ok(it)
@@ -236,7 +239,10 @@ impl DynamoStore {
             Range::Prefix(RUNNER_CONFIG_PREFIX.to_owned()),
         );
         let items = table::query_all(&self.client, &self.table, &q).await?;
-        items.iter().map(|it| from_json("runner config", it)).collect()
+        items
+            .iter()
+            .map(|it| from_json("runner config", it))
+            .collect()
     }
 
     pub(super) async fn delete_runner_config_impl(
@@ -321,10 +327,7 @@ impl DynamoStore {
             Some(bytes) => bytes,
         };
         let hash = input_hash(bytes);
-        if let Some(InputRef::Blob {
-            len, hash: old, ..
-        }) = reuse
-        {
+        if let Some(InputRef::Blob { len, hash: old, .. }) = reuse {
             if *len == bytes.len() && *old == hash {
                 if let Some(r) = reuse {
                     return Ok((r.clone(), None));
@@ -432,7 +435,12 @@ impl DynamoStore {
     async fn create_actor_tx(&self, actor: &ActorRecord, input: &InputRef) -> StoreResult<()> {
         let t = &*self.table;
         let mut actions = vec![
-            tx_put_if(t, record_item(actor, input)?, "attribute_not_exists(#pk)", vec![])?,
+            tx_put_if(
+                t,
+                record_item(actor, input)?,
+                "attribute_not_exists(#pk)",
+                vec![],
+            )?,
             tx_put_if(
                 t,
                 new_state_item(&actor.actor_id, actor.generation),
@@ -442,7 +450,12 @@ impl DynamoStore {
         ];
         let key_at = live_key(actor).map(|pk| (actions.len(), pk));
         if let Some((_, pk)) = &key_at {
-            actions.push(tx_put_if(t, key_item(pk, actor), "attribute_not_exists(#pk)", vec![])?);
+            actions.push(tx_put_if(
+                t,
+                key_item(pk, actor),
+                "attribute_not_exists(#pk)",
+                vec![],
+            )?);
         }
         for (pk, sk) in index_keys(actor) {
             actions.push(tx_put(t, index_item(pk, sk, actor))?);
@@ -585,7 +598,7 @@ impl DynamoStore {
             Some(name) => by_name_pk(namespace_id, name),
             None => by_namespace_pk(namespace_id),
         };
-        let q = Query::new(pk, Range::Prefix(String::new()));
+        let q = Query::new(pk, Range::All);
         let mut ids = Vec::new();
         let mut start = None;
         'pages: loop {
@@ -634,8 +647,12 @@ impl DynamoStore {
                 .await
             {
                 Ok(true) => {
-                    if let (Some(_), InputRef::Blob { id, .. }) = (&blob, &old_input) {
-                        self.drop_blob(&new.actor_id, id).await;
+                    // The old blob is unreachable unless the record still points at it.
+                    if let InputRef::Blob { id: old_id, .. } = &old_input {
+                        let kept = matches!(&input, InputRef::Blob { id, .. } if id == old_id);
+                        if !kept {
+                            self.drop_blob(&new.actor_id, old_id).await;
+                        }
                     }
                     return Ok(());
                 }
@@ -772,7 +789,6 @@ impl DynamoStore {
         let shards = (0..ALARM_SHARDS).map(|shard| {
             let q = Query {
                 page_size: Some(page),
-                consistent: false,
                 ..Query::new(alarm_shard_pk(shard), Range::Below(alarm_due_below(now_ms)))
             };
             async move {
@@ -799,7 +815,12 @@ impl DynamoStore {
         due.truncate(limit);
         let ids = due.into_iter().map(|(_, id)| id).collect();
         let recs = self.load_records(ids).await?;
-        Ok(recs.into_iter().filter(|a| !a.is_destroyed()).collect())
+        // The index and the records change together; checking the records too keeps a
+        // concurrent update from waking an actor whose alarm just moved.
+        Ok(recs
+            .into_iter()
+            .filter(|a| !a.is_destroyed() && a.alarm_ts.is_some_and(|t| t <= now_ms))
+            .collect())
     }
 }
 
@@ -824,6 +845,3 @@ fn key_item(pk: &str, a: &ActorRecord) -> Item {
 fn alarm_item(pk: String, sk: String, a: &ActorRecord) -> Item {
     item(pk, sk, [("id", s(a.actor_id.clone()))])
 }
-
-/// What `ReturnValue` the callers of `update_if` use most.
-pub(super) const ALL_NEW: ReturnValue = ReturnValue::AllNew;

@@ -99,11 +99,7 @@ pub(super) fn actor_key_pk(namespace_id: &str, name: &str, key: &str) -> String 
     if plain.len() <= 1024 {
         plain
     } else {
-        let h = fnv128(&[
-            namespace_id.as_bytes(),
-            name.as_bytes(),
-            key.as_bytes(),
-        ]);
+        let h = fnv128(&[namespace_id.as_bytes(), name.as_bytes(), key.as_bytes()]);
         format!("keyh#{h:032x}")
     }
 }
@@ -203,8 +199,6 @@ pub(super) fn intent_prefix(id: &str) -> String {
     format!("kvi#{id}#")
 }
 
-pub(super) const INTENT_PREFIX: &str = "kvi#";
-
 // === SQLite ===
 
 pub(super) const PAGE_PREFIX: &str = "pg#";
@@ -278,7 +272,12 @@ mod tests {
         ];
         for w in ordered.windows(2) {
             let (a, b) = (kv_sk(&w[0]), kv_sk(&w[1]));
-            assert!(a < b, "{:?} < {:?}", &w[0][..w[0].len().min(4)], &w[1][..w[1].len().min(4)]);
+            assert!(
+                a < b,
+                "{:?} < {:?}",
+                &w[0][..w[0].len().min(4)],
+                &w[1][..w[1].len().min(4)]
+            );
         }
         for k in &ordered {
             assert!(kv_sk(k).len() <= 1024);
@@ -314,10 +313,7 @@ mod tests {
         assert_eq!(esc("a-b_c.d:e"), "a-b_c.d:e");
         assert_eq!(esc("a#b%c\0"), "a%23b%25c%00");
         assert_ne!(actor_pk("a"), actor_pk("a\0"));
-        assert_ne!(
-            actor_key_pk("n", "a#b", "c"),
-            actor_key_pk("n", "a", "b#c")
-        );
+        assert_ne!(actor_key_pk("n", "a#b", "c"), actor_key_pk("n", "a", "b#c"));
         assert!(actor_key_pk("n", "x", &"k".repeat(5000)).starts_with("keyh#"));
     }
 }

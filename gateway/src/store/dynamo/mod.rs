@@ -419,8 +419,12 @@ impl Store for DynamoStore {
         entries: Vec<(Vec<u8>, Vec<u8>)>,
         now_ms: i64,
     ) -> StoreResult<()> {
-        self.kv_write(actor_id, kv::KvWrite::Put { entries, now_ms }, Some(generation))
-            .await
+        self.kv_write(
+            actor_id,
+            kv::KvWrite::Put { entries, now_ms },
+            Some(generation),
+        )
+        .await
     }
 
     async fn kv_delete(
@@ -429,8 +433,12 @@ impl Store for DynamoStore {
         generation: u32,
         keys: &[Vec<u8>],
     ) -> StoreResult<()> {
-        self.kv_write(actor_id, kv::KvWrite::Delete(keys.to_vec()), Some(generation))
-            .await
+        self.kv_write(
+            actor_id,
+            kv::KvWrite::Delete(keys.to_vec()),
+            Some(generation),
+        )
+        .await
     }
 
     async fn kv_delete_range(

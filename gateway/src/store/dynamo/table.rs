@@ -340,12 +340,16 @@ pub(super) async fn transact(
                     .map(|r| (r.code().unwrap_or("None").to_owned(), r.item().cloned()))
                     .collect(),
             }),
-            Some(TransactWriteItemsError::TransactionConflictException(_))
-            | Some(TransactWriteItemsError::TransactionInProgressException(_)) => None,
+            Some(TransactWriteItemsError::TransactionInProgressException(_)) => None,
+            Some(e) if e.code() == Some("TransactionConflictException") => None,
             Some(_) | None => return Err(sdk_error(what, err)),
         };
         match cancelled {
-            Some(c) if c.reasons.iter().any(|(code, _)| code == "ConditionalCheckFailed") => {
+            Some(c)
+                if c.reasons
+                    .iter()
+                    .any(|(code, _)| code == "ConditionalCheckFailed") =>
+            {
                 return Ok(Err(c))
             }
             Some(c)
@@ -358,9 +362,10 @@ pub(super) async fn transact(
                 // Throttling inside a transaction shows up as a cancellation reason.
                 let msg = format!("dynamodb {what}: transaction cancelled: {codes:?}");
                 return Err(
-                    if codes.iter().any(|c| {
-                        matches!(*c, "ThrottlingError" | "ProvisionedThroughputExceeded")
-                    }) {
+                    if codes
+                        .iter()
+                        .any(|c| matches!(*c, "ThrottlingError" | "ProvisionedThroughputExceeded"))
+                    {
                         StoreError::Unavailable(msg)
                     } else {
                         StoreError::Backend(msg)
@@ -394,6 +399,8 @@ pub(super) enum Cond<T> {
 /// The sort-key part of a query.
 #[derive(Debug, Clone)]
 pub(super) enum Range {
+    /// The whole partition.
+    All,
     /// Sort keys starting with a prefix.
     Prefix(String),
     /// Sort keys from the first to the second, both included.
@@ -436,6 +443,7 @@ pub(super) async fn query_page(
     start: Option<Item>,
 ) -> StoreResult<(Vec<Item>, Option<Item>)> {
     let (cond, mut vals) = match &q.range {
+        Range::All => ("#pk = :pk", vec![]),
         Range::Prefix(p) => (
             "#pk = :pk AND begins_with(#sk, :a)",
             vec![(":a", s(p.clone()))],
