@@ -10,6 +10,22 @@ use serde::Deserialize;
 /// Default port, the same as the Rivet engine so RivetKit's defaults work unchanged.
 pub const DEFAULT_PORT: u16 = 6420;
 
+/// Where durable state lives.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// A redb file in the data directory (the default; one gateway node).
+    Embedded,
+    /// A DynamoDB table, found through the standard AWS configuration chain.
+    Dynamodb {
+        /// Table name.
+        table: String,
+    },
+}
+
+/// Default DynamoDB table name.
+pub const DEFAULT_TABLE: &str = "rivulet";
+
 /// Everything the gateway needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -17,6 +33,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the embedded store keeps its file.
     pub data_dir: PathBuf,
+    /// Which store backend to use.
+    pub store: StoreConfig,
     /// Admin token; `None` accepts every caller (local development).
     pub auth_token: Option<String>,
     /// Longest a store call may take before callers get `store.unavailable`.
@@ -107,6 +125,10 @@ pub struct FileConfig {
     pub public_url: Option<String>,
     /// Store call time limit.
     pub store_timeout_ms: Option<u64>,
+    /// `embedded` or `dynamodb`.
+    pub store: Option<String>,
+    /// DynamoDB table.
+    pub table: Option<String>,
     /// Envoy section.
     pub envoy: EnvoyConfig,
     /// Gateway section.
@@ -128,6 +150,10 @@ pub struct Overrides {
     pub public_url: Option<String>,
     /// `--store-timeout-ms` / `RIVULET_STORE_TIMEOUT_MS`.
     pub store_timeout_ms: Option<u64>,
+    /// `--store` / `RIVULET_STORE`.
+    pub store: Option<String>,
+    /// `--table` / `RIVULET_TABLE`.
+    pub table: Option<String>,
 }
 
 /// Why the configuration was refused.
@@ -190,8 +216,24 @@ impl Config {
             .public_url
             .or(file.public_url)
             .unwrap_or_else(|| format!("http://{listen}"));
+        let store = match o.store.or(file.store).as_deref() {
+            None | Some("embedded") => StoreConfig::Embedded,
+            Some("dynamodb") => StoreConfig::Dynamodb {
+                table: o
+                    .table
+                    .or(file.table)
+                    .unwrap_or_else(|| DEFAULT_TABLE.to_string()),
+            },
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    field: "store",
+                    reason: format!("unknown store {other:?}; use embedded or dynamodb"),
+                })
+            }
+        };
         let cfg = Config {
             listen,
+            store,
             data_dir: o
                 .data_dir
                 .or(file.data_dir)
@@ -287,6 +329,28 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.listen.port(), 7001);
         assert_eq!(cfg.envoy.ping_interval_ms, 500);
+    }
+
+    #[test]
+    fn store_selection() {
+        let cfg = Config::from_parts(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(cfg.store, StoreConfig::Embedded);
+        let o = Overrides {
+            store: Some("dynamodb".into()),
+            ..Default::default()
+        };
+        let cfg = Config::from_parts(FileConfig::default(), o).unwrap();
+        assert_eq!(
+            cfg.store,
+            StoreConfig::Dynamodb {
+                table: "rivulet".into()
+            }
+        );
+        let o = Overrides {
+            store: Some("postgres".into()),
+            ..Default::default()
+        };
+        assert!(Config::from_parts(FileConfig::default(), o).is_err());
     }
 
     #[test]

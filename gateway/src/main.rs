@@ -7,8 +7,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use rivulet_gateway::config::{Config, Overrides};
+use rivulet_gateway::config::{Config, Overrides, StoreConfig};
+use rivulet_gateway::store::dynamo::DynamoStore;
 use rivulet_gateway::store::embedded::EmbeddedStore;
+use rivulet_gateway::store::Store;
 use tokio_util::sync::CancellationToken;
 
 /// Exit code for bad configuration (sysexits EX_USAGE).
@@ -31,6 +33,18 @@ enum Command {
     Serve(ServeArgs),
     /// Run the gateway with a demo runner you can talk to.
     Dev(DevArgs),
+    /// Print the DynamoDB table schema as JSON (CreateTable input), or create the table.
+    Schema(SchemaArgs),
+}
+
+#[derive(Args)]
+struct SchemaArgs {
+    /// Create the table (on-demand billing) if it does not exist, instead of printing.
+    #[arg(long)]
+    apply: bool,
+    /// Table name.
+    #[arg(long, env = "RIVULET_TABLE", default_value = rivulet_gateway::config::DEFAULT_TABLE)]
+    table: String,
 }
 
 #[derive(Args, Clone)]
@@ -54,6 +68,13 @@ struct ServeArgs {
     /// [default: 10000].
     #[arg(long, env = "RIVULET_STORE_TIMEOUT_MS")]
     store_timeout_ms: Option<u64>,
+    /// Where state lives: `embedded` (a file in --data-dir) or `dynamodb` (AWS configuration
+    /// from the standard chain; AWS_ENDPOINT_URL_DYNAMODB for a local server) [default: embedded].
+    #[arg(long, env = "RIVULET_STORE")]
+    store: Option<String>,
+    /// DynamoDB table, with --store dynamodb [default: rivulet].
+    #[arg(long, env = "RIVULET_TABLE")]
+    table: Option<String>,
     /// TOML file with any of the settings above plus [envoy] and [gateway] tuning.
     #[arg(long, env = "RIVULET_CONFIG")]
     config: Option<PathBuf>,
@@ -86,6 +107,8 @@ fn load(args: &ServeArgs) -> Result<Config, String> {
         auth_token: args.token.clone(),
         public_url: args.public_url.clone(),
         store_timeout_ms: args.store_timeout_ms,
+        store: args.store.clone(),
+        table: args.table.clone(),
     };
     Config::load(args.config.as_deref(), overrides).map_err(|e| e.to_string())
 }
@@ -96,6 +119,7 @@ fn main() -> ExitCode {
     let (args, runner) = match cli.command {
         Command::Serve(args) => (args, None),
         Command::Dev(dev) => (dev.serve, Some(dev.runner)),
+        Command::Schema(schema) => return run_schema(schema),
     };
     let config = match load(&args) {
         Ok(c) => c,
@@ -120,11 +144,62 @@ fn main() -> ExitCode {
     }
 }
 
+fn run_schema(args: SchemaArgs) -> ExitCode {
+    if !args.apply {
+        let mut schema = rivulet_gateway::store::dynamo::table_schema_json();
+        schema["TableName"] = serde_json::Value::String(args.table);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&schema).unwrap_or_default()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| {
+            rt.block_on(async {
+                let store = DynamoStore::connect(&args.table).await?;
+                store.create_table_if_missing().await?;
+                anyhow::Ok(())
+            })
+        });
+    match result {
+        Ok(()) => {
+            eprintln!("rivulet: table {} is ready", args.table);
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("rivulet: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn open_store(config: &Config, dev: bool) -> anyhow::Result<Arc<dyn Store>> {
+    match &config.store {
+        StoreConfig::Embedded => {
+            std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+                anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display())
+            })?;
+            let path = config.data_dir.join("rivulet.redb");
+            // Opening may replay redb's journal: keep it off the async workers.
+            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&path)).await??;
+            Ok(Arc::new(store))
+        }
+        StoreConfig::Dynamodb { table } => {
+            let store = DynamoStore::connect(table).await?;
+            if dev {
+                // A developer's first run should not need a separate set-up step.
+                store.create_table_if_missing().await?;
+            }
+            tracing::info!(%table, "using the DynamoDB store");
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 async fn serve(config: Config, runner: Option<Option<String>>) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display())
-    })?;
-    let store = EmbeddedStore::open(&config.data_dir.join("rivulet.redb"))?;
+    let store = open_store(&config, runner.is_some()).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", config.listen))?;
@@ -154,7 +229,7 @@ async fn serve(config: Config, runner: Option<Option<String>>) -> anyhow::Result
             std::process::exit(130);
         });
     }
-    rivulet_gateway::run(listener, config, Arc::new(store), shutdown).await
+    rivulet_gateway::run(listener, config, store, shutdown).await
 }
 
 async fn wait_for_signal() {

@@ -1,7 +1,7 @@
 // Process management for the compatibility tests: free loopback ports, the target server
 // (Rivulet or the real rivet-engine), the stock RivetKit app, optional wiretap proxies,
 // and bounded polling. No fixed sleeps: everything waits on a condition with a deadline.
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
 import fs from "node:fs";
 import net from "node:net";
@@ -218,6 +218,31 @@ export class Server {
 			this.bin = engineBinary();
 		} else if (this.target === "rivulet") {
 			this.bin = rivuletBinary();
+			// COMPAT_STORE=dynamodb: Rivulet on DynamoDB, here a local moto server that lives as
+			// long as this test (it outlives Rivulet restarts, as a real table would).
+			if ((process.env.COMPAT_STORE || "embedded") === "dynamodb") {
+				this.table = `compat-${Date.now().toString(36)}`;
+				this.moto = new Child("moto", "bash", [path.join(REPO, "infra", "dynamodb-local.sh")], {
+					env: process.env,
+					cwd: this.workDir,
+					logFile: path.join(this.workDir, "moto.log"),
+				});
+				await waitFor(() => {
+					if (!this.moto.alive) throw Object.assign(new Error(`moto exited: ${this.moto.tail()}`), { fatal: true });
+					return /endpoint=(\S+)/.exec(this.moto.out)?.[1];
+				}, { timeout: 300_000, interval: 200, what: "moto endpoint" });
+				this.awsEnv = {
+					AWS_ENDPOINT_URL_DYNAMODB: /endpoint=(\S+)/.exec(this.moto.out)[1],
+					AWS_REGION: "us-east-1",
+					AWS_ACCESS_KEY_ID: "test",
+					AWS_SECRET_ACCESS_KEY: "test",
+				};
+				const schema = spawnSync(this.bin, ["schema", "--apply", "--table", this.table], {
+					env: { ...process.env, ...this.awsEnv },
+					encoding: "utf8",
+				});
+				if (schema.status !== 0) throw new Error(`rivulet schema --apply failed: ${schema.stderr}`);
+			}
 		} else {
 			throw new Error(`unknown COMPAT_TARGET ${this.target}`);
 		}
@@ -255,6 +280,10 @@ export class Server {
 		} else {
 			cmd = this.bin;
 			args = ["serve", "--port", String(this.port), "--data-dir", this.dataDir];
+			if (this.awsEnv) {
+				args.push("--store", "dynamodb", "--table", this.table);
+				Object.assign(env, this.awsEnv);
+			}
 		}
 		this.child = new Child(this.target, cmd, args, { env, cwd: this.workDir, logFile });
 		this.starts++;
