@@ -50,6 +50,16 @@ f=$(grep -Eo '^ℹ fail [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
 passed=$((passed + p)); failed=$((failed + f))
 if [ "$compat_rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
 
+step "rivetkit compatibility on the DynamoDB store (moto, installed into ~/.cache/rivulet)"
+set +e
+RIVULET_BIN="$TARGET/debug/rivulet" COMPAT_TARGET=rivulet COMPAT_STORE=dynamodb bash tests/compat/run.sh 2>&1 | tee "$LOG"
+compat_rc=${PIPESTATUS[0]}
+set -e
+p=$(grep -Eo '^ℹ pass [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
+f=$(grep -Eo '^ℹ fail [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
+passed=$((passed + p)); failed=$((failed + f))
+if [ "$compat_rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
+
 echo
 echo "rivulet: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -12,7 +12,7 @@
 // actions/s with BENCH_CONNS connections, and server RSS growth per idle connection (KiB).
 import fs from "node:fs";
 import { createClient } from "rivetkit/client";
-import { App, Server, makeWorkDir, sleep } from "./harness.mjs";
+import { App, Server, makeWorkDir, sleep, withTimeout } from "./harness.mjs";
 
 const TARGETS = (process.env.BENCH_TARGETS || "rivulet").split(",").filter(Boolean);
 const N = Number(process.env.BENCH_N || 300);
@@ -108,7 +108,14 @@ async function benchTarget(target) {
 const results = [];
 for (const target of TARGETS) {
 	console.error(`[bench] ${target}`);
-	results.push(await benchTarget(target));
+	// A server that cannot keep up is reported, not waited for forever.
+	results.push(
+		await withTimeout(benchTarget(target), Number(process.env.BENCH_TARGET_TIMEOUT_MS || 300_000), `bench ${target}`).catch(
+			(e) => ({ target, error: String(e?.message ?? e) }),
+		),
+	);
 }
-console.log(JSON.stringify({ bench: "actions", node: process.version, date: new Date().toISOString(), results }, null, 2));
+const report = JSON.stringify({ bench: "actions", node: process.version, date: new Date().toISOString(), results }, null, 2);
+if (process.env.BENCH_OUT) fs.writeFileSync(process.env.BENCH_OUT, report);
+console.log(report);
 process.exit(0);
