@@ -45,7 +45,7 @@ async function series(n, fn) {
 	return { p50_ms: round(pct(xs, 50)), p99_ms: round(pct(xs, 99)), n };
 }
 
-async function benchTarget(target) {
+async function benchTarget(target, out) {
 	const workDir = makeWorkDir();
 	const server = new Server({ target, workDir });
 	await server.init();
@@ -54,7 +54,6 @@ async function benchTarget(target) {
 	const app = new App({ workDir, endpoint: server.url, sleepTimeoutMs: 600_000 });
 	await app.start();
 	const client = createClient({ endpoint: server.url, disableMetadataLookup: true });
-	const out = { target };
 	try {
 		const run = Date.now().toString(36);
 		out.cold_create_first_action = await series(10, (i) => client.counter.getOrCreate([`cold-${run}-${i}`]).increment(1));
@@ -109,9 +108,11 @@ const results = [];
 for (const target of TARGETS) {
 	console.error(`[bench] ${target}`);
 	// A server that cannot keep up is reported, not waited for forever.
+	const out = { target };
 	results.push(
-		await withTimeout(benchTarget(target), Number(process.env.BENCH_TARGET_TIMEOUT_MS || 300_000), `bench ${target}`).catch(
-			(e) => ({ target, error: String(e?.message ?? e) }),
+		await withTimeout(benchTarget(target, out), Number(process.env.BENCH_TARGET_TIMEOUT_MS || 300_000), `bench ${target}`).catch(
+			// Keep what was measured before the server fell behind.
+			(e) => ({ ...out, error: String(e?.message ?? e) }),
 		),
 	);
 }
