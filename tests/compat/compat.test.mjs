@@ -86,6 +86,9 @@ describe(`rivetkit 2.3.19 compat against ${TARGET}`, { skip: skipReason }, () =>
 		await withTimeout(Promise.resolve(client?.dispose?.()), 5000, "client.dispose").catch(() => {});
 		await app?.stop();
 		await server.stop();
+		// The DynamoDB stand-in outlives server restarts; it goes last, or this process waits
+		// for it forever.
+		await server.moto?.stop({ graceMs: 3000 });
 		await appTap?.stop();
 		await clientTap?.stop();
 		console.log(`[compat] target=${TARGET} timings=${JSON.stringify(timings)}`);
