@@ -12,6 +12,7 @@
 //! - [`config`]: typed configuration from defaults, a TOML file, flags and environment.
 //! - [`server`]: binds nothing itself; serves a given listener until a shutdown token fires.
 //! - [`api`]: the public HTTP API (actors, namespaces, runner configs, health, metadata).
+//! - [`quickack`]: accepted sockets that ACK at once, so runner replies are not held back.
 //! - [`routing`]: `/gateway/...` client routes, HTTP and WebSocket, to actors.
 //! - [`envoy`]: the `/envoys/connect` endpoint runners connect to (protocol v8).
 //! - [`actor`]: one supervisor task per active actor and its lifecycle state machine.
@@ -25,6 +26,7 @@ pub mod api;
 pub mod config;
 pub mod envoy;
 pub mod error;
+pub mod quickack;
 pub mod routing;
 pub mod scheduler;
 pub mod server;

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::{any, get};
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -63,13 +62,7 @@ pub async fn run(
     gw.tasks.spawn(crate::scheduler::run(gw.clone()));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "rivulet gateway listening");
-    // Actions are small request/response exchanges: without TCP_NODELAY, Nagle's algorithm
-    // and delayed ACKs add ~40 ms to every WebSocket round trip.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-        }
-    });
+    let listener = crate::quickack::QuickAckListener(listener);
     let serve = axum::serve(listener, app(gw.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     // Phase 1: once `shutdown` fires, stop accepting and let in-flight requests finish,
