@@ -16,12 +16,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_dynamodb::config::Credentials;
 use aws_sdk_dynamodb::Client;
-use rivulet_gateway::store::conformance::{marker_page, page_marker};
+use rivulet_gateway::store::conformance::page_marker;
 use rivulet_gateway::store::dynamo::DynamoStore;
-use rivulet_gateway::store::{
-    ActorRecord, CrashPolicy, KvQuery, SqliteCommit, SqliteFinalize, SqliteSegment, Store,
-    StoreError,
-};
+use rivulet_gateway::store::{KvQuery, SqliteFinalize, SqliteSegment, Store, StoreError};
 
 // === moto ===
 
@@ -90,46 +87,11 @@ mod conformance {
     rivulet_gateway::store_conformance_tests!(super::fresh);
 }
 
+mod store_support;
+
 // === helpers ===
 
-fn actor(id: &str, key: Option<&str>) -> ActorRecord {
-    ActorRecord {
-        actor_id: id.to_owned(),
-        namespace_id: "ns".to_owned(),
-        name: "counter".to_owned(),
-        key: key.map(str::to_owned),
-        runner_name_selector: "default".to_owned(),
-        crash_policy: CrashPolicy::Restart,
-        input: None,
-        create_ts: 1,
-        start_ts: None,
-        pending_allocation_ts: None,
-        connectable_ts: None,
-        sleep_ts: None,
-        reschedule_ts: None,
-        destroy_ts: None,
-        error: None,
-        generation: 1,
-        envoy_key: None,
-        alarm_ts: None,
-        revision: 0,
-    }
-}
-
-fn commit(actor_id: &str, head: u64, pages: Vec<(u32, Vec<u8>)>, size: u32) -> SqliteCommit {
-    SqliteCommit {
-        actor_id: actor_id.to_owned(),
-        generation: 1,
-        expected_head: head,
-        pages,
-        db_size_pages: size,
-        now_ms: 0,
-    }
-}
-
-fn marked(pgnos: impl IntoIterator<Item = u32>, txid: u64) -> Vec<(u32, Vec<u8>)> {
-    pgnos.into_iter().map(|p| (p, marker_page(txid))).collect()
-}
+use store_support::{actor, commit, marked};
 
 async fn markers(
     store: &dyn Store,

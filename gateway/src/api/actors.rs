@@ -418,11 +418,7 @@ pub async fn sleep(
     Path(id): Path<String>,
     Query(q): Query<NsQuery>,
 ) -> ApiResult<Json<Value>> {
-    let ns = resolve_namespace(&gw, q.namespace.as_deref()).await?;
-    live_actor(&gw, &ns, &id)
-        .await?
-        .send(Msg::Input(Input::SleepRequested))?;
-    Ok(Json(json!({})))
+    signal(&gw, &id, q, Input::SleepRequested).await
 }
 
 /// `POST /actors/{id}/reschedule`: wakes it (a no-op when it runs).
@@ -431,9 +427,12 @@ pub async fn reschedule(
     Path(id): Path<String>,
     Query(q): Query<NsQuery>,
 ) -> ApiResult<Json<Value>> {
-    let ns = resolve_namespace(&gw, q.namespace.as_deref()).await?;
-    live_actor(&gw, &ns, &id)
-        .await?
-        .send(Msg::Input(Input::Wake))?;
+    signal(&gw, &id, q, Input::Wake).await
+}
+
+/// Hands a lifecycle input to a live actor's supervisor.
+async fn signal(gw: &Gateway, id: &str, q: NsQuery, input: Input) -> ApiResult<Json<Value>> {
+    let ns = resolve_namespace(gw, q.namespace.as_deref()).await?;
+    live_actor(gw, &ns, id).await?.send(Msg::Input(input))?;
     Ok(Json(json!({})))
 }
