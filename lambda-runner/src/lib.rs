@@ -1,3 +1,12 @@
-//! The native Rust runner and actor SDK for Rivulet (envoy client, actor API, Lambda and HTTP
-//! serverless entry points). It arrives with the lambda-runner issue; wire types are already
-//! shared through `rivulet-wire`.
+//! The native Rust runner and actor SDK for Rivulet.
+//!
+//! # Layout
+//! - `protocol`: the client-facing actor protocol (client-protocol v4: BARE, CBOR, JSON) the
+//!   stock RivetKit client speaks to an actor, over HTTP and WebSocket.
+//! - `actor`: the actor API users write against, and the per-actor runtime that serves it
+//!   independently of any transport (through the `actor::Host` seam).
+//! - `envoy`: the runner side of envoy protocol v8: the connection to the gateway.
+
+pub mod actor;
+pub mod envoy;
+pub mod protocol;

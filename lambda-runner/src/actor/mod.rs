@@ -1,0 +1,1 @@
+//! The actor API and runtime (work in progress).

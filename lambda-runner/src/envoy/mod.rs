@@ -1,0 +1,1 @@
+//! The envoy client (work in progress).

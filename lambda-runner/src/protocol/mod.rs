@@ -1,0 +1,1 @@
+//! Client-protocol v4 (work in progress).
