@@ -13,8 +13,8 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use super::{
-    ActorRecord, CrashPolicy, KvEntry, KvQuery, Namespace, RunnerConfigRecord, SqliteCommit,
-    SqliteFinalize, SqliteRead, SqliteSegment, Store, StoreError, StoreResult,
+    ActorRecord, CrashPolicy, KvEntry, KvQuery, Lease, LeaseClaim, Namespace, RunnerConfigRecord,
+    SqliteCommit, SqliteFinalize, SqliteRead, SqliteSegment, Store, StoreError, StoreResult,
 };
 
 /// Generates one `#[tokio::test]` per conformance case for a backend.
@@ -75,6 +75,10 @@ macro_rules! store_conformance_tests {
             sqlite_stage_abandoned_by_new_begin
             sqlite_commit_invalidates_open_stage
             sqlite_zombie_stage_cannot_finalize
+            lease_take_renew_release
+            lease_expiry_allows_takeover
+            lease_retaken_by_same_node_fences_old_holder
+            lease_concurrent_takers_one_wins
         );
     };
     (@cases ($make:expr) $($case:ident)*) => {
@@ -1833,4 +1837,174 @@ pub async fn sqlite_zombie_stage_cannot_finalize(store: Arc<dyn Store>) {
     assert_eq!(head, 1);
     let r = read(&*store, "a-1", 1..=2).await;
     assert_eq!(markers(&r), [None, Some(1)]);
+}
+
+// === leases ===
+
+fn acquired(claim: LeaseClaim, step: &str) -> Lease {
+    match claim {
+        LeaseClaim::Acquired(lease) => lease,
+        LeaseClaim::HeldBy(other) => {
+            panic!("{step}: expected to take the lease, held by {other:?}")
+        }
+    }
+}
+
+fn held_by(claim: LeaseClaim, step: &str) -> Lease {
+    match claim {
+        LeaseClaim::HeldBy(lease) => lease,
+        LeaseClaim::Acquired(lease) => panic!("{step}: expected a refusal, got {lease:?}"),
+    }
+}
+
+/// Take, refuse another node, renew, release, then the other node takes it.
+pub async fn lease_take_renew_release(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    assert_eq!(must(s.get_lease("a-lease").await, "get none"), None);
+    let a = acquired(
+        must(
+            s.acquire_lease("a-lease", "n1", "http://n1", 1_000, 500)
+                .await,
+            "n1 takes",
+        ),
+        "n1 takes",
+    );
+    assert_eq!(
+        (a.node_id.as_str(), a.node_url.as_str(), a.expires_ms),
+        ("n1", "http://n1", 1_500)
+    );
+    let other = held_by(
+        must(
+            s.acquire_lease("a-lease", "n2", "http://n2", 1_200, 500)
+                .await,
+            "n2 refused",
+        ),
+        "n2 refused",
+    );
+    assert_eq!(other, a, "the refusal names the holder");
+    let renewed = must(s.renew_lease(&a, 1_400, 500).await, "renew").expect("still held");
+    assert_eq!((renewed.epoch, renewed.expires_ms), (a.epoch, 1_900));
+    assert_eq!(
+        must(s.get_lease("a-lease").await, "get"),
+        Some(renewed.clone())
+    );
+    held_by(
+        must(
+            s.acquire_lease("a-lease", "n2", "http://n2", 1_600, 500)
+                .await,
+            "n2 refused after renew",
+        ),
+        "n2 refused after renew",
+    );
+    assert!(must(s.release_lease(&renewed).await, "release"));
+    let b = acquired(
+        must(
+            s.acquire_lease("a-lease", "n2", "http://n2", 1_700, 500)
+                .await,
+            "n2 takes",
+        ),
+        "n2 takes",
+    );
+    assert!(
+        b.epoch > a.epoch,
+        "epochs grow: {} then {}",
+        a.epoch,
+        b.epoch
+    );
+    assert_eq!(
+        must(s.renew_lease(&renewed, 1_700, 500).await, "old renew"),
+        None
+    );
+    assert!(!must(s.release_lease(&renewed).await, "old release"));
+    assert_eq!(must(s.get_lease("a-lease").await, "get b"), Some(b));
+}
+
+/// A lease that was not renewed binds nobody once expired, and its holder cannot renew it
+/// after another node took it.
+pub async fn lease_expiry_allows_takeover(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let a = acquired(
+        must(
+            s.acquire_lease("a-exp", "n1", "http://n1", 10_000, 100)
+                .await,
+            "n1 takes",
+        ),
+        "n1 takes",
+    );
+    held_by(
+        must(
+            s.acquire_lease("a-exp", "n2", "http://n2", 10_099, 100)
+                .await,
+            "before expiry",
+        ),
+        "before expiry",
+    );
+    let b = acquired(
+        must(
+            s.acquire_lease("a-exp", "n2", "http://n2", 10_100, 100)
+                .await,
+            "at expiry",
+        ),
+        "at expiry",
+    );
+    assert_eq!(b.node_url, "http://n2");
+    assert_eq!(
+        must(s.renew_lease(&a, 10_150, 100).await, "zombie renew"),
+        None
+    );
+    let still = must(s.get_lease("a-exp").await, "get").expect("lease");
+    assert_eq!(still, b, "a failed renew changes nothing");
+}
+
+/// A node that restarts takes its own lease at once, and its previous incarnation's lease
+/// (older epoch) can no longer be renewed.
+pub async fn lease_retaken_by_same_node_fences_old_holder(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let old = acquired(
+        must(
+            s.acquire_lease("a-same", "n1", "http://old", 1_000, 10_000)
+                .await,
+            "first",
+        ),
+        "first",
+    );
+    let new = acquired(
+        must(
+            s.acquire_lease("a-same", "n1", "http://new", 2_000, 10_000)
+                .await,
+            "again",
+        ),
+        "again",
+    );
+    assert!(new.epoch > old.epoch);
+    assert_eq!(new.node_url, "http://new");
+    assert_eq!(
+        must(s.renew_lease(&old, 2_500, 10_000).await, "old renew"),
+        None
+    );
+    assert!(must(s.renew_lease(&new, 2_500, 10_000).await, "new renew").is_some());
+}
+
+/// Many nodes asking for one actor's lease at the same moment: exactly one gets it.
+pub async fn lease_concurrent_takers_one_wins(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .acquire_lease("a-race", &format!("n{i}"), "http://x", 5_000, 1_000)
+                    .await
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        match must(task.await.expect("task"), "race") {
+            LeaseClaim::Acquired(lease) => winners.push(lease),
+            LeaseClaim::HeldBy(_) => {}
+        }
+    }
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let stored = must(store.get_lease("a-race").await, "get").expect("lease");
+    assert_eq!(stored, winners[0]);
 }

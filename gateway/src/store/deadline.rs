@@ -251,4 +251,36 @@ impl Store for DeadlineStore {
         )
         .await
     }
+    async fn acquire_lease(
+        &self,
+        actor_id: &str,
+        node_id: &str,
+        node_url: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> StoreResult<LeaseClaim> {
+        self.guard(
+            "acquire_lease",
+            self.inner
+                .acquire_lease(actor_id, node_id, node_url, now_ms, ttl_ms),
+        )
+        .await
+    }
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> StoreResult<Option<Lease>> {
+        self.guard("renew_lease", self.inner.renew_lease(lease, now_ms, ttl_ms))
+            .await
+    }
+    async fn release_lease(&self, lease: &Lease) -> StoreResult<bool> {
+        self.guard("release_lease", self.inner.release_lease(lease))
+            .await
+    }
+    async fn get_lease(&self, actor_id: &str) -> StoreResult<Option<Lease>> {
+        self.guard("get_lease", self.inner.get_lease(actor_id))
+            .await
+    }
 }

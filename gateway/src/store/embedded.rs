@@ -28,8 +28,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ActorRecord, KvEntry, KvQuery, Namespace, RunnerConfigRecord, SqliteCommit, SqliteFinalize,
-    SqliteRead, SqliteSegment, Store, StoreError, StoreResult,
+    ActorRecord, KvEntry, KvQuery, Lease, LeaseClaim, Namespace, RunnerConfigRecord, SqliteCommit,
+    SqliteFinalize, SqliteRead, SqliteSegment, Store, StoreError, StoreResult,
 };
 
 /// Keys and values of every table are raw bytes; records inside are JSON.
@@ -63,7 +63,10 @@ const STAGES: Def = TableDefinition::new("sqlite_stages");
 /// `tuple(actor_id) ++ txid (8 B BE) ++ first_pgno (4 B BE) ++ pgno (4 B BE)` -> page bytes.
 const STAGED_PAGES: Def = TableDefinition::new("sqlite_staged_pages");
 
-const ALL_TABLES: [Def; 13] = [
+/// `actor_id` -> `Lease` JSON.
+const LEASES: Def = TableDefinition::new("leases");
+
+const ALL_TABLES: [Def; 14] = [
     NAMESPACES,
     RUNNER_CONFIGS,
     ACTOR_NAMES,
@@ -77,6 +80,7 @@ const ALL_TABLES: [Def; 13] = [
     SQLITE_META,
     STAGES,
     STAGED_PAGES,
+    LEASES,
 ];
 
 /// Bytes in front of every KV value: the writing generation and the write time.
@@ -155,11 +159,26 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> StoreResult<T> + Send + 'static,
     {
+        self.write_with(what, Durability::Immediate, f).await
+    }
+
+    /// [`Self::write`] with a chosen durability: leases use `None`, because one embedded
+    /// store serves one process (redb locks the file) and a restarted node takes its own
+    /// leases again, so a lost lease write costs nothing while an fsync per wake would.
+    async fn write_with<T, F>(
+        &self,
+        what: &'static str,
+        durability: Durability,
+        f: F,
+    ) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> StoreResult<T> + Send + 'static,
+    {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             let mut txn = db.begin_write().map_err(backend(what))?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(backend(what))?;
+            txn.set_durability(durability).map_err(backend(what))?;
             match f(&txn) {
                 Ok(out) => {
                     txn.commit().map_err(backend(what))?;
@@ -1292,6 +1311,96 @@ impl Store for EmbeddedStore {
             publish(txn, &mut pages_t, &actor_id, txid, db_size_pages)?;
             discard_stage(txn, &actor_id)?;
             Ok(txid)
+        })
+        .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        actor_id: &str,
+        node_id: &str,
+        node_url: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> StoreResult<LeaseClaim> {
+        const WHAT: &str = "acquire lease";
+        let actor_id = actor_id.to_owned();
+        let node_id = node_id.to_owned();
+        let node_url = node_url.to_owned();
+        self.write_with(WHAT, Durability::None, move |txn| {
+            let mut t = txn.open_table(LEASES).map_err(backend(WHAT))?;
+            let held: Option<Lease> = get_json(&t, actor_id.as_bytes(), WHAT)?;
+            if let Some(held) = &held {
+                if held.is_live(now_ms) && held.node_id != node_id {
+                    return Ok(LeaseClaim::HeldBy(held.clone()));
+                }
+            }
+            let lease = Lease {
+                epoch: held.map_or(1, |h| h.epoch + 1),
+                actor_id,
+                node_id,
+                node_url,
+                expires_ms: now_ms.saturating_add(ttl_ms),
+            };
+            put_json(&mut t, lease.actor_id.as_bytes(), &lease, WHAT)?;
+            Ok(LeaseClaim::Acquired(lease))
+        })
+        .await
+    }
+
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> StoreResult<Option<Lease>> {
+        const WHAT: &str = "renew lease";
+        let lease = lease.clone();
+        self.write_with(WHAT, Durability::None, move |txn| {
+            let mut t = txn.open_table(LEASES).map_err(backend(WHAT))?;
+            let held: Option<Lease> = get_json(&t, lease.actor_id.as_bytes(), WHAT)?;
+            match held {
+                Some(held) if held.node_id == lease.node_id && held.epoch == lease.epoch => {
+                    let renewed = Lease {
+                        expires_ms: now_ms.saturating_add(ttl_ms),
+                        ..held
+                    };
+                    put_json(&mut t, renewed.actor_id.as_bytes(), &renewed, WHAT)?;
+                    Ok(Some(renewed))
+                }
+                _ => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> StoreResult<bool> {
+        const WHAT: &str = "release lease";
+        let lease = lease.clone();
+        self.write_with(WHAT, Durability::None, move |txn| {
+            let mut t = txn.open_table(LEASES).map_err(backend(WHAT))?;
+            let held: Option<Lease> = get_json(&t, lease.actor_id.as_bytes(), WHAT)?;
+            match held {
+                Some(held) if held.node_id == lease.node_id && held.epoch == lease.epoch => {
+                    let released = Lease {
+                        expires_ms: 0,
+                        ..held
+                    };
+                    put_json(&mut t, released.actor_id.as_bytes(), &released, WHAT)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        })
+        .await
+    }
+
+    async fn get_lease(&self, actor_id: &str) -> StoreResult<Option<Lease>> {
+        const WHAT: &str = "get lease";
+        let actor_id = actor_id.to_owned();
+        self.read(WHAT, move |txn| {
+            let t = txn.open_table(LEASES).map_err(backend(WHAT))?;
+            get_json(&t, actor_id.as_bytes(), WHAT)
         })
         .await
     }

@@ -160,4 +160,31 @@ pub trait Store: Send + Sync + 'static {
     /// Publishes the open stage atomically if `txid == head + 1` and exactly the listed
     /// segments were staged; returns the new head.
     async fn sqlite_stage_finalize(&self, finalize: SqliteFinalize) -> StoreResult<u64>;
+
+    // === leases (several gateway nodes on one store) ===
+
+    /// Takes an actor's lease for `node_id` until `now_ms + ttl_ms` unless another node holds
+    /// a live one; taking it again as its own holder also works (a restarted node). Every
+    /// acquisition increases the epoch.
+    async fn acquire_lease(
+        &self,
+        actor_id: &str,
+        node_id: &str,
+        node_url: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> StoreResult<LeaseClaim>;
+    /// Extends a lease the caller holds (same node and epoch) to `now_ms + ttl_ms`; `None` if
+    /// it was taken over or released meanwhile.
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> StoreResult<Option<Lease>>;
+    /// Gives a held lease up (it expires at once, the epoch stays); returns whether the caller
+    /// still held it.
+    async fn release_lease(&self, lease: &Lease) -> StoreResult<bool>;
+    /// Reads an actor's lease, live or expired.
+    async fn get_lease(&self, actor_id: &str) -> StoreResult<Option<Lease>>;
 }

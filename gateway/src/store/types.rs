@@ -183,3 +183,35 @@ pub struct SqliteFinalize {
     /// The segments the writer believes it staged.
     pub segment_first_pgnos: Vec<u32>,
 }
+
+/// Which gateway node serves an awake actor, and until when: only the holder of a live lease
+/// starts, stops or runs the actor; a request landing on another node is forwarded to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The actor.
+    pub actor_id: String,
+    /// Stable id of the holding node (`--node-id`).
+    pub node_id: String,
+    /// Where other nodes forward the actor's requests to.
+    pub node_url: String,
+    /// Increases with every acquisition, so a holder that lost the lease can never renew it.
+    pub epoch: u64,
+    /// Unix ms after which any node may take the actor over.
+    pub expires_ms: i64,
+}
+
+impl Lease {
+    /// Whether it still binds other nodes at `now_ms`.
+    pub fn is_live(&self, now_ms: i64) -> bool {
+        self.expires_ms > now_ms
+    }
+}
+
+/// Outcome of trying to take a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseClaim {
+    /// The caller holds it now.
+    Acquired(Lease),
+    /// Another node holds a live lease.
+    HeldBy(Lease),
+}

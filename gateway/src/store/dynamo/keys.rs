@@ -11,6 +11,8 @@ pub(super) const NAMESPACES_PK: &str = "ns";
 pub(super) const REC_SK: &str = "rec";
 /// Sort key of an actor's state item (generation mirror, SQLite head, KV intent).
 pub(super) const STATE_SK: &str = "st";
+/// Sort key of an actor's lease item (which node serves it while awake).
+pub(super) const LEASE_SK: &str = "lease";
 /// Sort key of a key-reservation item.
 pub(super) const KEY_SK: &str = "key";
 /// Alarm index shards; `due_alarms` queries each. Changing it needs a migration.

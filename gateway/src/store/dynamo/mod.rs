@@ -16,6 +16,7 @@
 mod actors;
 mod keys;
 mod kv;
+mod leases;
 mod sqlite;
 mod table;
 
@@ -36,8 +37,8 @@ use aws_sdk_dynamodb::Client;
 use tokio::sync::Semaphore;
 
 use super::{
-    ActorRecord, KvEntry, KvQuery, Namespace, RunnerConfigRecord, SqliteCommit, SqliteFinalize,
-    SqliteRead, SqliteSegment, Store, StoreError, StoreResult,
+    ActorRecord, KvEntry, KvQuery, Lease, LeaseClaim, Namespace, RunnerConfigRecord, SqliteCommit,
+    SqliteFinalize, SqliteRead, SqliteSegment, Store, StoreError, StoreResult,
 };
 use table::{names, sdk_error, values, Cond, Item};
 
@@ -487,6 +488,35 @@ impl Store for DynamoStore {
 
     async fn sqlite_stage_finalize(&self, finalize: SqliteFinalize) -> StoreResult<u64> {
         self.sqlite_stage_finalize_impl(finalize).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        actor_id: &str,
+        node_id: &str,
+        node_url: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> StoreResult<LeaseClaim> {
+        self.acquire_lease_impl(actor_id, node_id, node_url, now_ms, ttl_ms)
+            .await
+    }
+
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> StoreResult<Option<Lease>> {
+        self.renew_lease_impl(lease, now_ms, ttl_ms).await
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> StoreResult<bool> {
+        self.release_lease_impl(lease).await
+    }
+
+    async fn get_lease(&self, actor_id: &str) -> StoreResult<Option<Lease>> {
+        self.get_lease_impl(actor_id).await
     }
 }
 
