@@ -45,7 +45,26 @@ pub struct Config {
     pub envoy: EnvoyConfig,
     /// Client gateway timing and limits.
     pub gateway: GatewayConfig,
+    /// How this node finds and fences the others sharing its store.
+    pub cluster: ClusterConfig,
 }
+
+/// Several gateway nodes on one store: who this node is and how long its actor leases last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Stable name of this node; a restarted node with the same name takes its leases back
+    /// at once. `None`: derived from the node URL.
+    pub node_id: Option<String>,
+    /// URL other nodes forward this node's actors' requests to. `None`: the bound address
+    /// (or the public URL when bound to all interfaces).
+    pub node_url: Option<String>,
+    /// How long an actor lease lasts without renewal: after a node dies, its actors are
+    /// served elsewhere within this time. Renewed every third of it.
+    pub lease_ms: u64,
+}
+
+/// Default actor lease duration.
+pub const DEFAULT_LEASE_MS: u64 = 10_000;
 
 /// Timing and limits of the envoy (runner) endpoint.
 #[derive(Debug, Clone, Deserialize)]
@@ -129,6 +148,12 @@ pub struct FileConfig {
     pub store: Option<String>,
     /// DynamoDB table.
     pub table: Option<String>,
+    /// Node name.
+    pub node_id: Option<String>,
+    /// Node URL for forwarding.
+    pub node_url: Option<String>,
+    /// Actor lease duration.
+    pub lease_ms: Option<u64>,
     /// Envoy section.
     pub envoy: EnvoyConfig,
     /// Gateway section.
@@ -154,6 +179,12 @@ pub struct Overrides {
     pub store: Option<String>,
     /// `--table` / `RIVULET_TABLE`.
     pub table: Option<String>,
+    /// `--node-id` / `RIVULET_NODE_ID`.
+    pub node_id: Option<String>,
+    /// `--node-url` / `RIVULET_NODE_URL`.
+    pub node_url: Option<String>,
+    /// `--lease-ms` / `RIVULET_LEASE_MS`.
+    pub lease_ms: Option<u64>,
 }
 
 /// Why the configuration was refused.
@@ -246,6 +277,11 @@ impl Config {
             public_url,
             envoy: file.envoy,
             gateway: file.gateway,
+            cluster: ClusterConfig {
+                node_id: o.node_id.or(file.node_id).filter(|s| !s.is_empty()),
+                node_url: o.node_url.or(file.node_url).filter(|s| !s.is_empty()),
+                lease_ms: o.lease_ms.or(file.lease_ms).unwrap_or(DEFAULT_LEASE_MS),
+            },
         };
         cfg.validate()?;
         Ok(cfg)
@@ -277,6 +313,20 @@ impl Config {
                 field: "gateway.actor_ready_timeout_ms",
                 reason: "must be non-zero".into(),
             });
+        }
+        if self.cluster.lease_ms < 300 {
+            return Err(ConfigError::Invalid {
+                field: "lease_ms",
+                reason: "must be at least 300 (it is renewed every third of it)".into(),
+            });
+        }
+        if let Some(url) = &self.cluster.node_url {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(ConfigError::Invalid {
+                    field: "node_url",
+                    reason: format!("{url} is not an http(s) URL"),
+                });
+            }
         }
         if !self.public_url.starts_with("http://") && !self.public_url.starts_with("https://") {
             return Err(ConfigError::Invalid {

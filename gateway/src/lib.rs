@@ -16,6 +16,7 @@
 //! - [`routing`]: `/gateway/...` client routes, HTTP and WebSocket, to actors.
 //! - [`envoy`]: the `/envoys/connect` endpoint runners connect to (protocol v8).
 //! - [`actor`]: one supervisor task per active actor and its lifecycle state machine.
+//! - [`cluster`]: several nodes on one store: actor leases and forwarding to the owner.
 //! - [`scheduler`]: wakes actors whose durable alarm is due.
 //! - [`tunnel`]: in-flight tunnel requests keyed by (gateway id, request id).
 //! - [`store`]: the `Store` trait, the embedded backend and the conformance suite.
@@ -23,6 +24,7 @@
 
 pub mod actor;
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod envoy;
 pub mod error;

@@ -75,6 +75,18 @@ struct ServeArgs {
     /// DynamoDB table, with --store dynamodb [default: rivulet].
     #[arg(long, env = "RIVULET_TABLE")]
     table: Option<String>,
+    /// Stable name of this node among gateways sharing a DynamoDB table; a restarted node
+    /// with the same name takes its actors back at once [default: from --node-url].
+    #[arg(long, env = "RIVULET_NODE_ID")]
+    node_id: Option<String>,
+    /// URL the other nodes use to forward requests for actors this node serves
+    /// [default: http://HOST:PORT, or --public-url when bound to all interfaces].
+    #[arg(long, env = "RIVULET_NODE_URL")]
+    node_url: Option<String>,
+    /// How long an actor stays with a node that stopped renewing its lease; a dead node's
+    /// actors are served by another within this time [default: 10000].
+    #[arg(long, env = "RIVULET_LEASE_MS")]
+    lease_ms: Option<u64>,
     /// TOML file with any of the settings above plus [envoy] and [gateway] tuning.
     #[arg(long, env = "RIVULET_CONFIG")]
     config: Option<PathBuf>,
@@ -109,6 +121,9 @@ fn load(args: &ServeArgs) -> Result<Config, String> {
         store_timeout_ms: args.store_timeout_ms,
         store: args.store.clone(),
         table: args.table.clone(),
+        node_id: args.node_id.clone(),
+        node_url: args.node_url.clone(),
+        lease_ms: args.lease_ms,
     };
     Config::load(args.config.as_deref(), overrides).map_err(|e| e.to_string())
 }

@@ -1,10 +1,12 @@
 //! Durable alarms. An actor's alarm lives in its store record; a loaded supervisor keeps a
 //! timer for it, and this task finds due alarms of actors with no supervisor in memory (after
 //! a gateway restart, or once idle supervisors are unloaded) and starts one, which then wakes
-//! the actor.
+//! the actor. With several nodes, every node scans; the actor's lease decides which node's
+//! wake goes through.
 
 use std::time::Duration;
 
+use crate::actor::Msg;
 use crate::state::Gateway;
 use crate::util::now_ms;
 
@@ -30,9 +32,20 @@ pub async fn run(gw: Gateway) {
             }
         };
         for record in due {
-            if gw.actors.get(&record.actor_id).is_none() && !record.is_destroyed() {
-                tracing::debug!(actor_id = %record.actor_id, "alarm due for an unloaded actor");
-                gw.actors.spawn(&gw, record);
+            if record.is_destroyed() {
+                continue;
+            }
+            match gw.actors.get(&record.actor_id) {
+                None => {
+                    tracing::debug!(actor_id = %record.actor_id, "alarm due for an unloaded actor");
+                    gw.actors.spawn(&gw, record);
+                }
+                // A supervisor loaded here may hold a record another node changed since (it
+                // set this alarm, then died): have it look again. One that serves the actor
+                // ignores this; its own timer already covers the alarm.
+                Some(actor) => {
+                    let _ = actor.send(Msg::Refresh);
+                }
             }
         }
     }

@@ -58,10 +58,11 @@ pub async fn run(
         Duration::from_millis(config.store_timeout_ms),
     ));
     ensure_default_namespace(store.as_ref()).await?;
-    let gw = Gateway::new(config, store, shutdown.clone());
-    gw.tasks.spawn(crate::scheduler::run(gw.clone()));
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "rivulet gateway listening");
+    let node = crate::cluster::Node::new(&config, addr);
+    let gw = Gateway::new(config, store, node, shutdown.clone());
+    gw.tasks.spawn(crate::scheduler::run(gw.clone()));
+    tracing::info!(%addr, node_id = %gw.node.id, node_url = %gw.node.url, "rivulet gateway listening");
     let listener = crate::quickack::QuickAckListener(listener);
     let serve = axum::serve(listener, app(gw.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());

@@ -36,6 +36,8 @@ pub struct Inner {
     pub actors: Directory,
     /// In-flight tunnel requests.
     pub routes: Routes,
+    /// This node among the gateways sharing the store.
+    pub node: crate::cluster::Node,
     /// Identifies this gateway process in tunnel message ids.
     pub gateway_id: [u8; 4],
     /// Fires when shutdown starts: stop accepting, close client sockets, let in-flight
@@ -58,7 +60,12 @@ impl std::ops::Deref for Gateway {
 
 impl Gateway {
     /// Builds the shared state.
-    pub fn new(config: Config, store: Arc<dyn Store>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        node: crate::cluster::Node,
+        shutdown: CancellationToken,
+    ) -> Self {
         let outbound = config.envoy.outbound_queue_frames;
         Gateway(Arc::new(Inner {
             config,
@@ -66,6 +73,7 @@ impl Gateway {
             envoys: Registry::new(outbound),
             actors: Directory::default(),
             routes: Routes::default(),
+            node,
             gateway_id: rand::random(),
             shutdown,
             stopping: CancellationToken::new(),

@@ -164,6 +164,32 @@ impl Store for Hanging {
     async fn sqlite_stage_finalize(&self, finalize: SqliteFinalize) -> StoreResult<u64> {
         self.inner.sqlite_stage_finalize(finalize).await
     }
+    async fn acquire_lease(
+        &self,
+        actor_id: &str,
+        node_id: &str,
+        node_url: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> StoreResult<LeaseClaim> {
+        self.inner
+            .acquire_lease(actor_id, node_id, node_url, now_ms, ttl_ms)
+            .await
+    }
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> StoreResult<Option<Lease>> {
+        self.inner.renew_lease(lease, now_ms, ttl_ms).await
+    }
+    async fn release_lease(&self, lease: &Lease) -> StoreResult<bool> {
+        self.inner.release_lease(lease).await
+    }
+    async fn get_lease(&self, actor_id: &str) -> StoreResult<Option<Lease>> {
+        self.inner.get_lease(actor_id).await
+    }
 }
 
 #[tokio::test]

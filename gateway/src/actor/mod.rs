@@ -47,6 +47,33 @@ pub enum Status {
     Stopping,
     /// Gone.
     Destroyed,
+    /// Another gateway node serves it (its live lease); `attempt` counts refusals so every
+    /// refusal is a visible change.
+    Elsewhere {
+        /// The other node's lease.
+        lease: crate::store::Lease,
+        /// Refusals so far.
+        attempt: u64,
+    },
+    /// Its lease could not be read or written (the store failed); `attempt` as above.
+    Unavailable {
+        /// Failures so far.
+        attempt: u64,
+    },
+}
+
+/// Where a request for an actor goes once it is awake.
+#[derive(Clone)]
+pub enum Ready {
+    /// To a runner of this node.
+    Local {
+        /// The runner.
+        envoy: Arc<EnvoyHandle>,
+        /// Generation serving.
+        generation: u32,
+    },
+    /// To the node holding the actor's lease.
+    Remote(crate::store::Lease),
 }
 
 /// A message for a supervisor.
@@ -60,6 +87,9 @@ pub enum Msg {
     Hibernating([u8; 4], [u8; 4]),
     /// A hibernating client socket closed.
     HibernatingClosed([u8; 4], [u8; 4]),
+    /// Its stored record may have changed on another node (an alarm came due): re-read it
+    /// unless this node serves the actor.
+    Refresh,
 }
 
 /// A handle to a running supervisor.
@@ -90,13 +120,9 @@ impl ActorHandle {
         self.status.borrow().clone()
     }
 
-    /// Wakes the actor if needed and waits until it serves traffic; returns the runner and
-    /// generation to send to.
-    pub async fn ready(
-        &self,
-        gw: &Gateway,
-        timeout: Duration,
-    ) -> Result<(Arc<EnvoyHandle>, u32), ApiError> {
+    /// Wakes the actor if needed and waits until it serves traffic here, or finds that
+    /// another node serves it.
+    pub async fn ready(&self, gw: &Gateway, timeout: Duration) -> Result<Ready, ApiError> {
         let mut rx = self.status.clone();
         // A running actor whose runner is reconnecting becomes reachable when the runner is
         // back, which changes the runner set, not the actor's status.
@@ -112,13 +138,25 @@ impl ActorHandle {
                     generation,
                 } => {
                     if let Some(envoy) = gw.envoys.get(&envoy_key) {
-                        return Ok((envoy, generation));
+                        return Ok(Ready::Local { envoy, generation });
                     }
                 }
                 Status::Destroyed => return Err(ApiError::actor_not_found()),
-                Status::Sleeping if !woke => {
+                // A refusal from before this request is stale: ask again first.
+                Status::Sleeping | Status::Elsewhere { .. } | Status::Unavailable { .. }
+                    if !woke =>
+                {
                     self.send(Msg::Input(Input::Wake))?;
                     woke = true;
+                }
+                Status::Elsewhere { lease, .. } => return Ok(Ready::Remote(lease)),
+                Status::Unavailable { .. } => {
+                    return Err(ApiError::new(
+                        "store",
+                        "unavailable",
+                        "The store did not answer while the actor was being placed; retry shortly.",
+                    )
+                    .with_status(axum::http::StatusCode::SERVICE_UNAVAILABLE))
                 }
                 Status::Sleeping => {
                     // It went back to sleep while we waited (a crash, or its runner left):

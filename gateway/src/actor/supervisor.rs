@@ -20,7 +20,7 @@ use tracing::Instrument;
 use super::lifecycle::{Effect, Input, Lifecycle, Phase, StopIntent};
 use super::{ActorHandle, Msg, Status, SUPERVISOR_QUEUE};
 use crate::state::Gateway;
-use crate::store::ActorRecord;
+use crate::store::{ActorRecord, Lease, LeaseClaim};
 use crate::util::now_ms;
 
 /// How long a start may take before the actor counts as crashed.
@@ -35,15 +35,13 @@ pub(super) fn spawn(gw: Gateway, record: ActorRecord) -> ActorHandle {
     // generation instead of starting a second copy (which would fence the first one's
     // last writes away).
     let (phase, status) = match (&record.envoy_key, record.connectable_ts) {
+        // Published as waking until the lease confirms this node may adopt it.
         (Some(envoy), Some(_)) => (
             Phase::Running {
                 generation: record.generation,
                 envoy: envoy.clone(),
             },
-            Status::Running {
-                envoy_key: envoy.clone(),
-                generation: record.generation,
-            },
+            Status::Waking,
         ),
         _ => (Phase::Sleeping, Status::Sleeping),
     };
@@ -76,6 +74,9 @@ pub(super) fn spawn(gw: Gateway, record: ActorRecord) -> ActorHandle {
         hibernating: BTreeSet::new(),
         placing: false,
         starting_since: None,
+        lease: None,
+        renew_at: None,
+        refusals: 0,
     };
     gw.tasks.spawn(sup.run().instrument(span));
     ActorHandle {
@@ -102,12 +103,21 @@ struct Supervisor {
     starting_since: Option<tokio::time::Instant>,
     /// Set while an adopted actor's runner has not reconnected; past it, the runner is lost.
     adopt_deadline: Option<tokio::time::Instant>,
+    /// This node's lease on the actor; held exactly while it is not sleeping or destroyed.
+    lease: Option<Lease>,
+    /// When to renew `lease`.
+    renew_at: Option<tokio::time::Instant>,
+    /// Refusals and store failures published so far (see `Status::Elsewhere`).
+    refusals: u64,
 }
 
 impl Supervisor {
     async fn run(mut self) {
         let mut envoys_changed = self.gw.envoys.subscribe();
         let shutdown = self.gw.stopping.clone();
+        if matches!(self.lifecycle.phase, Phase::Running { .. }) {
+            self.claim_adoption().await;
+        }
         self.check_adopted();
         loop {
             let alarm = self.alarm_delay();
@@ -135,6 +145,7 @@ impl Supervisor {
                     }
                 }
                 _ = tokio::time::sleep(PLACE_RETRY), if self.placing => self.try_place().await,
+                _ = sleep_until_opt(self.renew_at), if self.renew_at.is_some() => self.renew().await,
                 _ = sleep_until_opt(alarm), if alarm.is_some() => {
                     tracing::debug!("alarm due, waking");
                     self.record.alarm_ts = None;
@@ -194,6 +205,11 @@ impl Supervisor {
             Msg::HibernatingClosed(gw, req) => {
                 self.hibernating.remove(&(gw, req));
             }
+            Msg::Refresh => {
+                if self.lease.is_none() && self.lifecycle.phase == Phase::Sleeping {
+                    self.reload().await;
+                }
+            }
         }
     }
 
@@ -243,6 +259,13 @@ impl Supervisor {
     }
 
     async fn apply(&mut self, input: Input) {
+        // Waking or destroying changes the actor: only the node holding its lease may.
+        if matches!(input, Input::Wake | Input::DestroyRequested)
+            && self.lease.is_none()
+            && !self.take_lease().await
+        {
+            return;
+        }
         let mut queue: VecDeque<Effect> = self.lifecycle.handle(input).into();
         while let Some(effect) = queue.pop_front() {
             if let Some(next) = self.carry_out(effect).await {
@@ -310,6 +333,7 @@ impl Supervisor {
                 self.record.connectable_ts = None;
                 self.record.pending_allocation_ts = None;
                 self.persist().await;
+                self.release_lease().await;
                 tracing::info!("actor sleeping");
                 None
             }
@@ -325,6 +349,7 @@ impl Supervisor {
                 if let Err(err) = self.gw.store.clear_actor_data(&self.record.actor_id).await {
                     tracing::error!(error = %err, "failed to clear destroyed actor's data");
                 }
+                self.release_lease().await;
                 tracing::info!("actor destroyed");
                 None
             }
@@ -456,8 +481,216 @@ impl Supervisor {
         }
     }
 
+    // === lease ===
+
+    /// Takes the actor's lease for this node. On success the record is re-read, since
+    /// another node may have run the actor since this supervisor last looked; on refusal the
+    /// status names the holder, so waiting requests are forwarded there.
+    async fn take_lease(&mut self) -> bool {
+        let node = &self.gw.node;
+        let claim = self
+            .gw
+            .store
+            .acquire_lease(
+                &self.record.actor_id,
+                &node.id,
+                &node.url,
+                now_ms(),
+                node.lease_ttl_ms(),
+            )
+            .await;
+        match claim {
+            Ok(LeaseClaim::Acquired(lease)) => {
+                tracing::debug!(epoch = lease.epoch, "took the actor's lease");
+                self.lease = Some(lease);
+                self.renew_at = Some(tokio::time::Instant::now() + self.gw.node.lease_ttl / 3);
+                if !self.reload().await {
+                    self.release_lease().await;
+                    return false;
+                }
+                true
+            }
+            Ok(LeaseClaim::HeldBy(lease)) => {
+                tracing::debug!(owner = %lease.node_id, "another node serves the actor");
+                self.refusals += 1;
+                self.status.send_replace(Status::Elsewhere {
+                    lease,
+                    attempt: self.refusals,
+                });
+                false
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not take the actor's lease");
+                self.refusals += 1;
+                self.status.send_replace(Status::Unavailable {
+                    attempt: self.refusals,
+                });
+                false
+            }
+        }
+    }
+
+    /// Re-reads the record of a sleeping actor; `false` if it is gone or unreadable.
+    async fn reload(&mut self) -> bool {
+        match self.gw.store.get_actor(&self.record.actor_id).await {
+            Ok(Some(record)) => {
+                if record.is_destroyed() {
+                    self.lifecycle =
+                        Lifecycle::new(Phase::Destroyed, record.generation, record.crash_policy);
+                    self.record = record;
+                    self.publish();
+                    return false;
+                }
+                if self.lifecycle.phase == Phase::Sleeping {
+                    // A record left "running" by a node that died is not ours to adopt: the
+                    // next start (a new generation) fences that instance off.
+                    self.lifecycle =
+                        Lifecycle::new(Phase::Sleeping, record.generation, record.crash_policy);
+                }
+                self.record = record;
+                true
+            }
+            Ok(None) => {
+                self.lifecycle = Lifecycle::new(
+                    Phase::Destroyed,
+                    self.record.generation,
+                    self.record.crash_policy,
+                );
+                self.publish();
+                false
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not re-read the actor record");
+                self.refusals += 1;
+                self.status.send_replace(Status::Unavailable {
+                    attempt: self.refusals,
+                });
+                false
+            }
+        }
+    }
+
+    /// An actor found running after a gateway restart is adopted only if no other node
+    /// took it over meanwhile (its lease was ours, or nobody's).
+    async fn claim_adoption(&mut self) {
+        let previous = self.gw.store.get_lease(&self.record.actor_id).await;
+        let ours = match &previous {
+            Ok(Some(lease)) => lease.node_id == self.gw.node.id || !lease.is_live(now_ms()),
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        if ours && self.take_lease().await {
+            // `take_lease` re-read the record; adopt only what it still says.
+            let still_running =
+                self.record.envoy_key.is_some() && self.record.connectable_ts.is_some();
+            if still_running {
+                self.publish();
+                return;
+            }
+            self.release_lease().await;
+        }
+        tracing::info!("not adopting: the actor moved on while this node was away");
+        self.adopt_deadline = None;
+        let generation = self.record.generation;
+        self.lifecycle = Lifecycle::new(Phase::Sleeping, generation, self.record.crash_policy);
+        if let Ok(Some(lease)) = previous {
+            if lease.node_id != self.gw.node.id && lease.is_live(now_ms()) {
+                self.refusals += 1;
+                self.status.send_replace(Status::Elsewhere {
+                    lease,
+                    attempt: self.refusals,
+                });
+                return;
+            }
+        }
+        self.status.send_replace(Status::Sleeping);
+    }
+
+    /// Extends the lease; a lease found lost (or expired while the store was unreachable)
+    /// stops this node's instance, since another node may already run a newer one.
+    async fn renew(&mut self) {
+        let Some(lease) = self.lease.clone() else {
+            self.renew_at = None;
+            return;
+        };
+        let ttl = self.gw.node.lease_ttl;
+        match self
+            .gw
+            .store
+            .renew_lease(&lease, now_ms(), self.gw.node.lease_ttl_ms())
+            .await
+        {
+            Ok(Some(renewed)) => {
+                self.lease = Some(renewed);
+                self.renew_at = Some(tokio::time::Instant::now() + ttl / 3);
+            }
+            Ok(None) => self.lease_lost().await,
+            Err(err) if now_ms() >= lease.expires_ms => {
+                tracing::warn!(error = %err, "lease expired while the store was unreachable");
+                self.lease_lost().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "lease renewal failed; retrying");
+                self.renew_at = Some(tokio::time::Instant::now() + ttl / 10);
+            }
+        }
+    }
+
+    async fn lease_lost(&mut self) {
+        tracing::warn!("lost the actor's lease; another node serves it now");
+        let running = match &self.lifecycle.phase {
+            Phase::Starting { envoy, generation }
+            | Phase::Running { envoy, generation }
+            | Phase::Stopping {
+                envoy, generation, ..
+            } => Some((envoy.clone(), *generation)),
+            Phase::Sleeping | Phase::Pending | Phase::Destroyed => None,
+        };
+        if let Some((envoy, generation)) = running {
+            let cmd = self.command(
+                generation,
+                Command::CommandStopActor(CommandStopActor {
+                    reason: StopActorReason::GoingAway,
+                }),
+            );
+            self.gw.envoys.send_command(&envoy, cmd);
+        }
+        self.release_runner();
+        self.lease = None;
+        self.renew_at = None;
+        self.placing = false;
+        self.starting_since = None;
+        self.adopt_deadline = None;
+        self.lifecycle = Lifecycle::new(
+            Phase::Sleeping,
+            self.record.generation,
+            self.record.crash_policy,
+        );
+        self.status.send_replace(Status::Sleeping);
+    }
+
+    async fn release_lease(&mut self) {
+        self.renew_at = None;
+        if let Some(lease) = self.lease.take() {
+            if let Err(err) = self.gw.store.release_lease(&lease).await {
+                // It expires on its own; until then other nodes forward here and find the
+                // actor asleep, which wakes it here again.
+                tracing::warn!(error = %err, "could not release the actor's lease");
+            }
+        }
+    }
+
     fn publish(&self) {
         let status = match &self.lifecycle.phase {
+            // A refusal stays visible until something else happens.
+            Phase::Sleeping
+                if matches!(
+                    *self.status.borrow(),
+                    Status::Elsewhere { .. } | Status::Unavailable { .. }
+                ) =>
+            {
+                return
+            }
             Phase::Sleeping => Status::Sleeping,
             Phase::Pending | Phase::Starting { .. } => Status::Waking,
             Phase::Running { generation, envoy } => Status::Running {

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::extract::{Json as Body, Path, Query};
@@ -14,6 +16,7 @@ use serde_json::{json, Value};
 
 use super::meta::NsQuery;
 use crate::actor::{Input, Msg, Status};
+use crate::cluster;
 use crate::error::{ApiError, ApiResult};
 use crate::state::{Gateway, DATACENTER_LABEL, DATACENTER_NAME, DEFAULT_NAMESPACE};
 use crate::store::{ActorRecord, CrashPolicy, Namespace, StoreError};
@@ -381,7 +384,10 @@ pub async fn destroy(
     State(gw): State<Gateway>,
     Path(id): Path<String>,
     Query(q): Query<NsQuery>,
-) -> ApiResult<Json<Value>> {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let ns = resolve_namespace(&gw, q.namespace.as_deref()).await?;
     if rivulet_wire::id::parse(&id).is_none() {
         return Err(ApiError::bad_request(format!(
@@ -394,9 +400,12 @@ pub async fn destroy(
         .await
         .map_err(|e| e.with_status(axum::http::StatusCode::BAD_REQUEST))?;
     if record.is_destroyed() {
-        return Ok(Json(json!({})));
+        return Ok(Json(json!({})).into_response());
     }
     let actor = live_actor(&gw, &ns, &id).await?;
+    if let Some(resp) = cluster::forward_api_call(&gw, &actor, &method, &uri, &headers).await? {
+        return Ok(resp);
+    }
     let mut status = actor.watch();
     actor.send(Msg::Input(Input::DestroyRequested))?;
     // The key is released once the runner confirms; wait for that, bounded, so a client
@@ -409,7 +418,7 @@ pub async fn destroy(
         }
     })
     .await;
-    Ok(Json(json!({})))
+    Ok(Json(json!({})).into_response())
 }
 
 /// `POST /actors/{id}/sleep`.
@@ -417,8 +426,16 @@ pub async fn sleep(
     State(gw): State<Gateway>,
     Path(id): Path<String>,
     Query(q): Query<NsQuery>,
-) -> ApiResult<Json<Value>> {
-    signal(&gw, &id, q, Input::SleepRequested).await
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let call = Call {
+        method,
+        uri,
+        headers,
+    };
+    signal(&gw, &id, q, Input::SleepRequested, call).await
 }
 
 /// `POST /actors/{id}/reschedule`: wakes it (a no-op when it runs).
@@ -426,13 +443,40 @@ pub async fn reschedule(
     State(gw): State<Gateway>,
     Path(id): Path<String>,
     Query(q): Query<NsQuery>,
-) -> ApiResult<Json<Value>> {
-    signal(&gw, &id, q, Input::Wake).await
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let call = Call {
+        method,
+        uri,
+        headers,
+    };
+    signal(&gw, &id, q, Input::Wake, call).await
 }
 
-/// Hands a lifecycle input to a live actor's supervisor.
-async fn signal(gw: &Gateway, id: &str, q: NsQuery, input: Input) -> ApiResult<Json<Value>> {
+/// The request an API call came in, kept so it can be forwarded to the owning node.
+struct Call {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+/// Hands a lifecycle input to a live actor's supervisor, on the node that serves it.
+async fn signal(
+    gw: &Gateway,
+    id: &str,
+    q: NsQuery,
+    input: Input,
+    call: Call,
+) -> ApiResult<Response> {
     let ns = resolve_namespace(gw, q.namespace.as_deref()).await?;
-    live_actor(gw, &ns, id).await?.send(Msg::Input(input))?;
-    Ok(Json(json!({})))
+    let actor = live_actor(gw, &ns, id).await?;
+    if let Some(resp) =
+        cluster::forward_api_call(gw, &actor, &call.method, &call.uri, &call.headers).await?
+    {
+        return Ok(resp);
+    }
+    actor.send(Msg::Input(input))?;
+    Ok(Json(json!({})).into_response())
 }

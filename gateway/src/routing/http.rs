@@ -22,6 +22,8 @@ use rivulet_wire::envoy::{
 use tokio::sync::mpsc;
 
 use super::target::Target;
+use crate::actor::Ready;
+use crate::cluster::{self, forward::ForwardError};
 use crate::envoy::EnvoyHandle;
 use crate::error::ApiError;
 use crate::state::Gateway;
@@ -57,7 +59,36 @@ pub(super) async fn serve(
 
     let actor = super::resolve(&gw, &target).await?;
     let ready_timeout = Duration::from_millis(gw.config.gateway.actor_ready_timeout_ms);
-    let (envoy, generation) = actor.ready(&gw, ready_timeout).await?;
+    let deadline = tokio::time::Instant::now() + ready_timeout;
+    let hops = cluster::hops(&parts.headers);
+    let (envoy, generation) = loop {
+        let lease = match super::place(&gw, &actor, deadline).await? {
+            Ready::Local { envoy, generation } => break (envoy, generation),
+            Ready::Remote(lease) => lease,
+        };
+        if hops >= cluster::MAX_HOPS {
+            return Err(cluster::too_many_hops());
+        }
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let sent = cluster::forward::http(
+            &gw,
+            &lease.node_url,
+            &parts.method,
+            path,
+            &parts.headers,
+            body.clone(),
+            hops + 1,
+        )
+        .await;
+        match sent {
+            Ok(resp) => return Ok(resp),
+            Err(ForwardError::Unreachable(err)) => {
+                tracing::warn!(owner = %lease.node_id, error = %err, "owner node unreachable");
+                cluster::await_expiry(&lease, deadline).await?;
+            }
+            Err(err) => return Err(super::forward_failed(&err)),
+        }
+    };
 
     let request_id: [u8; 4] = rand::random();
     let mut rx = gw.routes.open(request_id, &envoy.key);

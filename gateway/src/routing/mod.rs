@@ -17,7 +17,7 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::Request;
 use axum::response::{IntoResponse, Response};
 
-use crate::actor::ActorHandle;
+use crate::actor::{ActorHandle, Ready};
 use crate::api::actors::{get_or_create, resolve_namespace, CreateSpec};
 use crate::error::ApiError;
 use crate::state::Gateway;
@@ -89,4 +89,28 @@ pub async fn resolve(gw: &Gateway, target: &Target) -> Result<ActorHandle, ApiEr
         .ensure(gw, &actor_id)
         .await?
         .ok_or_else(ApiError::actor_not_found)
+}
+
+/// Where a request for `actor` goes: to a runner here (waking the actor if needed), or to
+/// the node holding its lease. Bounded by `deadline`.
+pub async fn place(
+    gw: &Gateway,
+    actor: &ActorHandle,
+    deadline: tokio::time::Instant,
+) -> Result<Ready, ApiError> {
+    if let Some(lease) = crate::cluster::remote_owner(gw, actor).await? {
+        return Ok(Ready::Remote(lease));
+    }
+    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+    actor.ready(gw, remaining).await
+}
+
+/// The error for a forward that left but got no answer.
+pub fn forward_failed(err: &crate::cluster::forward::ForwardError) -> ApiError {
+    ApiError::new(
+        "guard",
+        "forward_failed",
+        format!("The gateway node serving this actor did not answer: {err}"),
+    )
+    .with_status(axum::http::StatusCode::BAD_GATEWAY)
 }

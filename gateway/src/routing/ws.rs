@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use rivulet_wire::envoy::{
@@ -23,7 +23,8 @@ use tokio::sync::mpsc;
 
 use super::http::{forward_headers, RouteGuard};
 use super::target::Target;
-use crate::actor::{ActorHandle, Msg, Status};
+use crate::actor::{ActorHandle, Msg, Ready, Status};
+use crate::cluster::{self, forward::ForwardError};
 use crate::envoy::{truncate_reason, EnvoyHandle};
 use crate::error::ApiError;
 use crate::state::Gateway;
@@ -39,13 +40,14 @@ pub(super) fn serve(
 ) -> Response {
     let max = gw.config.gateway.max_ws_message_bytes;
     let headers = parts.headers;
+    let uri = parts.uri;
     upgrade
         .protocols(["rivet"])
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
             let (mut sink, stream) = socket.split();
-            if let Err(err) = run(&gw, &target, &headers, &mut sink, stream).await {
+            if let Err(err) = run(&gw, &target, &uri, &headers, &mut sink, stream).await {
                 tracing::debug!(reason = %err.reason(), "closing client websocket");
                 close(&mut sink, 1011, format!("{}#{}", err.reason(), err.message)).await;
             }
@@ -127,7 +129,21 @@ impl Tunnel<'_> {
     /// Wakes the actor so its runner restores this socket.
     async fn wake(&mut self) -> Result<(), ApiError> {
         let timeout = Duration::from_millis(self.gw.config.gateway.actor_ready_timeout_ms);
-        let (envoy, _generation) = self.actor.ready(self.gw, timeout).await?;
+        let envoy = match self.actor.ready(self.gw, timeout).await? {
+            Ready::Local { envoy, .. } => envoy,
+            // Another node took the actor while this socket hibernated here; the client
+            // reconnects and is forwarded there.
+            Ready::Remote(lease) => {
+                return Err(ApiError::new(
+                    "guard",
+                    "actor_moved",
+                    format!(
+                        "The actor is now served by gateway node {}; reconnect.",
+                        lease.node_id
+                    ),
+                ))
+            }
+        };
         self.gw.routes.rebind(self.request_id, &envoy.key);
         self.envoy = envoy;
         Ok(())
@@ -151,13 +167,36 @@ impl Tunnel<'_> {
 async fn run(
     gw: &Gateway,
     target: &Target,
+    uri: &Uri,
     headers: &HeaderMap,
     sink: &mut ClientSink,
     mut stream: futures_util::stream::SplitStream<WebSocket>,
 ) -> Result<(), ApiError> {
     let actor = super::resolve(gw, target).await?;
     let timeout = Duration::from_millis(gw.config.gateway.actor_ready_timeout_ms);
-    let (envoy, generation) = actor.ready(gw, timeout).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let hops = cluster::hops(headers);
+    let (envoy, generation) = loop {
+        let lease = match super::place(gw, &actor, deadline).await? {
+            Ready::Local { envoy, generation } => break (envoy, generation),
+            Ready::Remote(lease) => lease,
+        };
+        if hops >= cluster::MAX_HOPS {
+            return Err(cluster::too_many_hops());
+        }
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        match cluster::forward::connect_ws(gw, &lease.node_url, path, headers, hops + 1).await {
+            Ok(upstream) => {
+                cluster::forward::pipe_ws(gw, sink, &mut stream, upstream).await;
+                return Ok(());
+            }
+            Err(ForwardError::Unreachable(err)) => {
+                tracing::warn!(owner = %lease.node_id, error = %err, "owner node unreachable");
+                cluster::await_expiry(&lease, deadline).await?;
+            }
+            Err(err) => return Err(super::forward_failed(&err)),
+        }
+    };
     let request_id: [u8; 4] = rand::random();
     let mut rx = gw.routes.open(request_id, &envoy.key);
     let _guard = RouteGuard {

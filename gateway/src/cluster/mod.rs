@@ -1,0 +1,198 @@
+//! Several gateway nodes on one store. Each awake actor is served by exactly one node, the
+//! holder of its lease (a store row with an expiry and an epoch, see `Store::acquire_lease`).
+//! A node takes the lease when it wakes an actor, renews it while the actor is awake and
+//! gives it up when the actor sleeps; a node that dies simply stops renewing, and after the
+//! lease expires any node may take the actor over. Every start still bumps the actor's
+//! generation, so even a node that lost its lease without noticing cannot write over the new
+//! owner's state.
+//!
+//! A request that lands on a node that does not hold the lease is forwarded, whole, to the
+//! holder's URL (`forward`). Runners only ever talk to the node they connected to: the
+//! lease holder starts the actor on one of its own runners.
+//!
+//! # Layout
+//! - `forward`: passing one HTTP request or WebSocket to the owning node.
+
+pub mod forward;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+
+use crate::actor::{ActorHandle, Status};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::state::Gateway;
+use crate::store::Lease;
+use crate::util::now_ms;
+
+/// Header counting how often a request was forwarded between nodes.
+pub const HOPS_HEADER: &str = "x-rivulet-hops";
+/// Forwarding stops here: leases moving faster than requests is a fault, not a route.
+pub const MAX_HOPS: u32 = 2;
+
+/// This node, as the other nodes see it.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Stable name (`--node-id`).
+    pub id: String,
+    /// Where the others forward to (`--node-url`).
+    pub url: String,
+    /// Lease duration.
+    pub lease_ttl: Duration,
+    /// Client for forwarded HTTP requests (keeps connections to the other nodes open).
+    pub http: reqwest::Client,
+}
+
+impl Node {
+    /// Resolves the identity of a node bound to `bound`.
+    pub fn new(config: &Config, bound: SocketAddr) -> Self {
+        let url = config.cluster.node_url.clone().unwrap_or_else(|| {
+            if bound.ip().is_unspecified() {
+                config.public_url.trim_end_matches('/').to_string()
+            } else {
+                format!("http://{bound}")
+            }
+        });
+        let id = config
+            .cluster
+            .node_id
+            .clone()
+            .unwrap_or_else(|| match config.store {
+                // One process at a time can open an embedded store, so every process on it is
+                // the same node, whatever port it binds: a restart adopts its actors at once.
+                crate::config::StoreConfig::Embedded => "local".to_string(),
+                crate::config::StoreConfig::Dynamodb { .. } => url
+                    .trim_start_matches("http://")
+                    .trim_start_matches("https://")
+                    .to_string(),
+            });
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "custom HTTP client failed; using defaults");
+                reqwest::Client::new()
+            });
+        Node {
+            id,
+            url,
+            lease_ttl: Duration::from_millis(config.cluster.lease_ms),
+            http,
+        }
+    }
+
+    /// Lease duration in ms, as the store takes it.
+    pub fn lease_ttl_ms(&self) -> i64 {
+        i64::try_from(self.lease_ttl.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// How often a request was forwarded already.
+pub fn hops(headers: &HeaderMap) -> u32 {
+    headers
+        .get(HOPS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The live lease of another node on this actor, if there is one; `None` means this node
+/// serves it (it holds the lease, or nobody does and waking it will take it).
+pub async fn remote_owner(gw: &Gateway, actor: &ActorHandle) -> Result<Option<Lease>, ApiError> {
+    if matches!(
+        actor.status(),
+        Status::Running { .. } | Status::Waking | Status::Stopping
+    ) {
+        return Ok(None);
+    }
+    let lease = gw.store.get_lease(&actor.actor_id).await?;
+    Ok(lease.filter(|l| l.is_live(now_ms()) && l.node_id != gw.node.id))
+}
+
+/// The owner did not answer: wait until its lease expires (or `deadline`), so the caller can
+/// look again and, if the owner is dead, take the actor over.
+pub async fn await_expiry(lease: &Lease, deadline: tokio::time::Instant) -> Result<(), ApiError> {
+    let wait = u64::try_from(lease.expires_ms.saturating_sub(now_ms())).unwrap_or(0);
+    // A little past the expiry, so the store agrees it is over.
+    let until = tokio::time::Instant::now() + Duration::from_millis(wait + 20);
+    if until > deadline {
+        tokio::time::sleep_until(deadline).await;
+        return Err(owner_unreachable(lease));
+    }
+    tracing::info!(owner = %lease.node_id, wait_ms = wait, "owner unreachable; waiting for its lease to expire");
+    tokio::time::sleep_until(until).await;
+    Ok(())
+}
+
+/// The error for a request whose owning node cannot be reached.
+pub fn owner_unreachable(lease: &Lease) -> ApiError {
+    ApiError::new(
+        "guard",
+        "owner_unreachable",
+        format!(
+            "The gateway node serving this actor ({}) cannot be reached; retry shortly.",
+            lease.node_id
+        ),
+    )
+    .with_status(StatusCode::SERVICE_UNAVAILABLE)
+}
+
+/// The error for a request forwarded too often.
+pub fn too_many_hops() -> ApiError {
+    ApiError::new(
+        "guard",
+        "forward_loop",
+        "The request was forwarded between gateway nodes too often; retry shortly.",
+    )
+    .with_status(StatusCode::SERVICE_UNAVAILABLE)
+}
+
+/// For API calls on one actor (destroy, sleep, reschedule): passes the call to the node
+/// serving the actor and returns its answer, or `None` when this node should handle it
+/// (it serves the actor, nobody does, or the owner died and its lease has run out).
+pub async fn forward_api_call(
+    gw: &Gateway,
+    actor: &ActorHandle,
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+) -> Result<Option<axum::response::Response>, ApiError> {
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(gw.config.gateway.actor_ready_timeout_ms);
+    let hops = hops(headers);
+    while let Some(lease) = remote_owner(gw, actor).await? {
+        if hops >= MAX_HOPS {
+            return Err(too_many_hops());
+        }
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let sent = forward::http(
+            gw,
+            &lease.node_url,
+            method,
+            path,
+            headers,
+            bytes::Bytes::new(),
+            hops + 1,
+        )
+        .await;
+        match sent {
+            Ok(resp) => return Ok(Some(resp)),
+            Err(forward::ForwardError::Unreachable(err)) => {
+                tracing::warn!(owner = %lease.node_id, error = %err, "owner node unreachable");
+                await_expiry(&lease, deadline).await?;
+            }
+            Err(err) => {
+                return Err(ApiError::new(
+                    "guard",
+                    "forward_failed",
+                    format!("The gateway node serving this actor did not answer: {err}"),
+                )
+                .with_status(StatusCode::BAD_GATEWAY))
+            }
+        }
+    }
+    Ok(None)
+}
