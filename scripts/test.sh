@@ -3,7 +3,9 @@
 #   1. formatting and clippy (-D warnings)
 #   2. cargo tests: unit tests, the store conformance suite, envoy protocol and tunnel tests
 #   3. the RivetKit compatibility test: stock rivetkit 2.3.19 app + client against Rivulet
-#      (Node 22 and the npm packages are installed into ~/.cache/rivulet on first use)
+#      (Node 22 and the npm packages are installed into ~/.cache/rivulet on first use), on the
+#      embedded store and on DynamoDB (moto), including two gateway nodes on one table
+#   4. the Terraform check: terraform/ describes the table `rivulet schema` prints
 # Prints one summary line "N passed, N failed" at the end; exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -59,6 +61,17 @@ p=$(grep -Eo '^ℹ pass [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
 f=$(grep -Eo '^ℹ fail [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
 passed=$((passed + p)); failed=$((failed + f))
 if [ "$compat_rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
+
+step "terraform matches the gateway's DynamoDB schema (python-hcl2, checkov; static)"
+set +e
+RIVULET_BIN="$TARGET/debug/rivulet" bash tests/terraform/run.sh 2>&1 | tee "$LOG"
+tf_rc=${PIPESTATUS[0]}
+set -e
+line=$(grep -Eo '^terraform: [0-9]+ passed, [0-9]+ failed' "$LOG" | tail -n1)
+p=$(echo "$line" | awk '{print $2+0}')
+f=$(echo "$line" | awk '{print $4+0}')
+passed=$((passed + p)); failed=$((failed + f))
+if [ "$tf_rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
 
 echo
 echo "rivulet: $passed passed, $failed failed"
