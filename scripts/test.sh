@@ -62,6 +62,16 @@ f=$(grep -Eo '^ℹ fail [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
 passed=$((passed + p)); failed=$((failed + f))
 if [ "$compat_rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
 
+step "two gateway nodes on one DynamoDB table (stock rivetkit apps and clients; owner killed)"
+set +e
+RIVULET_BIN="$TARGET/debug/rivulet" bash tests/compat/run-cluster.sh 2>&1 | tee "$LOG"
+cluster_rc=${PIPESTATUS[0]}
+set -e
+p=$(grep -Eo '^ℹ pass [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
+f=$(grep -Eo '^ℹ fail [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
+passed=$((passed + p)); failed=$((failed + f))
+if [ "$cluster_rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
+
 step "terraform matches the gateway's DynamoDB schema (python-hcl2, checkov; static)"
 set +e
 RIVULET_BIN="$TARGET/debug/rivulet" bash tests/terraform/run.sh 2>&1 | tee "$LOG"

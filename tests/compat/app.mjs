@@ -24,6 +24,14 @@ const counter = actor({
 			c.broadcast("newCount", c.state.count);
 			return c.state.count;
 		},
+		// The same, but answers only once the new count is durable in the gateway's store:
+		// what the multi-node test counts as an acknowledged write.
+		incrementDurable: async (c, n) => {
+			c.state.count += Number(n ?? 1);
+			await c.saveState({ immediate: true });
+			c.broadcast("newCount", c.state.count);
+			return c.state.count;
+		},
 		get: (c) => c.state.count,
 	},
 	options: { sleepTimeout },

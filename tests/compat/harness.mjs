@@ -184,10 +184,18 @@ export function rivuletBinary() {
  * restart().
  */
 export class Server {
-	constructor({ target, workDir }) {
+	/**
+	 * `name` tells logs apart when several servers run; `shareStoreWith` (a started Server on
+	 * DynamoDB) makes this one a second gateway node on the same table; `extraArgs` go to
+	 * `rivulet serve`.
+	 */
+	constructor({ target, workDir, name, shareStoreWith, extraArgs = [] }) {
 		this.target = target;
 		this.workDir = workDir;
-		this.dataDir = path.join(workDir, "data");
+		this.name = name ?? target;
+		this.shareStoreWith = shareStoreWith;
+		this.extraArgs = extraArgs;
+		this.dataDir = path.join(workDir, name ? `data-${name}` : "data");
 		fs.mkdirSync(this.dataDir, { recursive: true });
 		this.child = undefined;
 		this.starts = 0;
@@ -218,6 +226,12 @@ export class Server {
 			this.bin = engineBinary();
 		} else if (this.target === "rivulet") {
 			this.bin = rivuletBinary();
+			if (this.shareStoreWith) {
+				this.table = this.shareStoreWith.table;
+				this.awsEnv = this.shareStoreWith.awsEnv;
+				if (!this.awsEnv) throw new Error("shareStoreWith needs a server on DynamoDB");
+				return this;
+			}
 			// COMPAT_STORE=dynamodb: Rivulet on DynamoDB, here a local moto server that lives as
 			// long as this test (it outlives Rivulet restarts, as a real table would).
 			if ((process.env.COMPAT_STORE || "embedded") === "dynamodb") {
@@ -261,7 +275,7 @@ export class Server {
 		if (await portInUse(this.port)) {
 			throw new Error(`port ${this.port} is already in use before starting ${this.target}`);
 		}
-		const logFile = path.join(this.workDir, `${this.target}.log`);
+		const logFile = path.join(this.workDir, `${this.name}.log`);
 		let cmd;
 		let args;
 		const env = { ...process.env };
@@ -284,6 +298,7 @@ export class Server {
 				args.push("--store", "dynamodb", "--table", this.table);
 				Object.assign(env, this.awsEnv);
 			}
+			args.push(...this.extraArgs);
 		}
 		this.child = new Child(this.target, cmd, args, { env, cwd: this.workDir, logFile });
 		this.starts++;
@@ -310,7 +325,8 @@ export class Server {
 
 /** The stock RivetKit app (tests/compat/app.mjs). */
 export class App {
-	constructor({ workDir, endpoint, sleepTimeoutMs = 1500, extraEnv = {} }) {
+	constructor({ workDir, endpoint, sleepTimeoutMs = 1500, extraEnv = {}, name = "app" }) {
+		this.name = name;
 		this.workDir = workDir;
 		this.endpoint = endpoint;
 		this.sleepTimeoutMs = sleepTimeoutMs;
@@ -329,10 +345,10 @@ export class App {
 			RIVET_LOG_LEVEL: process.env.RIVET_LOG_LEVEL ?? "warn",
 			...this.extraEnv,
 		};
-		this.child = new Child("app", nodeBin(), [path.join(HERE, "app.mjs")], {
+		this.child = new Child(this.name, nodeBin(), [path.join(HERE, "app.mjs")], {
 			env,
 			cwd: HERE,
-			logFile: path.join(this.workDir, "app.log"),
+			logFile: path.join(this.workDir, `${this.name}.log`),
 		});
 		this.starts++;
 		const t0 = Date.now();

@@ -589,12 +589,12 @@ impl Supervisor {
             }
             self.release_lease().await;
         }
-        tracing::info!("not adopting: the actor moved on while this node was away");
         self.adopt_deadline = None;
         let generation = self.record.generation;
         self.lifecycle = Lifecycle::new(Phase::Sleeping, generation, self.record.crash_policy);
         if let Ok(Some(lease)) = previous {
             if lease.node_id != self.gw.node.id && lease.is_live(now_ms()) {
+                tracing::debug!(owner = %lease.node_id, "not adopting: another node serves the actor");
                 self.refusals += 1;
                 self.status.send_replace(Status::Elsewhere {
                     lease,
@@ -603,6 +603,7 @@ impl Supervisor {
                 return;
             }
         }
+        tracing::info!("not adopting: the actor stopped or moved while this node was away");
         self.status.send_replace(Status::Sleeping);
     }
 

@@ -196,3 +196,92 @@ pub async fn forward_api_call(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FileConfig, Overrides};
+
+    fn config(o: Overrides) -> Config {
+        match Config::from_parts(FileConfig::default(), o) {
+            Ok(c) => c,
+            Err(err) => panic!("config: {err}"),
+        }
+    }
+
+    #[test]
+    fn embedded_nodes_share_one_identity_dynamo_nodes_differ_by_url() {
+        let bound: SocketAddr = ([127, 0, 0, 1], 7000).into();
+        let local = Node::new(&config(Overrides::default()), bound);
+        assert_eq!(
+            (local.id.as_str(), local.url.as_str()),
+            ("local", "http://127.0.0.1:7000")
+        );
+        let dynamo = Node::new(
+            &config(Overrides {
+                store: Some("dynamodb".into()),
+                ..Overrides::default()
+            }),
+            bound,
+        );
+        assert_eq!(dynamo.id, "127.0.0.1:7000");
+        let named = Node::new(
+            &config(Overrides {
+                store: Some("dynamodb".into()),
+                node_id: Some("gw-1".into()),
+                node_url: Some("http://10.0.0.5:6420".into()),
+                lease_ms: Some(3_000),
+                ..Overrides::default()
+            }),
+            bound,
+        );
+        assert_eq!(
+            (named.id.as_str(), named.url.as_str()),
+            ("gw-1", "http://10.0.0.5:6420")
+        );
+        assert_eq!(named.lease_ttl_ms(), 3_000);
+    }
+
+    #[test]
+    fn bound_to_all_interfaces_advertises_the_public_url() {
+        let bound: SocketAddr = ([0, 0, 0, 0], 6420).into();
+        let node = Node::new(
+            &config(Overrides {
+                public_url: Some("https://gw.example.com/".into()),
+                ..Overrides::default()
+            }),
+            bound,
+        );
+        assert_eq!(node.url, "https://gw.example.com");
+    }
+
+    #[test]
+    fn hop_count_reads_garbage_as_zero() {
+        let mut h = HeaderMap::new();
+        assert_eq!(hops(&h), 0);
+        h.insert(HOPS_HEADER, "1".parse().unwrap_or_else(|_| unreachable!()));
+        assert_eq!(hops(&h), 1);
+        h.insert(HOPS_HEADER, "x".parse().unwrap_or_else(|_| unreachable!()));
+        assert_eq!(hops(&h), 0);
+    }
+
+    #[test]
+    fn bad_cluster_settings_are_refused() {
+        let short = Config::from_parts(
+            FileConfig::default(),
+            Overrides {
+                lease_ms: Some(10),
+                ..Overrides::default()
+            },
+        );
+        assert!(short.is_err());
+        let url = Config::from_parts(
+            FileConfig::default(),
+            Overrides {
+                node_url: Some("10.0.0.5:6420".into()),
+                ..Overrides::default()
+            },
+        );
+        assert!(url.is_err());
+    }
+}
