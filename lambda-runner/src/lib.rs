@@ -6,7 +6,9 @@
 //! - `actor`: the actor API users write against, and the per-actor runtime that serves it
 //!   independently of any transport (through the `actor::Host` seam).
 //! - `envoy`: the runner side of envoy protocol v8: the connection to the gateway.
+//! - `serverless`: the start payload of a serverless request and how such a request ends.
 
 pub mod actor;
 pub mod envoy;
 pub mod protocol;
+pub mod serverless;
