@@ -240,7 +240,24 @@ async fn handle(gw: &Gateway, envoy: &EnvoyHandle, actor_id: &str, req: StorageR
 /// supervisor (loaded from the store) has adopted it.
 async fn adopted_generation(gw: &Gateway, envoy: &EnvoyHandle, actor_id: &str) -> Option<u32> {
     let actor = gw.actors.ensure(gw, actor_id).await.ok()??;
-    match actor.status() {
+    let mut status = actor.watch();
+    // A supervisor that is adopting publishes `Waking` until its lease is confirmed; a
+    // storage request arriving in that moment waits for the outcome (bounded) instead of
+    // being refused.
+    let decided = tokio::time::timeout(ADOPTION_WAIT, async {
+        loop {
+            let now = status.borrow_and_update().clone();
+            if now != crate::actor::Status::Waking {
+                return Some(now);
+            }
+            if status.changed().await.is_err() {
+                return None;
+            }
+        }
+    })
+    .await
+    .ok()??;
+    match decided {
         crate::actor::Status::Running {
             envoy_key,
             generation,
@@ -254,6 +271,9 @@ async fn adopted_generation(gw: &Gateway, envoy: &EnvoyHandle, actor_id: &str) -
         _ => None,
     }
 }
+
+/// How long a storage request of a runner waits for its actor's adoption to be decided.
+const ADOPTION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 // === KV ===
 
