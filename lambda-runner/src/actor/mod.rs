@@ -1,1 +1,100 @@
-//! The actor API and runtime (work in progress).
+//! The actor API users write against, and the per-actor runtime that serves it.
+//!
+//! # Writing an actor
+//!
+//! An actor type is an [`ActorDef`]: state, hooks and actions, registered by name in a
+//! [`Registry`]. A counter:
+//!
+//! ```
+//! use rivulet_lambda_runner::actor::{ActorDef, Registry};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Clone, Serialize, Deserialize)]
+//! struct Counter {
+//!     count: i64,
+//! }
+//!
+//! fn counter() -> ActorDef<Counter> {
+//!     ActorDef::new()
+//!         .state(Counter { count: 0 })
+//!         .action("increment", |c, (n,): (i64,)| async move {
+//!             let count = c.update(|s| {
+//!                 s.count += n;
+//!                 s.count
+//!             });
+//!             c.broadcast("newCount", (count,));
+//!             Ok(count)
+//!         })
+//!         .action("get", |c, ()| async move { Ok(c.state(|s| s.count)) })
+//! }
+//!
+//! let registry = Registry::new().register("counter", counter());
+//! assert_eq!(registry.names(), ["counter"]);
+//! ```
+//!
+//! - **State** (`S`) is any serde type. Read it with [`Ctx::state`], change it with
+//!   [`Ctx::update`]; changes are saved automatically, at most once per
+//!   `state_save_interval` (1 s), and on stop. [`Ctx::save_state`] saves at once and returns
+//!   when the write is durable. A new actor gets its state from [`ActorDef::state`] (a value
+//!   cloned per actor) or [`ActorDef::create_state`] (from the creation input).
+//! - **Actions** take the context and a tuple of typed arguments decoded from the client's
+//!   argument array ([`FromArgs`]), and return `Result<impl Serialize, ActorError>`. They run
+//!   one at a time per actor.
+//! - **Errors**: return a [`UserError`] (`Err(UserError::new("..").with_code("..").into())`) for
+//!   the client to see as group `user`; anything else (`?` on any `std::error::Error`, or
+//!   [`ActorError::internal`]) reaches the client as `core.internal_error`, "An internal error
+//!   occurred", and goes to the log in full.
+//! - **Events**: [`Ctx::broadcast`] reaches the connections that subscribed to the event;
+//!   [`Conn::send`] reaches one connection.
+//! - **Connections** (`CP` params, `CS` state): [`ActorDef::on_before_connect`] may reject a
+//!   client, [`ActorDef::conn_state`] builds its state, [`Ctx::conn`] is the caller. HTTP
+//!   actions run under a short-lived connection too, so the same checks apply.
+//! - **Vars** (`V`): [`ActorDef::vars`] builds them on every start; never persisted.
+//! - **Lifecycle**: new actor: `create_state` → `on_create` → first save → `vars` →
+//!   `on_wake`; later starts: `vars` → `on_wake`; stop: `on_sleep` or `on_destroy`, then
+//!   `on_disconnect` per connection, then the final save. [`Ctx::sleep`] and [`Ctx::destroy`]
+//!   ask the host to stop the actor that way; an actor with no sockets asks to sleep by itself
+//!   after `sleep_timeout` (30 s) without work.
+//! - **Scheduling**: `ctx.schedule().after(duration, "action", (args,))` or `.at(ms, ..)` is
+//!   persisted before it returns and runs even if the actor slept in between.
+//! - **Raw handlers**: [`ActorDef::on_request`] serves `/request/...`;
+//!   [`ActorDef::on_websocket`] and friends serve `/websocket/...`.
+//!
+//! # Running actors (the glue's side)
+//!
+//! The glue implements [`Host`] for each actor generation it runs (KV, alarm, sleep and
+//! destroy requests, socket frames), calls [`Registry::start`], forwards requests and socket
+//! events to the returned [`ActorRuntime`], and ends it with [`ActorRuntime::stop`]. See
+//! [`runtime`] for how work is queued and what happens when the queue is full.
+//!
+//! Not supported yet: hibernatable WebSockets (sockets are accepted as not hibernatable, so an
+//! open `/connect` socket keeps the actor awake and is closed when it stops), streamed HTTP
+//! bodies, queues, cron schedules, `onBeforeActionResponse`, actor-to-actor clients.
+
+mod args;
+mod conn;
+mod context;
+mod def;
+mod dispatch;
+mod error;
+mod host;
+mod persist;
+mod registry;
+pub mod runtime;
+mod schedule;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+pub use args::{FromArgs, IntoArgs, RawArgs};
+pub use conn::{Conn, RawSocket};
+pub use context::{Ctx, Kv, Schedule};
+pub use def::{ActorDef, ActorInfo, ActorOptions, ActorState, ActorVars, ConnParams, ConnState};
+pub use error::{
+    ActorError, HostError, RuntimeError, SaveError, StartError, UserError, USER_ERROR_CODE,
+};
+pub use host::{Host, HttpRequest, HttpResponse, SocketId, StartInfo, StopReason};
+pub use registry::Registry;
+pub use runtime::ActorRuntime;
+pub use schedule::ScheduledEvent;

@@ -1,0 +1,28 @@
+//! A counter: `increment(n)` adds `n`, broadcasts `newCount` and returns the new count; `get`
+//! returns it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::actor::ActorDef;
+
+/// The counter's persistent state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterState {
+    /// Current count.
+    pub count: i64,
+}
+
+/// The counter actor type.
+pub fn counter() -> ActorDef<CounterState> {
+    ActorDef::new()
+        .state(CounterState { count: 0 })
+        .action("increment", |c, (n,): (i64,)| async move {
+            let count = c.update(|s| {
+                s.count += n;
+                s.count
+            });
+            c.broadcast("newCount", (count,));
+            Ok(count)
+        })
+        .action("get", |c, ()| async move { Ok(c.state(|s| s.count)) })
+}
