@@ -182,18 +182,30 @@ mod tests {
             start("a", 1),
             start("b", 1),
         ]));
-        assert!(matches!(parse_start_payload(&two), Err(StartError::Shape(_))));
+        assert!(matches!(
+            parse_start_payload(&two),
+            Err(StartError::Shape(_))
+        ));
         let stop = encode_start_payload(CommandWrapper {
             inner: Command::CommandStopActor(CommandStopActor {
                 reason: rivulet_wire::envoy::StopActorReason::SleepIntent,
             }),
             ..start("a", 1)
         });
-        assert!(matches!(parse_start_payload(&stop), Err(StartError::Shape(_))));
+        assert!(matches!(
+            parse_start_payload(&stop),
+            Err(StartError::Shape(_))
+        ));
         let mut wrong_version = encode_start_payload(start("a", 1));
         wrong_version[0] ^= 0xff;
-        assert!(matches!(parse_start_payload(&wrong_version), Err(StartError::Codec(_))));
-        assert!(matches!(parse_start_payload(&[8]), Err(StartError::Codec(_))));
+        assert!(matches!(
+            parse_start_payload(&wrong_version),
+            Err(StartError::Codec(_))
+        ));
+        assert!(matches!(
+            parse_start_payload(&[8]),
+            Err(StartError::Codec(_))
+        ));
     }
 
     #[test]
@@ -208,17 +220,26 @@ mod tests {
             payload: payload.clone(),
         };
         let req = event.clone().into_request().expect("valid");
-        assert_eq!((req.actor_id(), req.generation(), req.token.clone()), ("a", 2, None));
+        assert_eq!(
+            (req.actor_id(), req.generation(), req.token.clone()),
+            ("a", 2, None)
+        );
         let bad_endpoint = LambdaStart {
             endpoint: "127.0.0.1:6420".into(),
             ..event.clone()
         };
-        assert!(matches!(bad_endpoint.into_request(), Err(StartError::Missing(_))));
+        assert!(matches!(
+            bad_endpoint.into_request(),
+            Err(StartError::Missing(_))
+        ));
         let bad_payload = LambdaStart {
             payload: "%%%".into(),
             ..event
         };
-        assert!(matches!(bad_payload.into_request(), Err(StartError::Missing(_))));
+        assert!(matches!(
+            bad_payload.into_request(),
+            Err(StartError::Missing(_))
+        ));
         let json: LambdaStart = serde_json::from_str(&format!(
             r#"{{"endpoint":"http://x:1","namespace":"n","poolName":"p","payload":"{payload}"}}"#
         ))

@@ -405,3 +405,39 @@ export class Tap {
 export function makeWorkDir() {
 	return fs.mkdtempSync(path.join(os.tmpdir(), "rivulet-compat-"));
 }
+
+/** The Rust runner (`rivulet-runner` or the `test_runner` example) in long-lived mode. */
+export class RustRunner {
+	constructor({ workDir, endpoint, bin, name = "rust-runner", extraEnv = {} }) {
+		this.workDir = workDir;
+		this.endpoint = endpoint;
+		this.bin = bin;
+		this.name = name;
+		this.extraEnv = extraEnv;
+	}
+
+	async start({ timeout = 30_000 } = {}) {
+		const env = {
+			...process.env,
+			RIVET_ENDPOINT: this.endpoint,
+			RIVET_LOG_LEVEL: process.env.RIVET_LOG_LEVEL ?? "info",
+			...this.extraEnv,
+		};
+		this.child = new Child(this.name, this.bin, ["serve"], {
+			env,
+			cwd: this.workDir,
+			logFile: path.join(this.workDir, `${this.name}.log`),
+		});
+		await waitFor(
+			() => {
+				if (!this.child.alive) throw Object.assign(new Error(`${this.name} exited: ${this.child.tail()}`), { fatal: true });
+				return this.child.out.includes("runner connected");
+			},
+			{ timeout, interval: 100, what: `${this.name} connected` },
+		);
+	}
+
+	async stop(opts) {
+		if (this.child) return await this.child.stop(opts);
+	}
+}

@@ -25,6 +25,8 @@ use crate::util::now_ms;
 
 /// How long a start may take before the actor counts as crashed.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Events of the next generation held until its start is sent (see `on_event`).
+const MAX_EARLY_EVENTS: usize = 64;
 /// How often placement is retried while no runner of the pool is connected.
 const PLACE_RETRY: Duration = Duration::from_millis(500);
 
@@ -77,6 +79,7 @@ pub(super) fn spawn(gw: Gateway, record: ActorRecord) -> ActorHandle {
         lease: None,
         renew_at: None,
         refusals: 0,
+        early_events: Vec::new(),
     };
     gw.tasks.spawn(sup.run().instrument(span));
     ActorHandle {
@@ -109,6 +112,8 @@ struct Supervisor {
     renew_at: Option<tokio::time::Instant>,
     /// Refusals and store failures published so far (see `Status::Elsewhere`).
     refusals: u64,
+    /// Events a runner sent for the generation about to start, before its start was sent.
+    early_events: Vec<EventWrapper>,
 }
 
 impl Supervisor {
@@ -160,11 +165,35 @@ impl Supervisor {
                     self.starting_since = None;
                 }
             }
+            self.replay_early_events().await;
             if self.lifecycle.phase == Phase::Destroyed {
                 break;
             }
         }
         self.gw.actors.remove(&self.record.actor_id);
+    }
+
+    /// Applies held events once their generation's start has been sent; drops those that
+    /// can no longer apply.
+    async fn replay_early_events(&mut self) {
+        if self.early_events.is_empty() {
+            return;
+        }
+        let generation = self.lifecycle.generation;
+        let waiting = matches!(self.lifecycle.phase, Phase::Pending | Phase::Sleeping);
+        let held = std::mem::take(&mut self.early_events);
+        let (ready, later): (Vec<_>, Vec<_>) = held
+            .into_iter()
+            .partition(|e| e.checkpoint.generation == generation);
+        if waiting {
+            self.early_events = later
+                .into_iter()
+                .filter(|e| e.checkpoint.generation == generation.wrapping_add(1))
+                .collect();
+        }
+        for event in ready {
+            self.on_event(event).await;
+        }
     }
 
     /// Registers an adopted actor with its runner once the runner is connected.
@@ -216,6 +245,22 @@ impl Supervisor {
     async fn on_event(&mut self, event: EventWrapper) {
         let cp = &event.checkpoint;
         if cp.generation != self.lifecycle.generation {
+            // A serverless runner starts the generation it was invoked with as soon as it
+            // connects, and may report it before this supervisor has sent its own start
+            // (which the runner then recognises as the same command). Hold such events
+            // until that start is out.
+            let next = self.lifecycle.generation.wrapping_add(1);
+            if cp.generation == next
+                && matches!(self.lifecycle.phase, Phase::Pending | Phase::Sleeping)
+                && self.early_events.len() < MAX_EARLY_EVENTS
+            {
+                tracing::debug!(
+                    event_generation = cp.generation,
+                    "holding an event of the generation about to start"
+                );
+                self.early_events.push(event);
+                return;
+            }
             tracing::debug!(
                 event_generation = cp.generation,
                 "ignoring event of another generation"

@@ -236,41 +236,47 @@ async fn handle(gw: &Gateway, envoy: &EnvoyHandle, actor_id: &str, req: StorageR
     }
 }
 
-/// The generation of an actor this runner kept running across a gateway restart, once its
-/// supervisor (loaded from the store) has adopted it.
+/// The generation of an actor this runner runs without this gateway process having started
+/// it there: one it kept running across a gateway restart (adopted once its supervisor,
+/// loaded from the store, confirms it), or one a serverless runner started from its
+/// invocation's start command just before this gateway's own start for it went out. Both
+/// are decided within moments; a storage request arriving first waits for that (bounded)
+/// instead of being refused.
 async fn adopted_generation(gw: &Gateway, envoy: &EnvoyHandle, actor_id: &str) -> Option<u32> {
     let actor = gw.actors.ensure(gw, actor_id).await.ok()??;
     let mut status = actor.watch();
-    // A supervisor that is adopting publishes `Waking` until its lease is confirmed; a
-    // storage request arriving in that moment waits for the outcome (bounded) instead of
-    // being refused.
-    let decided = tokio::time::timeout(ADOPTION_WAIT, async {
-        loop {
-            let now = status.borrow_and_update().clone();
-            if now != crate::actor::Status::Waking {
-                return Some(now);
-            }
-            if status.changed().await.is_err() {
-                return None;
-            }
+    let deadline = tokio::time::Instant::now() + ADOPTION_WAIT;
+    loop {
+        if let Some(generation) = envoy.assigned.lock().get(actor_id) {
+            return Some(*generation);
         }
-    })
-    .await
-    .ok()??;
-    match decided {
-        crate::actor::Status::Running {
-            envoy_key,
-            generation,
-        } if envoy_key == envoy.key => {
-            envoy
-                .assigned
-                .lock()
-                .insert(actor_id.to_string(), generation);
-            Some(generation)
+        let now = status.borrow_and_update().clone();
+        match now {
+            crate::actor::Status::Running {
+                envoy_key,
+                generation,
+            } if envoy_key == envoy.key => {
+                envoy
+                    .assigned
+                    .lock()
+                    .insert(actor_id.to_string(), generation);
+                return Some(generation);
+            }
+            crate::actor::Status::Waking => {}
+            _ => return None,
         }
-        _ => None,
+        // `assigned` changes without a notification; a short poll covers it.
+        let wait = tokio::time::sleep(ADOPTION_POLL);
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return None,
+            changed = status.changed() => if changed.is_err() { return None },
+            _ = wait => {}
+        }
     }
 }
+
+/// How often a waiting storage request looks at the runner's assignments again.
+const ADOPTION_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// How long a storage request of a runner waits for its actor's adoption to be decided.
 const ADOPTION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -467,14 +467,7 @@ fn on_frame(inner: &Arc<Inner>, msg: ToEnvoy, pong: &Mutex<Option<i64>>) {
             *pong.lock() = Some(ping.ts);
             inner.wake.notify_one();
         }
-        ToEnvoy::ToEnvoyCommands(commands) => {
-            let lanes = inner.state.lock().on_commands(commands);
-            for lane in lanes {
-                spawn_lane(inner, lane);
-            }
-            inner.live_changed();
-            inner.wake.notify_one();
-        }
+        ToEnvoy::ToEnvoyCommands(commands) => apply_commands(inner, commands),
         ToEnvoy::ToEnvoyAckEvents(ack) => {
             inner
                 .state
@@ -509,6 +502,20 @@ fn on_frame(inner: &Arc<Inner>, msg: ToEnvoy, pong: &Mutex<Option<i64>>) {
             tracing::debug!(frame = frame_name(&other), "unexpected frame ignored");
         }
     }
+}
+
+/// Applies a batch of commands (from the connection, or injected by a serverless start) and
+/// acknowledges it.
+pub(crate) fn apply_commands(
+    inner: &Arc<Inner>,
+    commands: Vec<rivulet_wire::envoy::CommandWrapper>,
+) {
+    let lanes = inner.state.lock().on_commands(commands);
+    for lane in lanes {
+        spawn_lane(inner, lane);
+    }
+    inner.live_changed();
+    inner.wake.notify_one();
 }
 
 /// Runs one generation's commands through the handler, in order.

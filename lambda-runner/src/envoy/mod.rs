@@ -25,6 +25,7 @@
 //! client.kv_delete(actor_id, generation, keys) / kv_delete_range(.., start, end) / kv_drop(..)
 //! // tunnel, status, shutdown
 //! client.tunnel_send(ToRivetTunnelMessage) -> Result<(), EnvoyError>
+//! client.inject_commands(Vec<CommandWrapper>)          // a serverless request's start command
 //! client.envoy_key() -> &str; client.is_connected() -> bool;
 //! client.protocol_metadata() -> Option<ProtocolMetadata>
 //! client.shutdown().await
@@ -438,6 +439,14 @@ impl EnvoyClient {
                 .await?,
             kv::Expect::Drop,
         )
+    }
+
+    /// Handles commands that reached this runner some other way than the connection: the
+    /// start command a serverless request carries. They are acknowledged to the gateway like
+    /// any other, and the same command arriving over the connection too is recognised as a
+    /// duplicate by its checkpoint.
+    pub fn inject_commands(&self, commands: Vec<rivulet_wire::envoy::CommandWrapper>) {
+        conn::apply_commands(&self.inner, commands);
     }
 
     // === tunnel ===

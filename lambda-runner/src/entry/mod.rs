@@ -1,0 +1,172 @@
+//! The three ways to run actors, sharing one runtime ([`Runner`]):
+//!
+//! - `serve`: a long-lived runner that keeps one envoy connection to a gateway (development,
+//!   containers, VMs).
+//! - `lambda`: an AWS Lambda function; each invocation carries one actor's start command,
+//!   serves that actor until it stops or the invocation's deadline comes near, then returns.
+//! - `http`: the same for platforms that call a URL (`POST {base}/start`, answered with a
+//!   server-sent event stream), as RivetKit's serverless handler does.
+//!
+//! The serverless entries share [`Connections`]: one envoy connection per gateway, namespace
+//! and pool, opened on the first start that needs it and closed once no actor runs on it, so
+//! a frozen function never looks like an idle runner the gateway could place actors on.
+
+pub mod http;
+pub mod lambda;
+pub mod serve;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::envoy::{EnvoyClient, EnvoyConfig, EnvoyError};
+use crate::runner::{Runner, RunnerHandler};
+use crate::serverless::{Outcome, StartRequest};
+
+/// Builds the envoy configuration announcing `runner`'s actor types.
+pub fn envoy_config(runner: &Runner, endpoint: &str) -> EnvoyConfig {
+    let mut config = EnvoyConfig::new(endpoint);
+    config.actor_names = runner
+        .registry()
+        .names()
+        .into_iter()
+        .map(|name| (name.to_owned(), serde_json::json!({})))
+        .collect();
+    config
+}
+
+type ConnKey = (String, String, String, Option<String>);
+
+/// The envoy connections of a serverless process.
+pub struct Connections {
+    runner: Arc<Runner>,
+    cancel: CancellationToken,
+    /// Time kept back before a deadline to stop the actor and leave.
+    pub drain_margin: Duration,
+    /// Longest one request serves its actor, whatever the platform's deadline (the pool's
+    /// request lifespan); `None`: up to the deadline.
+    pub max_invocation: Option<Duration>,
+    clients: Mutex<HashMap<ConnKey, EnvoyClient>>,
+}
+
+impl Connections {
+    /// Connections for `runner`, all ended by `cancel`.
+    pub fn new(runner: Arc<Runner>, drain_margin: Duration, cancel: CancellationToken) -> Self {
+        Self {
+            runner,
+            cancel,
+            drain_margin,
+            max_invocation: None,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The runtime.
+    pub fn runner(&self) -> &Arc<Runner> {
+        &self.runner
+    }
+
+    async fn client(&self, req: &StartRequest) -> Result<(ConnKey, EnvoyClient), EnvoyError> {
+        let key = (
+            req.endpoint.clone(),
+            req.namespace.clone(),
+            req.pool_name.clone(),
+            req.token.clone(),
+        );
+        let mut clients = self.clients.lock().await;
+        if let Some(client) = clients.get(&key) {
+            return Ok((key, client.clone()));
+        }
+        let mut config = envoy_config(&self.runner, &req.endpoint);
+        config.namespace = req.namespace.clone();
+        config.pool_name = req.pool_name.clone();
+        config.token = req.token.clone();
+        // Leaving must fit in the margin before the platform's deadline.
+        config.shutdown_timeout = self
+            .drain_margin
+            .saturating_sub(Duration::from_secs(2))
+            .max(Duration::from_secs(1));
+        let client = EnvoyClient::connect(
+            config,
+            Arc::new(RunnerHandler(self.runner.clone())),
+            self.cancel.child_token(),
+        )
+        .await?;
+        clients.insert(key.clone(), client.clone());
+        Ok((key, client))
+    }
+
+    /// Serves one start request: connects (or reuses the connection), starts the actor and
+    /// waits until it stops, or until `deadline` minus the drain margin; then the actor is
+    /// handed back to the gateway (which moves it) and, once no actor runs here, the
+    /// connection is closed.
+    pub async fn serve(
+        &self,
+        req: StartRequest,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Outcome, EnvoyError> {
+        let actor_id = req.actor_id().to_owned();
+        let generation = req.generation();
+        let span = tracing::info_span!("serverless", %actor_id, generation);
+        let _enter = span.enter();
+        let (key, client) = self.client(&req).await?;
+        client.inject_commands(vec![req.command]);
+        let drain_at = deadline.map(|d| d.checked_sub(self.drain_margin).unwrap_or(d));
+        let outcome = tokio::select! {
+            _ = self.runner.wait_stopped(&actor_id, generation) => Outcome::ActorStopped,
+            _ = sleep_until_opt(drain_at) => {
+                tracing::info!("deadline near: handing the actor back to the gateway");
+                Outcome::Deadline
+            }
+            _ = self.cancel.cancelled() => Outcome::GatewayLost,
+        };
+        if outcome == Outcome::Deadline || self.runner.running() == 0 {
+            self.clients.lock().await.remove(&key);
+            // Tells the gateway this runner is leaving: it stops every actor here with
+            // "going away" (state flushed) and places them again elsewhere.
+            client.shutdown().await;
+        }
+        tracing::info!(?outcome, "serverless request done");
+        Ok(outcome)
+    }
+
+    /// Closes every connection gracefully.
+    pub async fn shutdown(&self) {
+        let clients: Vec<EnvoyClient> = self.clients.lock().await.drain().map(|(_, c)| c).collect();
+        for client in clients {
+            client.shutdown().await;
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
