@@ -5,7 +5,9 @@
 #   3. the RivetKit compatibility test: stock rivetkit 2.3.19 app + client against Rivulet
 #      (Node 22 and the npm packages are installed into ~/.cache/rivulet on first use), on the
 #      embedded store and on DynamoDB (moto), including two gateway nodes on one table
-#   4. the Terraform check: terraform/ describes the table `rivulet schema` prints
+#   4. Rust actors (lambda-runner's test_runner) with the stock RivetKit client; the Lambda
+#      entry runs under cargo-lambda's emulator inside the cargo tests
+#   5. the Terraform check: terraform/ describes the table `rivulet schema` prints
 # Prints one summary line "N passed, N failed" at the end; exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -24,6 +26,12 @@ step() { echo; echo "=== $* ===" >&2; }
 step "install test dependencies (Node 22, rivetkit 2.3.19, envoy codec; cached)"
 NODE="$(bash tests/compat/setup.sh | tail -n1)"
 export NODE
+
+step "install the Lambda runtime emulator (cargo-lambda from PyPI; cached)"
+CARGO_LAMBDA="$(bash infra/cargo-lambda.sh | tail -n1)"
+export CARGO_LAMBDA
+# The Lambda test must run here, not skip for want of the emulator.
+export RIVULET_REQUIRE_LAMBDA=1
 
 step "format"
 cargo fmt --all -- --check
@@ -51,6 +59,17 @@ p=$(grep -Eo '^ℹ pass [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
 f=$(grep -Eo '^ℹ fail [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
 passed=$((passed + p)); failed=$((failed + f))
 if [ "$compat_rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
+
+step "Rust actors (lambda-runner) with the stock rivetkit client"
+cargo build -q -p rivulet-lambda-runner --example test_runner
+set +e
+RIVULET_BIN="$TARGET/debug/rivulet" RUST_RUNNER_BIN="$TARGET/debug/examples/test_runner" bash tests/compat/run-rust.sh 2>&1 | tee "$LOG"
+rust_rc=${PIPESTATUS[0]}
+set -e
+p=$(grep -Eo '^ℹ pass [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
+f=$(grep -Eo '^ℹ fail [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
+passed=$((passed + p)); failed=$((failed + f))
+if [ "$rust_rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
 
 step "rivetkit compatibility on the DynamoDB store (moto, installed into ~/.cache/rivulet)"
 set +e

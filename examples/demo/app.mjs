@@ -1,10 +1,12 @@
-// The demo actors `rivulet dev` runs: a stock RivetKit 2.3.19 app, unchanged from what it
-// would be on the Rivet engine. It connects to RIVET_ENDPOINT (set by `rivulet dev`).
+// The demo actors written with RivetKit: a stock RivetKit 2.3.19 app, unchanged from what it
+// would be on the Rivet engine. `rivulet dev` runs the same actors written in Rust
+// (lambda-runner's examples) by default; `rivulet dev --runner examples/demo/run.sh` runs
+// these instead. It connects to RIVET_ENDPOINT (set by `rivulet dev`).
 //
 //   counter  increment(n) -> new count (broadcasts "newCount"), get() -> count
-//   chat     post(text) -> message (broadcasts "message"), history() -> last 100 messages;
-//            connect with params {name} to post under that name
-import { actor, setup } from "rivetkit";
+//   chat     post(text) -> {user, text, ts} (broadcasts "message"), history() -> last 100
+//            messages; connect with params {user} to post under that name
+import { UserError, actor, setup } from "rivetkit";
 
 const counter = actor({
 	state: { count: 0 },
@@ -20,10 +22,13 @@ const counter = actor({
 
 const chat = actor({
 	state: { messages: [] },
-	createConnState: (_c, params) => ({ name: String(params?.name ?? "anonymous").slice(0, 32) }),
+	onBeforeConnect: (_c, params) => {
+		if (!params?.user) throw new UserError("a user name is required to join the chat", { code: "missing_user" });
+	},
+	createConnState: (_c, params) => ({ user: String(params.user).slice(0, 32) }),
 	actions: {
 		post: (c, text) => {
-			const message = { from: c.conn?.state?.name ?? "http", text: String(text).slice(0, 1000), at: Date.now() };
+			const message = { user: c.conn?.state?.user ?? "http", text: String(text).slice(0, 1000), ts: Date.now() };
 			c.state.messages.push(message);
 			if (c.state.messages.length > 100) c.state.messages.shift();
 			c.broadcast("message", message);

@@ -6,9 +6,9 @@ import readline from "node:readline";
 
 const [room = "lobby", name = "guest"] = process.argv.slice(2);
 const client = createClient(process.env.RIVET_ENDPOINT ?? "http://127.0.0.1:6420");
-const conn = client.chat.getOrCreate([room], { params: { name } }).connect();
-conn.on("message", (m) => console.log(`[${m.from}] ${m.text}`));
-for (const m of await conn.history()) console.log(`[${m.from}] ${m.text}`);
+const conn = client.chat.getOrCreate([room], { params: { user: name } }).connect();
+conn.on("message", (m) => console.log(`[${m.user}] ${m.text}`));
+for (const m of await conn.history()) console.log(`[${m.user}] ${m.text}`);
 console.log(`joined ${room} as ${name}; type to post, Ctrl-D to leave`);
 const rl = readline.createInterface({ input: process.stdin });
 const pending = new Set();

@@ -96,7 +96,9 @@ struct ServeArgs {
 struct DevArgs {
     #[command(flatten)]
     serve: ServeArgs,
-    /// Command that starts the runner with the demo actors; it gets RIVET_ENDPOINT.
+    /// Command that starts the runner with the demo actors; it gets RIVET_ENDPOINT
+    /// [default: the Rust runner `rivulet-runner serve` next to this binary, else
+    /// examples/demo/run.sh, the same actors written with RivetKit].
     #[arg(long, env = "RIVULET_DEV_RUNNER")]
     runner: Option<String>,
 }
@@ -274,10 +276,24 @@ mod dev {
 
     use tokio::process::{Child, Command};
 
-    const DEFAULT_RUNNER: &str = "examples/demo/run.sh";
+    /// The RivetKit demo app, used when the Rust runner was not built next to `rivulet`.
+    const NODE_DEMO_RUNNER: &str = "examples/demo/run.sh";
+
+    /// The Rust runner with the example actors (`counter`, `chat`) if it sits next to this
+    /// binary (`cargo build` puts it there), else the same actors written with RivetKit.
+    fn default_runner() -> String {
+        let beside = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("rivulet-runner")))
+            .filter(|path| path.exists());
+        match beside {
+            Some(path) => format!("'{}' serve", path.display()),
+            None => NODE_DEMO_RUNNER.to_string(),
+        }
+    }
 
     pub fn start_runner(runner: Option<String>, endpoint: &str) -> anyhow::Result<Child> {
-        let cmd = runner.unwrap_or_else(|| DEFAULT_RUNNER.to_string());
+        let cmd = runner.unwrap_or_else(default_runner);
         tracing::info!(command = %cmd, "starting demo runner");
         // Its own process group, so stopping it also stops whatever it started.
         Command::new("sh")

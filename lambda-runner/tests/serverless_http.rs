@@ -1,0 +1,201 @@
+//! The serverless URL entry (`POST /api/rivet/start`, answered with server-sent events) over
+//! real sockets, with the real gateway: the start connects back and serves the actor, the
+//! stream pings while it runs and says `stopping` once it stopped; bad starts get clear 400s.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod envoy_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_support::TestGateway;
+use rivulet_lambda_runner::entry::{http, Connections};
+use rivulet_lambda_runner::runner::Runner;
+use rivulet_lambda_runner::serverless::encode_start_payload;
+use rivulet_wire::envoy::{
+    ActorCheckpoint, ActorConfig, Command, CommandStartActor, CommandWrapper,
+};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+fn start_command(actor_id: &str, generation: u32) -> Vec<u8> {
+    encode_start_payload(CommandWrapper {
+        checkpoint: ActorCheckpoint {
+            actor_id: actor_id.to_string().into(),
+            generation,
+            index: 1,
+        },
+        inner: Command::CommandStartActor(CommandStartActor {
+            config: ActorConfig {
+                name: "counter".to_string().into(),
+                key: Some("web".to_string().into()),
+                create_ts: 0,
+                input: None,
+            },
+            hibernating_requests: vec![],
+            preloaded_kv: None,
+        }),
+    })
+}
+
+/// The serverless runner on a loopback port; returns its base URL.
+async fn serve_runner() -> (String, CancellationToken) {
+    let cancel = CancellationToken::new();
+    let conns = Arc::new(Connections::new(
+        Runner::new(rivulet_lambda_runner::examples::registry()),
+        Duration::from_secs(2),
+        cancel.clone(),
+    ));
+    let app = http::router(conns, "/api/rivet");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+            .unwrap();
+    });
+    (format!("http://{addr}/api/rivet"), cancel)
+}
+
+/// Reads the event stream until `want` appears; returns everything read.
+async fn read_until(resp: &mut reqwest::Response, want: &str, seen: &mut String) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !seen.contains(want) {
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no {want:?} in the stream; got {seen:?}"))
+            .unwrap();
+        match chunk {
+            Some(bytes) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            None => panic!("stream ended before {want:?}; got {seen:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_serves_its_actor_and_the_stream_ends_when_it_stops() {
+    let gw = TestGateway::start().await;
+    let resp = gw
+        .http
+        .put(gw.url("/runner-configs/web?namespace=default"))
+        .json(&json!({"datacenters": {"default": {"normal": {}}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (status, created) = gw
+        .api_post(
+            "/actors?namespace=default",
+            json!({"name": "counter", "key": "web", "runner_name_selector": "web", "crash_policy": "sleep"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let actor_id = created["actor"]["actor_id"].as_str().unwrap().to_string();
+    let (base, _cancel) = serve_runner().await;
+    let http = reqwest::Client::new();
+
+    let meta: Value = http
+        .get(format!("{base}/metadata"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(meta["actorNames"]["counter"].is_object(), "{meta}");
+    assert!(meta["actorNames"]["chat"].is_object(), "{meta}");
+    assert_eq!(meta["envoyProtocolVersion"], 8);
+
+    // The actor waits for a runner of its pool; the start brings one.
+    gw.wake(&actor_id).await;
+    let mut stream = http
+        .post(format!("{base}/start"))
+        .header("x-rivet-endpoint", format!("http://{}", gw.addr))
+        .header("x-rivet-namespace-name", "default")
+        .header("x-rivet-pool-name", "web")
+        .body(start_command(&actor_id, 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(
+        stream.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut seen = String::new();
+    read_until(&mut stream, "event: ping", &mut seen).await;
+
+    let resp = gw
+        .http
+        .post(gw.url(&format!("/gateway/{actor_id}/action/increment")))
+        .header("x-rivet-encoding", "json")
+        .json(&json!({"args": [3]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["output"], 3);
+    assert!(!seen.contains("stopping"), "still running: {seen:?}");
+
+    let (status, body) = gw
+        .api_post(
+            &format!("/actors/{actor_id}/sleep?namespace=default"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    read_until(&mut stream, "event: stopping", &mut seen).await;
+    let end = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+        .await
+        .expect("the stream ends after stopping")
+        .unwrap();
+    assert_eq!(end, None, "nothing after stopping");
+    gw.wait_actor(&actor_id, "asleep", |a| !a["sleep_ts"].is_null())
+        .await;
+}
+
+#[tokio::test]
+async fn bad_starts_are_refused_with_clear_errors() {
+    let (base, _cancel) = serve_runner().await;
+    let http = reqwest::Client::new();
+    let missing = http
+        .post(format!("{base}/start"))
+        .header("x-rivet-namespace-name", "default")
+        .header("x-rivet-pool-name", "web")
+        .body(start_command("a", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 400);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["code"], "missing_header", "{body}");
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("x-rivet-endpoint"));
+
+    let garbage = http
+        .post(format!("{base}/start"))
+        .header("x-rivet-endpoint", "http://127.0.0.1:1")
+        .header("x-rivet-namespace-name", "default")
+        .header("x-rivet-pool-name", "web")
+        .body(&b"\x08\x00not a frame"[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbage.status(), 400);
+    let body: Value = garbage.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_payload", "{body}");
+
+    let health: Value = http
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+}
