@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# Benchmarks RivetKit actions through Rivulet (release build), and with BENCH_TARGETS=rivulet,engine
-# also through the Rivet engine 2.3.19, in one run. Prints JSON on stdout (see tests/compat/bench.mjs).
+# Benchmarks actions called by the stock RivetKit client through Rivulet (release build):
+# served by the stock RivetKit app and by the same counter in Rust (rivulet-runner), in one run
+# (BENCH_RUNNERS, default node,rust); with BENCH_TARGETS=rivulet,engine also through the Rivet
+# engine 2.3.19. Then the Rust runtime alone (no network): one action through a native Rust
+# actor. Prints JSON on stdout (see tests/compat/bench.mjs and lambda-runner/examples/bench_actor.rs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build -q --release -p rivulet-gateway --bin rivulet
+cargo build -q --release -p rivulet-lambda-runner --bin rivulet-runner --example bench_actor
 NODE="$(bash tests/compat/setup.sh | tail -n1)"
-export RIVULET_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/rivulet"
+TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
+export RIVULET_BIN="$TARGET/release/rivulet"
+export RUST_RUNNER_BIN="$TARGET/release/rivulet-runner"
+export BENCH_RUNNERS="${BENCH_RUNNERS:-node,rust}"
 # Client logs would mix with the JSON on stdout; BENCH_OUT also keeps a copy.
 export RIVET_LOG_LEVEL="${RIVET_LOG_LEVEL:-error}"
-exec "$NODE" tests/compat/bench.mjs
+"$NODE" tests/compat/bench.mjs
+"$TARGET/release/examples/bench_actor"

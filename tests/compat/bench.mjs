@@ -2,6 +2,10 @@
 // (rivulet, engine), in one run. Prints one JSON object on stdout so runs can be compared.
 //
 //   BENCH_TARGETS=rivulet,engine   which servers (default: rivulet)
+//   BENCH_RUNNERS=node,rust        which runners serve the actors on Rivulet (default: node):
+//                                  node = the stock RivetKit app (tests/compat/app.mjs), rust =
+//                                  lambda-runner's rivulet-runner with the same counter in Rust
+//   RUST_RUNNER_BIN                the Rust runner binary (scripts/bench.sh passes a release build)
 //   RIVULET_BIN                    the binary to measure (scripts/bench.sh passes a release build)
 //   BENCH_N=300                    sequential actions per latency series
 //   BENCH_CONNS=50                 connections for the throughput run
@@ -12,9 +16,10 @@
 // actions/s with BENCH_CONNS connections, and server RSS growth per idle connection (KiB).
 import fs from "node:fs";
 import { createClient } from "rivetkit/client";
-import { App, Server, makeWorkDir, sleep, withTimeout } from "./harness.mjs";
+import { App, RustRunner, Server, makeWorkDir, sleep, withTimeout } from "./harness.mjs";
 
 const TARGETS = (process.env.BENCH_TARGETS || "rivulet").split(",").filter(Boolean);
+const RUNNERS = (process.env.BENCH_RUNNERS || "node").split(",").filter(Boolean);
 const N = Number(process.env.BENCH_N || 300);
 const CONNS = Number(process.env.BENCH_CONNS || 50);
 const SECONDS = Number(process.env.BENCH_SECONDS || 5);
@@ -45,13 +50,16 @@ async function series(n, fn) {
 	return { p50_ms: round(pct(xs, 50)), p99_ms: round(pct(xs, 99)), n };
 }
 
-async function benchTarget(target, out) {
+async function benchTarget(target, runner, out) {
 	const workDir = makeWorkDir();
 	const server = new Server({ target, workDir });
 	await server.init();
 	await server.start();
 	// A long sleep timeout keeps actors awake: this measures actions, not wake-ups.
-	const app = new App({ workDir, endpoint: server.url, sleepTimeoutMs: 600_000 });
+	const app =
+		runner === "rust"
+			? new RustRunner({ workDir, endpoint: server.url, bin: process.env.RUST_RUNNER_BIN, extraEnv: { RIVET_LOG_LEVEL: "warn" } })
+			: new App({ workDir, endpoint: server.url, sleepTimeoutMs: 600_000 });
 	await app.start();
 	const client = createClient({ endpoint: server.url, disableMetadataLookup: true });
 	try {
@@ -104,13 +112,18 @@ async function benchTarget(target, out) {
 	return out;
 }
 
-const results = [];
+const runs = [];
 for (const target of TARGETS) {
-	console.error(`[bench] ${target}`);
+	// Only Rivulet hosts the Rust runner; the engine is measured with the stock app.
+	for (const runner of target === "rivulet" ? RUNNERS : ["node"]) runs.push([target, runner]);
+}
+const results = [];
+for (const [target, runner] of runs) {
+	console.error(`[bench] ${target} with the ${runner} runner`);
 	// A server that cannot keep up is reported, not waited for forever.
-	const out = { target };
+	const out = { target, runner };
 	results.push(
-		await withTimeout(benchTarget(target, out), Number(process.env.BENCH_TARGET_TIMEOUT_MS || 300_000), `bench ${target}`).catch(
+		await withTimeout(benchTarget(target, runner, out), Number(process.env.BENCH_TARGET_TIMEOUT_MS || 300_000), `bench ${target}/${runner}`).catch(
 			// Keep what was measured before the server fell behind.
 			(e) => ({ ...out, error: String(e?.message ?? e) }),
 		),

@@ -417,9 +417,11 @@ export class RustRunner {
 	}
 
 	async start({ timeout = 30_000 } = {}) {
+		this.envoyKey = `${this.name}-${Date.now().toString(36)}`;
 		const env = {
 			...process.env,
 			RIVET_ENDPOINT: this.endpoint,
+			RIVET_ENVOY_KEY: this.envoyKey,
 			RIVET_LOG_LEVEL: process.env.RIVET_LOG_LEVEL ?? "info",
 			...this.extraEnv,
 		};
@@ -428,10 +430,12 @@ export class RustRunner {
 			cwd: this.workDir,
 			logFile: path.join(this.workDir, `${this.name}.log`),
 		});
+		// Ready once the gateway lists its envoy (whatever the log level).
 		await waitFor(
-			() => {
+			async () => {
 				if (!this.child.alive) throw Object.assign(new Error(`${this.name} exited: ${this.child.tail()}`), { fatal: true });
-				return this.child.out.includes("runner connected");
+				const { status, body } = await getJson(`${this.endpoint}/envoys?namespace=default&envoy_key=${this.envoyKey}`);
+				return status === 200 && body?.envoys?.length > 0;
 			},
 			{ timeout, interval: 100, what: `${this.name} connected` },
 		);
