@@ -123,7 +123,7 @@ fn invoke(port: u16, event: Value) -> tokio::task::JoinHandle<(u16, Value)> {
                 "http://127.0.0.1:{port}/2015-03-31/functions/rivulet-runner/invocations"
             ))
             .json(&event)
-            .timeout(Duration::from_secs(240))
+            .timeout(Duration::from_secs(900))
             .send()
             .await
             .expect("invoke");
@@ -180,6 +180,18 @@ async fn an_invocation_serves_its_actor_and_hands_it_back_at_the_deadline() {
     assert_eq!(status, 200, "create: {created}");
     let actor_id = created["actor"]["actor_id"].as_str().unwrap().to_string();
     let (_emulator, port) = emulator(&bin).await;
+    // The emulator builds the function on its first invocation (minutes on a cold cache):
+    // a throwaway invocation with a bad event pays for that before anything waits on it.
+    let (status, warm) = invoke(
+        port,
+        json!({"endpoint": "http://127.0.0.1:1", "namespace": "default", "poolName": "lambda", "payload": ""}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        warm.to_string().contains("InvalidStart"),
+        "a bad event fails clearly (status {status}): {warm}"
+    );
 
     // First invocation: generation 1, the actor's first start.
     let event = |generation| {
