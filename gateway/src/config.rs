@@ -320,6 +320,26 @@ impl Config {
                 reason: "must be at least 300 (it is renewed every third of it)".into(),
             });
         }
+        if matches!(self.store, StoreConfig::Dynamodb { .. })
+            && self.listen.ip().is_unspecified()
+            && self.cluster.node_url.is_none()
+        {
+            // Other nodes forward to this URL and tell nodes apart by it; the public URL
+            // (often a load balancer) is the same for every node.
+            return Err(ConfigError::Invalid {
+                field: "node_url",
+                reason: "bound to all interfaces on DynamoDB: set --node-url (RIVULET_NODE_URL) to the URL the other gateway nodes reach this one at".into(),
+            });
+        }
+        if self.store_timeout_ms.saturating_mul(3) > self.cluster.lease_ms.saturating_mul(2)
+            && matches!(self.store, StoreConfig::Dynamodb { .. })
+        {
+            tracing::warn!(
+                store_timeout_ms = self.store_timeout_ms,
+                lease_ms = self.cluster.lease_ms,
+                "a store call may outlast most of a lease; renewals give up at the lease's end"
+            );
+        }
         if let Some(url) = &self.cluster.node_url {
             if !url.starts_with("http://") && !url.starts_with("https://") {
                 return Err(ConfigError::Invalid {

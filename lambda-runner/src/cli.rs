@@ -164,11 +164,16 @@ pub fn main(registry: Registry) -> ExitCode {
                     .await
                     .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
                 tracing::info!(addr = %args.listen, base = %args.base_path, "serverless runner listening");
+                // The event streams last as long as their actors: hand the actors back first,
+                // which ends the streams, so the server can finish its graceful shutdown.
+                let leaving = conns.clone();
                 let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(entry::shutdown_signal())
+                    .with_graceful_shutdown(async move {
+                        entry::shutdown_signal().await;
+                        leaving.shutdown().await;
+                    })
                     .await
                     .map_err(|e| e.to_string());
-                conns.shutdown().await;
                 cancel.cancel();
                 served
             }

@@ -80,6 +80,8 @@ pub(super) fn spawn(gw: Gateway, record: ActorRecord) -> ActorHandle {
         renew_at: None,
         refusals: 0,
         early_events: Vec::new(),
+        fenced: false,
+        lease_valid_until: None,
     };
     gw.tasks.spawn(sup.run().instrument(span));
     ActorHandle {
@@ -114,6 +116,10 @@ struct Supervisor {
     refusals: u64,
     /// Events a runner sent for the generation about to start, before its start was sent.
     early_events: Vec<EventWrapper>,
+    /// A newer generation was found in the store: another node owns the actor now.
+    fenced: bool,
+    /// Past this instant the lease may have expired in the store, renewed or not.
+    lease_valid_until: Option<tokio::time::Instant>,
 }
 
 impl Supervisor {
@@ -166,6 +172,12 @@ impl Supervisor {
                 }
             }
             self.replay_early_events().await;
+            if self.fenced {
+                self.lease_lost().await;
+                self.fenced = false;
+                // Start from what the new owner stored.
+                self.reload().await;
+            }
             if self.lifecycle.phase == Phase::Destroyed {
                 break;
             }
@@ -505,6 +517,9 @@ impl Supervisor {
 
     /// Writes the record; returns whether it stuck.
     async fn persist(&mut self) -> bool {
+        if self.fenced {
+            return false;
+        }
         match self
             .gw
             .store
@@ -517,9 +532,19 @@ impl Supervisor {
             }
             Err(err) => {
                 tracing::error!(error = %err, "failed to persist actor record");
-                // Re-read so the next write starts from what is stored.
+                // Re-read so the next write starts from what is stored. A newer generation
+                // there means another node took the actor over: this node must not write
+                // again (that would roll the fence back) and stops its instance.
                 if let Ok(Some(stored)) = self.gw.store.get_actor(&self.record.actor_id).await {
-                    self.record.revision = stored.revision;
+                    if stored.generation > self.record.generation {
+                        tracing::warn!(
+                            stored_generation = stored.generation,
+                            "a newer generation was written elsewhere"
+                        );
+                        self.fenced = true;
+                    } else {
+                        self.record.revision = stored.revision;
+                    }
                 }
                 false
             }
@@ -548,7 +573,9 @@ impl Supervisor {
             Ok(LeaseClaim::Acquired(lease)) => {
                 tracing::debug!(epoch = lease.epoch, "took the actor's lease");
                 self.lease = Some(lease);
-                self.renew_at = Some(tokio::time::Instant::now() + self.gw.node.lease_ttl / 3);
+                let ttl = self.gw.node.lease_ttl;
+                self.lease_valid_until = Some(tokio::time::Instant::now() + lease_margin(ttl));
+                self.renew_at = Some(tokio::time::Instant::now() + ttl / 3);
                 if !self.reload().await {
                     self.release_lease().await;
                     return false;
@@ -619,12 +646,35 @@ impl Supervisor {
     /// took it over meanwhile (its lease was ours, or nobody's).
     async fn claim_adoption(&mut self) {
         let previous = self.gw.store.get_lease(&self.record.actor_id).await;
+        let runner_here = self
+            .record
+            .envoy_key
+            .as_deref()
+            .is_some_and(|key| self.gw.envoys.get(key).is_some());
+        // Adopt only what this node ran: its own lease; no lease at all (the embedded store
+        // keeps none across restarts); or an expired one whose runner is connected here.
+        // A record left "running" by another node that died is not ours: its runner is
+        // connected there, and the next start (a new generation) fences it off.
         let ours = match &previous {
-            Ok(Some(lease)) => lease.node_id == self.gw.node.id || !lease.is_live(now_ms()),
+            Ok(Some(lease)) => {
+                lease.node_id == self.gw.node.id || (runner_here && !lease.is_live(now_ms()))
+            }
             Ok(None) => true,
             Err(_) => false,
         };
-        if ours && self.take_lease().await {
+        if ours {
+            if !self.take_lease().await {
+                // `take_lease` published why (another node, the store, or gone).
+                self.adopt_deadline = None;
+                if self.lifecycle.phase != Phase::Destroyed {
+                    self.lifecycle = Lifecycle::new(
+                        Phase::Sleeping,
+                        self.record.generation,
+                        self.record.crash_policy,
+                    );
+                }
+                return;
+            }
             // `take_lease` re-read the record; adopt only what it still says.
             let still_running =
                 self.record.envoy_key.is_some() && self.record.connectable_ts.is_some();
@@ -660,18 +710,28 @@ impl Supervisor {
             return;
         };
         let ttl = self.gw.node.lease_ttl;
-        match self
+        let started = tokio::time::Instant::now();
+        // A renewal may not outlive the lease it renews: past that, this node cannot know
+        // whether another one took the actor.
+        let valid_until = self.lease_valid_until.unwrap_or(started + ttl);
+        let renewal = self
             .gw
             .store
-            .renew_lease(&lease, now_ms(), self.gw.node.lease_ttl_ms())
-            .await
-        {
+            .renew_lease(&lease, now_ms(), self.gw.node.lease_ttl_ms());
+        let result = match tokio::time::timeout_at(valid_until, renewal).await {
+            Ok(result) => result,
+            Err(_) => Err(crate::store::StoreError::Unavailable(
+                "lease renewal outlived the lease".into(),
+            )),
+        };
+        match result {
             Ok(Some(renewed)) => {
                 self.lease = Some(renewed);
+                self.lease_valid_until = Some(started + lease_margin(ttl));
                 self.renew_at = Some(tokio::time::Instant::now() + ttl / 3);
             }
             Ok(None) => self.lease_lost().await,
-            Err(err) if now_ms() >= lease.expires_ms => {
+            Err(err) if tokio::time::Instant::now() >= valid_until => {
                 tracing::warn!(error = %err, "lease expired while the store was unreachable");
                 self.lease_lost().await;
             }
@@ -704,6 +764,7 @@ impl Supervisor {
         self.release_runner();
         self.lease = None;
         self.renew_at = None;
+        self.lease_valid_until = None;
         self.placing = false;
         self.starting_since = None;
         self.adopt_deadline = None;
@@ -755,6 +816,13 @@ impl Supervisor {
             }
         });
     }
+}
+
+/// How long a lease counts as held locally after it was taken or renewed: a little less than
+/// its duration, so clock drift and the store's round trip cannot make this node serve an
+/// actor the store already lets another node take.
+fn lease_margin(ttl: Duration) -> Duration {
+    ttl.mul_f64(0.9)
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {

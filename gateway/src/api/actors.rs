@@ -411,14 +411,43 @@ pub async fn destroy(
     // The key is released once the runner confirms; wait for that, bounded, so a client
     // that destroys and recreates sees a consistent result.
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while *status.borrow_and_update() != Status::Destroyed {
+        loop {
+            let now = status.borrow_and_update().clone();
+            if matches!(
+                now,
+                Status::Destroyed | Status::Elsewhere { .. } | Status::Unavailable { .. }
+            ) {
+                break;
+            }
             if status.changed().await.is_err() {
                 break;
             }
         }
     })
     .await;
-    Ok(Json(json!({})).into_response())
+    match actor.status() {
+        // Another node took the actor between the check above and the destroy: it decides.
+        Status::Elsewhere { .. } => {
+            if let Some(resp) =
+                cluster::forward_api_call(&gw, &actor, &method, &uri, &headers).await?
+            {
+                return Ok(resp);
+            }
+            Err(ApiError::new(
+                "guard",
+                "owner_moved",
+                "The actor moved between gateway nodes during the destroy; retry.",
+            )
+            .with_status(axum::http::StatusCode::SERVICE_UNAVAILABLE))
+        }
+        Status::Unavailable { .. } => Err(ApiError::new(
+            "store",
+            "unavailable",
+            "The store did not answer; the actor was not destroyed. Retry shortly.",
+        )
+        .with_status(axum::http::StatusCode::SERVICE_UNAVAILABLE)),
+        _ => Ok(Json(json!({})).into_response()),
+    }
 }
 
 /// `POST /actors/{id}/sleep`.

@@ -103,6 +103,9 @@ pub async fn http(
         .map_err(|e| ForwardError::Failed(format!("response from {url}: {e}")))
 }
 
+/// How long opening a WebSocket to the owning node may take before it counts as unreachable.
+const WS_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// An open WebSocket to the owning node.
 pub type Upstream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -133,8 +136,12 @@ pub async fn connect_ws(
     let config = WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
-    let (upstream, _resp) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
+    let connect = tokio_tungstenite::connect_async_with_config(req, Some(config), true);
+    let (upstream, _resp) = tokio::time::timeout(WS_CONNECT_TIMEOUT, connect)
         .await
+        .map_err(|_| {
+            ForwardError::Unreachable(format!("{url}: no answer within {WS_CONNECT_TIMEOUT:?}"))
+        })?
         .map_err(|e| match e {
             tokio_tungstenite::tungstenite::Error::Io(io) => {
                 ForwardError::Unreachable(format!("{url}: {io}"))

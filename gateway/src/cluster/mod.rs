@@ -70,6 +70,10 @@ impl Node {
             });
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
+            // A pooled connection to a node that vanished must not hang a forward for as
+            // long as TCP takes to notice.
+            .pool_idle_timeout(Duration::from_secs(20))
+            .tcp_keepalive(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_else(|err| {
@@ -253,6 +257,23 @@ mod tests {
             bound,
         );
         assert_eq!(node.url, "https://gw.example.com");
+        // On DynamoDB every node would share that URL and name: refused without --node-url.
+        let shared = Config::from_parts(
+            FileConfig::default(),
+            Overrides {
+                host: Some([0, 0, 0, 0].into()),
+                store: Some("dynamodb".into()),
+                ..Overrides::default()
+            },
+        );
+        assert!(shared.is_err());
+        let named = config(Overrides {
+            host: Some([0, 0, 0, 0].into()),
+            store: Some("dynamodb".into()),
+            node_url: Some("http://10.0.0.7:6420".into()),
+            ..Overrides::default()
+        });
+        assert_eq!(Node::new(&named, bound).id, "10.0.0.7:6420");
     }
 
     #[test]

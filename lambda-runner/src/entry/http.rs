@@ -93,9 +93,11 @@ async fn start(State(conns): State<Arc<Connections>>, headers: HeaderMap, body: 
         Ok(c) => c,
         Err(err) => return error(StatusCode::BAD_REQUEST, "invalid_payload", err.to_string()),
     };
-    let deadline = header(&headers, "x-rivulet-deadline-ms")
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
+    let deadline = conns.deadline(
+        header(&headers, "x-rivulet-deadline-ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms)),
+    );
     let request = StartRequest {
         endpoint,
         namespace,
@@ -103,8 +105,20 @@ async fn start(State(conns): State<Arc<Connections>>, headers: HeaderMap, body: 
         token: header(&headers, "x-rivet-token"),
         command,
     };
+    // Connect first: a gateway that cannot be reached or refuses is an error answer, not a
+    // stream that looks like a normal run.
+    let lease = match conns.acquire(&request).await {
+        Ok(lease) => lease,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                "gateway_unreachable",
+                format!("cannot connect to the gateway: {err}"),
+            )
+        }
+    };
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(4);
-    let serving = tokio::spawn(async move { conns.serve(request, deadline).await });
+    let serving = tokio::spawn(async move { conns.run(lease, request, deadline).await });
     tokio::spawn(async move {
         let mut serving = serving;
         let mut tick = tokio::time::interval(PING_EVERY);
@@ -119,8 +133,8 @@ async fn start(State(conns): State<Arc<Connections>>, headers: HeaderMap, body: 
                     }
                 }
                 result = &mut serving => {
-                    if let Ok(Err(err)) = &result {
-                        tracing::warn!(error = %err, "serverless start failed");
+                    if let Err(err) = &result {
+                        tracing::warn!(error = %err, "serverless request task failed");
                     }
                     let _ = tx.send(Ok(Bytes::from_static(b"event: stopping\ndata:\n\n"))).await;
                     return;

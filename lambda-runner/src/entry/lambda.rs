@@ -54,10 +54,10 @@ pub async fn handle(
     event: LambdaEvent<LambdaStart>,
 ) -> Result<LambdaResult, LambdaError> {
     let request = event.payload.into_request()?;
-    let deadline = deadline_instant(event.context.deadline, conns.max_invocation);
+    let deadline = conns.deadline(Some(deadline_instant(event.context.deadline)));
     let actor_id = request.actor_id().to_owned();
     let generation = request.generation();
-    let outcome = conns.serve(request, Some(deadline)).await?;
+    let outcome = conns.serve(request, deadline).await?;
     Ok(LambdaResult {
         actor_id,
         generation,
@@ -69,20 +69,17 @@ pub async fn handle(
 /// `cargo lambda watch` emulator sends the function timeout itself.
 const EPOCH_MS_FLOOR: u64 = 1_000_000_000_000;
 
-/// The invocation deadline as a monotonic instant, capped by `max_invocation`.
-fn deadline_instant(deadline_ms: u64, max_invocation: Option<Duration>) -> tokio::time::Instant {
+/// The invocation deadline as a monotonic instant.
+fn deadline_instant(deadline_ms: u64) -> tokio::time::Instant {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0);
-    let mut left = if deadline_ms < EPOCH_MS_FLOOR {
+    let left = if deadline_ms < EPOCH_MS_FLOOR {
         Duration::from_millis(deadline_ms)
     } else {
         Duration::from_millis(deadline_ms.saturating_sub(now_ms))
     };
-    if let Some(max) = max_invocation {
-        left = left.min(max);
-    }
     tracing::info!(
         deadline_ms,
         left_ms = left.as_millis() as u64,

@@ -40,6 +40,18 @@ pub fn envoy_config(runner: &Runner, endpoint: &str) -> EnvoyConfig {
 
 type ConnKey = (String, String, String, Option<String>);
 
+/// One envoy connection and how many start requests use it now.
+struct Shared {
+    client: EnvoyClient,
+    users: usize,
+}
+
+/// A start request's hold on its connection; give it back with [`Connections::run`].
+pub struct Lease {
+    key: ConnKey,
+    client: EnvoyClient,
+}
+
 /// The envoy connections of a serverless process.
 pub struct Connections {
     runner: Arc<Runner>,
@@ -49,7 +61,7 @@ pub struct Connections {
     /// Longest one request serves its actor, whatever the platform's deadline (the pool's
     /// request lifespan); `None`: up to the deadline.
     pub max_invocation: Option<Duration>,
-    clients: Mutex<HashMap<ConnKey, EnvoyClient>>,
+    clients: Mutex<HashMap<ConnKey, Shared>>,
 }
 
 impl Connections {
@@ -69,17 +81,35 @@ impl Connections {
         &self.runner
     }
 
-    async fn client(&self, req: &StartRequest) -> Result<(ConnKey, EnvoyClient), EnvoyError> {
+    /// The deadline of a request that arrived now with the platform deadline `platform`,
+    /// capped by [`Self::max_invocation`].
+    pub fn deadline(&self, platform: Option<tokio::time::Instant>) -> Option<tokio::time::Instant> {
+        let capped = self
+            .max_invocation
+            .map(|max| tokio::time::Instant::now() + max);
+        match (platform, capped) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Connects to the request's gateway (or joins the open connection to it). Fails when
+    /// the gateway cannot be reached or refuses, before anything was started.
+    pub async fn acquire(&self, req: &StartRequest) -> Result<Lease, EnvoyError> {
         let key = (
             req.endpoint.clone(),
             req.namespace.clone(),
             req.pool_name.clone(),
             req.token.clone(),
         );
-        let mut clients = self.clients.lock().await;
-        if let Some(client) = clients.get(&key) {
-            return Ok((key, client.clone()));
+        if let Some(shared) = self.clients.lock().await.get_mut(&key) {
+            shared.users += 1;
+            return Ok(Lease {
+                key,
+                client: shared.client.clone(),
+            });
         }
+        // Connecting can take a while; other starts must not wait on the lock for it.
         let mut config = envoy_config(&self.runner, &req.endpoint);
         config.namespace = req.namespace.clone();
         config.pool_name = req.pool_name.clone();
@@ -95,24 +125,44 @@ impl Connections {
             self.cancel.child_token(),
         )
         .await?;
-        clients.insert(key.clone(), client.clone());
-        Ok((key, client))
+        let mut clients = self.clients.lock().await;
+        if let Some(shared) = clients.get_mut(&key) {
+            // Another start connected first: use that one, close ours.
+            shared.users += 1;
+            let existing = shared.client.clone();
+            drop(clients);
+            client.shutdown().await;
+            return Ok(Lease {
+                key,
+                client: existing,
+            });
+        }
+        clients.insert(
+            key.clone(),
+            Shared {
+                client: client.clone(),
+                users: 1,
+            },
+        );
+        Ok(Lease { key, client })
     }
 
-    /// Serves one start request: connects (or reuses the connection), starts the actor and
-    /// waits until it stops, or until `deadline` minus the drain margin; then the actor is
-    /// handed back to the gateway (which moves it) and, once no actor runs here, the
-    /// connection is closed.
-    pub async fn serve(
+    /// Starts the request's actor on its connection and waits until the actor stops, or
+    /// until `deadline` minus the drain margin. Then, if no other request uses the
+    /// connection, it is closed: the gateway stops whatever still runs here ("going away",
+    /// state flushed) and places it elsewhere. If others still use it, only this actor is
+    /// handed back (it sleeps, and its next request wakes it wherever a runner is).
+    pub async fn run(
         &self,
+        lease: Lease,
         req: StartRequest,
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<Outcome, EnvoyError> {
+    ) -> Outcome {
         let actor_id = req.actor_id().to_owned();
         let generation = req.generation();
         let span = tracing::info_span!("serverless", %actor_id, generation);
         let _enter = span.enter();
-        let (key, client) = self.client(&req).await?;
+        let Lease { key, client } = lease;
         client.inject_commands(vec![req.command]);
         let drain_at = deadline.map(|d| d.checked_sub(self.drain_margin).unwrap_or(d));
         let outcome = tokio::select! {
@@ -123,19 +173,54 @@ impl Connections {
             }
             _ = self.cancel.cancelled() => Outcome::GatewayLost,
         };
-        if outcome == Outcome::Deadline || self.runner.running() == 0 {
-            self.clients.lock().await.remove(&key);
-            // Tells the gateway this runner is leaving: it stops every actor here with
-            // "going away" (state flushed) and places them again elsewhere.
+        let last = {
+            let mut clients = self.clients.lock().await;
+            match clients.get_mut(&key) {
+                Some(shared) => {
+                    shared.users = shared.users.saturating_sub(1);
+                    if shared.users == 0 {
+                        clients.remove(&key);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                None => false,
+            }
+        };
+        if last {
             client.shutdown().await;
+        } else if outcome == Outcome::Deadline && client.intent_sleep(&actor_id, generation).is_ok()
+        {
+            let _ = tokio::time::timeout(
+                self.drain_margin,
+                self.runner.wait_stopped(&actor_id, generation),
+            )
+            .await;
         }
         tracing::info!(?outcome, "serverless request done");
-        Ok(outcome)
+        outcome
+    }
+
+    /// [`Self::acquire`] then [`Self::run`].
+    pub async fn serve(
+        &self,
+        req: StartRequest,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Outcome, EnvoyError> {
+        let lease = self.acquire(&req).await?;
+        Ok(self.run(lease, req, deadline).await)
     }
 
     /// Closes every connection gracefully.
     pub async fn shutdown(&self) {
-        let clients: Vec<EnvoyClient> = self.clients.lock().await.drain().map(|(_, c)| c).collect();
+        let clients: Vec<EnvoyClient> = self
+            .clients
+            .lock()
+            .await
+            .drain()
+            .map(|(_, shared)| shared.client)
+            .collect();
         for client in clients {
             client.shutdown().await;
         }

@@ -68,7 +68,7 @@
 //!   WebSocket close 1011). Outgoing messages queue (across reconnects) up to
 //!   `max_queued_tunnel_messages`; beyond it `tunnel_send` fails with `Overloaded` and the
 //!   message is not sent. Payloads over the gateway's `maxResponsePayloadSize` fail with
-//!   `TooLarge`. Callers number their messages as RivetKit does: data messages from 0 per
+//!   `TooLarge`. Callers number their messages as RivetKit does: a WebSocket open is 0 and data messages count from 1 per
 //!   request, an ack carries the acknowledged index, a close carries 0.
 //! - **Shutdown**: `shutdown` sends `ToRivetStopping`; the gateway stops each actor
 //!   (`GoingAway`) through the handler. It waits up to `shutdown_timeout` for all of them to

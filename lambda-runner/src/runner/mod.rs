@@ -34,7 +34,7 @@ use crate::actor::{ActorRuntime, HttpRequest, Registry, SocketId, StartInfo, Sto
 use crate::envoy::{ActorStart, EnvoyClient, EnvoyHandler};
 use crate::protocol::Frame;
 use host::EnvoyHost;
-use tunnel::{Bodies, Chunk, PendingBody, RequestKey, Sockets};
+use tunnel::{Bodies, Chunk, PendingBody, RequestKey, SocketEvent, Sockets};
 
 /// Frames queued per WebSocket before the actor takes them; a full queue closes the socket
 /// (1011 `actor.overloaded`), as a client that outruns its actor cannot be slowed down here.
@@ -49,18 +49,11 @@ struct Running {
     cancel: CancellationToken,
 }
 
-/// What a socket task receives after the open.
-enum SocketEvent {
-    Frame(Frame),
-    Closed,
-}
-
 /// Hosts actors of a [`Registry`] on envoy connections. Cheap to share (`Arc`).
 pub struct Runner {
     registry: Arc<Registry>,
     actors: Mutex<HashMap<String, Running>>,
     sockets: Arc<Sockets>,
-    socket_queues: Mutex<HashMap<SocketId, mpsc::Sender<SocketEvent>>>,
     bodies: Bodies,
     stopped: Mutex<VecDeque<(String, u32)>>,
     stopped_changed: Notify,
@@ -74,7 +67,6 @@ impl Runner {
             registry: Arc::new(registry),
             actors: Mutex::new(HashMap::new()),
             sockets: Arc::new(Sockets::default()),
-            socket_queues: Mutex::new(HashMap::new()),
             bodies: Bodies::default(),
             stopped: Mutex::new(VecDeque::new()),
             stopped_changed: Notify::new(),
@@ -126,7 +118,7 @@ impl Runner {
     /// Serves one HTTP request in its own task.
     fn serve_http(self: &Arc<Self>, client: EnvoyClient, key: RequestKey, pending: PendingBody) {
         let Some(runtime) = self.runtime(&pending.actor_id) else {
-            tunnel::respond(
+            let _ = tunnel::respond(
                 &client,
                 key,
                 unavailable("the actor is not running on this runner"),
@@ -151,11 +143,21 @@ impl Runner {
                 body: Some(Bytes::from(response.body)),
                 stream: false,
             };
-            tunnel::respond(
+            if tunnel::respond(
                 &client,
                 key,
                 ToRivetTunnelMessageKind::ToRivetResponseStart(start),
-            );
+            )
+            .is_err()
+            {
+                // Too large for the gateway, or the outbox is full: the client still gets
+                // an answer instead of waiting for its timeout.
+                let _ = tunnel::respond(
+                    &client,
+                    key,
+                    error_response(500, "actor", "response_not_sent", "The actor's response could not be sent (too large, or the runner is overloaded)."),
+                );
+            }
         });
     }
 
@@ -174,39 +176,42 @@ impl Runner {
             return;
         };
         let (tx, mut rx) = mpsc::channel(SOCKET_QUEUE);
-        self.socket_queues.lock().insert(socket, tx);
+        self.sockets.set_queue(socket, tx);
         let runner = self.clone();
         self.tasks.spawn(async move {
             if let Err(err) = runtime.ws_open(socket, path, headers).await {
                 tracing::debug!(error = %err, "websocket not opened");
                 close_socket(&runner.sockets, &client, socket, 1011, "actor.stopping");
-                runner.socket_queues.lock().remove(&socket);
                 return;
             }
+            // Ends when the client closes, or when the socket is forgotten (the actor closed
+            // it, or its queue overflowed), which drops the queue.
             while let Some(event) = rx.recv().await {
                 match event {
                     SocketEvent::Frame(frame) => runtime.ws_message(socket, frame),
-                    SocketEvent::Closed => {
-                        runtime.ws_closed(socket);
-                        break;
-                    }
+                    SocketEvent::Closed => break,
                 }
             }
+            // However it ended, the actor learns the connection is gone (a socket it closed
+            // itself is ignored there).
+            runtime.ws_closed(socket);
             runner.sockets.forget(socket);
-            runner.socket_queues.lock().remove(&socket);
         });
     }
 
     fn socket_event(&self, client: &EnvoyClient, socket: SocketId, event: SocketEvent) {
         let closing = matches!(event, SocketEvent::Closed);
-        let queue = self.socket_queues.lock().get(&socket).cloned();
-        let Some(queue) = queue else {
+        let Some(queue) = self.sockets.queue(socket) else {
             return; // closed already, or never opened here
         };
-        if queue.try_send(event).is_err() && !closing {
-            tracing::warn!(socket = socket.0, "websocket queue full; closing");
-            self.socket_queues.lock().remove(&socket);
-            close_socket(&self.sockets, client, socket, 1011, "actor.overloaded");
+        if queue.try_send(event).is_err() {
+            if closing {
+                // The task is behind; dropping its queue ends it all the same.
+                self.sockets.forget(socket);
+            } else {
+                tracing::warn!(socket = socket.0, "websocket queue full; closing");
+                close_socket(&self.sockets, client, socket, 1011, "actor.overloaded");
+            }
         }
     }
 
@@ -239,13 +244,17 @@ fn close_socket(
 }
 
 fn unavailable(message: &str) -> ToRivetTunnelMessageKind {
+    error_response(503, "actor", "not_running", message)
+}
+
+fn error_response(status: u16, group: &str, code: &str, message: &str) -> ToRivetTunnelMessageKind {
     let body = serde_json::json!({
-        "group": "actor",
-        "code": "not_running",
+        "group": group,
+        "code": code,
         "message": message,
     });
     ToRivetTunnelMessageKind::ToRivetResponseStart(ToRivetResponseStart {
-        status: 503,
+        status,
         headers: [(
             "content-type".to_owned().into(),
             "application/json".to_owned().into(),
@@ -301,14 +310,46 @@ impl EnvoyHandler for RunnerHandler {
             .await
         {
             Ok(runtime) => {
-                runner.actors.lock().insert(
-                    actor_id.clone(),
-                    Running {
-                        generation,
-                        runtime,
-                        cancel,
-                    },
-                );
+                let replaced = {
+                    let mut actors = runner.actors.lock();
+                    match actors.get(&actor_id) {
+                        // A newer generation started meanwhile: this one is already stale.
+                        Some(current) if current.generation > generation => Some(Running {
+                            generation,
+                            runtime,
+                            cancel,
+                        }),
+                        _ => actors.insert(
+                            actor_id.clone(),
+                            Running {
+                                generation,
+                                runtime,
+                                cancel,
+                            },
+                        ),
+                    }
+                };
+                match replaced {
+                    Some(stale) if stale.generation < generation => {
+                        // An older generation still here was fenced off by this start.
+                        stale.runtime.abort();
+                        stale.cancel.cancel();
+                        let _ = client.actor_stopped(&actor_id, stale.generation, None);
+                        runner.mark_stopped(&actor_id, stale.generation);
+                    }
+                    Some(stale) => {
+                        stale.runtime.abort();
+                        stale.cancel.cancel();
+                        let _ = client.actor_stopped(
+                            &actor_id,
+                            generation,
+                            Some("superseded by a newer generation".into()),
+                        );
+                        runner.mark_stopped(&actor_id, generation);
+                        return;
+                    }
+                    None => {}
+                }
                 if let Err(err) = client.actor_running(&actor_id, generation) {
                     tracing::warn!(error = %err, "running event not sent");
                 }
@@ -384,14 +425,15 @@ impl EnvoyHandler for RunnerHandler {
                 if !start.stream {
                     runner.serve_http(client, key, pending);
                 } else if !runner.bodies.start(key, pending) {
-                    tunnel::respond(&client, key, unavailable("too many requests in progress"));
+                    let _ =
+                        tunnel::respond(&client, key, unavailable("too many requests in progress"));
                 }
             }
             ToEnvoyTunnelMessageKind::ToEnvoyRequestChunk(chunk) => {
                 match runner.bodies.chunk(key, &chunk.body, chunk.finish) {
                     Chunk::Partial => {}
                     Chunk::Done(pending) => runner.serve_http(client, key, pending),
-                    Chunk::Refused => tunnel::respond(
+                    Chunk::Refused => drop(tunnel::respond(
                         &client,
                         key,
                         ToRivetTunnelMessageKind::ToRivetResponseAbort(ToRivetResponseAbort {
@@ -404,7 +446,7 @@ impl EnvoyHandler for RunnerHandler {
                                 ),
                             },
                         }),
-                    ),
+                    )),
                 }
             }
             ToEnvoyTunnelMessageKind::ToEnvoyRequestAbort(_)

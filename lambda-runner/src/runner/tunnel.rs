@@ -32,10 +32,20 @@ fn request_key(socket: SocketId) -> RequestKey {
     (gateway, request)
 }
 
-/// Message counters of the open WebSockets.
+/// What a socket's task receives after the open.
+pub(crate) enum SocketEvent {
+    /// A client frame.
+    Frame(crate::protocol::Frame),
+    /// The client or the gateway closed the socket.
+    Closed,
+}
+
+/// The open WebSockets: their message counters and the queues of their tasks. Forgetting a
+/// socket drops its queue, which ends its task.
 #[derive(Default)]
 pub(crate) struct Sockets {
     next_index: Mutex<HashMap<SocketId, u16>>,
+    queues: Mutex<HashMap<SocketId, tokio::sync::mpsc::Sender<SocketEvent>>>,
 }
 
 impl Sockets {
@@ -77,14 +87,29 @@ impl Sockets {
         }
     }
 
-    /// Forgets a closed socket.
+    /// Forgets a closed socket and ends its task.
     pub(crate) fn forget(&self, socket: SocketId) {
         self.next_index.lock().remove(&socket);
+        self.queues.lock().remove(&socket);
+    }
+
+    /// Registers the queue of a socket's task.
+    pub(crate) fn set_queue(&self, socket: SocketId, tx: tokio::sync::mpsc::Sender<SocketEvent>) {
+        self.queues.lock().insert(socket, tx);
+    }
+
+    /// The queue of a socket's task, if it is still open.
+    pub(crate) fn queue(&self, socket: SocketId) -> Option<tokio::sync::mpsc::Sender<SocketEvent>> {
+        self.queues.lock().get(&socket).cloned()
     }
 }
 
 /// Sends the one message of an HTTP response.
-pub(crate) fn respond(client: &EnvoyClient, key: RequestKey, kind: ToRivetTunnelMessageKind) {
+pub(crate) fn respond(
+    client: &EnvoyClient,
+    key: RequestKey,
+    kind: ToRivetTunnelMessageKind,
+) -> Result<(), crate::envoy::EnvoyError> {
     let (gateway_id, request_id) = key;
     let msg = ToRivetTunnelMessage {
         message_id: MessageId {
@@ -94,9 +119,9 @@ pub(crate) fn respond(client: &EnvoyClient, key: RequestKey, kind: ToRivetTunnel
         },
         message_kind: kind,
     };
-    if let Err(err) = client.tunnel_send(msg) {
+    client.tunnel_send(msg).inspect_err(|err| {
         tracing::warn!(error = %err, "response not sent");
-    }
+    })
 }
 
 /// A request whose body arrives in chunks.
