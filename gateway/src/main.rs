@@ -80,7 +80,7 @@ struct ServeArgs {
     #[arg(long, env = "RIVULET_NODE_ID")]
     node_id: Option<String>,
     /// URL the other nodes use to forward requests for actors this node serves
-    /// [default: http://HOST:PORT, or --public-url when bound to all interfaces].
+    /// [default: http://HOST:PORT; required on DynamoDB when bound to all interfaces].
     #[arg(long, env = "RIVULET_NODE_URL")]
     node_url: Option<String>,
     /// How long an actor stays with a node that stopped renewing its lease; a dead node's
