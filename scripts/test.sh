@@ -49,51 +49,38 @@ f=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$LOG" | aw
 passed=$((passed + p)); failed=$((failed + f))
 if [ "$cargo_rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
 
-step "rivetkit compatibility (stock rivetkit 2.3.19 against rivulet)"
+# Runs one node --test suite (its command after the env assignments) and adds its counts.
+node_suite() {
+  set +e
+  env "$@" 2>&1 | tee "$LOG"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  local p f
+  p=$(grep -Eo '^ℹ pass [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
+  f=$(grep -Eo '^ℹ fail [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
+  passed=$((passed + p)); failed=$((failed + f))
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
+}
+
+export RIVULET_BIN="$TARGET/debug/rivulet"
 cargo build -q -p rivulet-gateway --bin rivulet
-set +e
-RIVULET_BIN="$TARGET/debug/rivulet" COMPAT_TARGET=rivulet bash tests/compat/run.sh 2>&1 | tee "$LOG"
-compat_rc=${PIPESTATUS[0]}
-set -e
-p=$(grep -Eo '^ℹ pass [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
-f=$(grep -Eo '^ℹ fail [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
-passed=$((passed + p)); failed=$((failed + f))
-if [ "$compat_rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
+cargo build -q -p rivulet-lambda-runner --example test_runner
+
+step "rivetkit compatibility (stock rivetkit 2.3.19 against rivulet)"
+node_suite COMPAT_TARGET=rivulet bash tests/compat/run.sh
 
 step "Rust actors (lambda-runner) with the stock rivetkit client"
-cargo build -q -p rivulet-lambda-runner --example test_runner
-set +e
-RIVULET_BIN="$TARGET/debug/rivulet" RUST_RUNNER_BIN="$TARGET/debug/examples/test_runner" bash tests/compat/run-rust.sh 2>&1 | tee "$LOG"
-rust_rc=${PIPESTATUS[0]}
-set -e
-p=$(grep -Eo '^ℹ pass [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
-f=$(grep -Eo '^ℹ fail [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
-passed=$((passed + p)); failed=$((failed + f))
-if [ "$rust_rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
+node_suite RUST_RUNNER_BIN="$TARGET/debug/examples/test_runner" bash tests/compat/run-rust.sh
 
 step "rivetkit compatibility on the DynamoDB store (moto, installed into ~/.cache/rivulet)"
-set +e
-RIVULET_BIN="$TARGET/debug/rivulet" COMPAT_TARGET=rivulet COMPAT_STORE=dynamodb bash tests/compat/run.sh 2>&1 | tee "$LOG"
-compat_rc=${PIPESTATUS[0]}
-set -e
-p=$(grep -Eo '^ℹ pass [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
-f=$(grep -Eo '^ℹ fail [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
-passed=$((passed + p)); failed=$((failed + f))
-if [ "$compat_rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
+node_suite COMPAT_TARGET=rivulet COMPAT_STORE=dynamodb bash tests/compat/run.sh
 
 step "two gateway nodes on one DynamoDB table (stock rivetkit apps and clients; owner killed)"
-set +e
-RIVULET_BIN="$TARGET/debug/rivulet" bash tests/compat/run-cluster.sh 2>&1 | tee "$LOG"
-cluster_rc=${PIPESTATUS[0]}
-set -e
-p=$(grep -Eo '^ℹ pass [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
-f=$(grep -Eo '^ℹ fail [0-9]+' "$LOG" | awk '{s+=$3} END {print s+0}')
-passed=$((passed + p)); failed=$((failed + f))
-if [ "$cluster_rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
+node_suite bash tests/compat/run-cluster.sh
 
 step "terraform matches the gateway's DynamoDB schema (python-hcl2, checkov; static)"
 set +e
-RIVULET_BIN="$TARGET/debug/rivulet" bash tests/terraform/run.sh 2>&1 | tee "$LOG"
+bash tests/terraform/run.sh 2>&1 | tee "$LOG"
 tf_rc=${PIPESTATUS[0]}
 set -e
 line=$(grep -Eo '^terraform: [0-9]+ passed, [0-9]+ failed' "$LOG" | tail -n1)

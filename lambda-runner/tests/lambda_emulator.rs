@@ -17,10 +17,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use envoy_support::TestGateway;
-use rivulet_lambda_runner::serverless::encode_start_payload;
-use rivulet_wire::envoy::{
-    ActorCheckpoint, ActorConfig, Command, CommandStartActor, CommandWrapper,
-};
 use serde_json::{json, Value};
 use tokio::process::Child;
 
@@ -93,26 +89,11 @@ async fn emulator(bin: &PathBuf) -> (Child, u16) {
     (child, port)
 }
 
-/// The start command the gateway sends for generation `generation` of a new actor.
+/// A start payload for `counter`, base64 as the Lambda event carries it.
 fn start_payload(actor_id: &str, key: &str, generation: u32) -> String {
-    let command = CommandWrapper {
-        checkpoint: ActorCheckpoint {
-            actor_id: actor_id.to_string().into(),
-            generation,
-            index: 1,
-        },
-        inner: Command::CommandStartActor(CommandStartActor {
-            config: ActorConfig {
-                name: "counter".to_string().into(),
-                key: Some(key.to_string().into()),
-                create_ts: 0,
-                input: None,
-            },
-            hibernating_requests: vec![],
-            preloaded_kv: None,
-        }),
-    };
-    base64::engine::general_purpose::STANDARD.encode(encode_start_payload(command))
+    base64::engine::general_purpose::STANDARD.encode(envoy_support::counter_start_payload(
+        actor_id, key, generation,
+    ))
 }
 
 /// Invokes the function in the background; the answer comes when the invocation ends.

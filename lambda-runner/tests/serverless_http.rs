@@ -11,31 +11,11 @@ use std::time::Duration;
 use envoy_support::TestGateway;
 use rivulet_lambda_runner::entry::{http, Connections};
 use rivulet_lambda_runner::runner::Runner;
-use rivulet_lambda_runner::serverless::encode_start_payload;
-use rivulet_wire::envoy::{
-    ActorCheckpoint, ActorConfig, Command, CommandStartActor, CommandWrapper,
-};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 fn start_command(actor_id: &str, generation: u32) -> Vec<u8> {
-    encode_start_payload(CommandWrapper {
-        checkpoint: ActorCheckpoint {
-            actor_id: actor_id.to_string().into(),
-            generation,
-            index: 1,
-        },
-        inner: Command::CommandStartActor(CommandStartActor {
-            config: ActorConfig {
-                name: "counter".to_string().into(),
-                key: Some("web".to_string().into()),
-                create_ts: 0,
-                input: None,
-            },
-            hibernating_requests: vec![],
-            preloaded_kv: None,
-        }),
-    })
+    envoy_support::counter_start_payload(actor_id, "web", generation)
 }
 
 /// The serverless runner on a loopback port; returns its base URL.

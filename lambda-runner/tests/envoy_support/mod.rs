@@ -536,3 +536,28 @@ impl Proxy {
         self.open.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// The start command a gateway sends for generation `generation` of a `counter` keyed `key`,
+/// encoded as a serverless start payload.
+pub fn counter_start_payload(actor_id: &str, key: &str, generation: u32) -> Vec<u8> {
+    use rivulet_wire::envoy::{
+        ActorCheckpoint, ActorConfig, Command, CommandStartActor, CommandWrapper,
+    };
+    rivulet_lambda_runner::serverless::encode_start_payload(CommandWrapper {
+        checkpoint: ActorCheckpoint {
+            actor_id: actor_id.to_string().into(),
+            generation,
+            index: 1,
+        },
+        inner: Command::CommandStartActor(CommandStartActor {
+            config: ActorConfig {
+                name: "counter".to_string().into(),
+                key: Some(key.to_string().into()),
+                create_ts: 0,
+                input: None,
+            },
+            hibernating_requests: vec![],
+            preloaded_kv: None,
+        }),
+    })
+}
