@@ -251,8 +251,19 @@ pub(crate) async fn guarded<T>(
     }
 }
 
-fn hook_timeout(name: &'static str, limit: Duration) -> impl FnOnce() -> ActorError {
-    move || ActorError::callback_timed_out(name, limit.as_millis())
+/// Runs a user hook under [`guarded`], naming it in the timeout error and the log.
+async fn run_hook<T>(
+    name: &'static str,
+    limit: Duration,
+    work: impl Future<Output = Result<T, ActorError>>,
+) -> Result<T, ActorError> {
+    guarded(
+        work,
+        limit,
+        move || ActorError::callback_timed_out(name, limit.as_millis()),
+        name,
+    )
+    .await
 }
 
 // === work items ===
@@ -388,14 +399,7 @@ where
     request.path = path;
     let limit = shared.def.options.action_timeout;
     let ctx = Ctx::new(Arc::clone(shared), None);
-    match guarded(
-        handler(ctx, request),
-        limit,
-        hook_timeout("on_request", limit),
-        "on_request",
-    )
-    .await
-    {
+    match run_hook("on_request", limit, handler(ctx, request)).await {
         Ok(response) => with_actor_headers(response, actor),
         Err(error) => error_response(actor, encoding, error.to_error_body(None, None), None),
     }
@@ -443,24 +447,15 @@ where
     let limit = def.options.hook_timeout;
     let ctx = Ctx::new(Arc::clone(shared), None);
     if let Some(hook) = &def.on_before_connect {
-        guarded(
-            hook(ctx.clone(), params.clone()),
-            limit,
-            hook_timeout("on_before_connect", limit),
+        run_hook(
             "on_before_connect",
+            limit,
+            hook(ctx.clone(), params.clone()),
         )
         .await?;
     }
     let state = match &def.create_conn_state {
-        Some(create) => {
-            guarded(
-                create(ctx, params.clone()),
-                limit,
-                hook_timeout("conn_state", limit),
-                "conn_state",
-            )
-            .await?
-        }
+        Some(create) => run_hook("conn_state", limit, create(ctx, params.clone())).await?,
         None => unit_as::<CS>().ok_or_else(|| {
             ActorError::internal(
                 "the actor declares a connection state type but no `conn_state` closure",
@@ -504,13 +499,7 @@ where
     };
     let limit = shared.def.options.hook_timeout;
     let ctx = Ctx::new(Arc::clone(shared), Some(conn.clone()));
-    let result = guarded(
-        hook(ctx, conn.clone()),
-        limit,
-        hook_timeout("on_connect", limit),
-        "on_connect",
-    )
-    .await;
+    let result = run_hook("on_connect", limit, hook(ctx, conn.clone())).await;
     if result.is_err() {
         let mut table = shared.conns.lock();
         table.by_id.remove(conn.id());
@@ -533,14 +522,7 @@ where
     };
     let limit = shared.def.options.hook_timeout;
     let ctx = Ctx::new(Arc::clone(shared), Some(conn.clone()));
-    if let Err(error) = guarded(
-        hook(ctx, conn),
-        limit,
-        hook_timeout("on_disconnect", limit),
-        "on_disconnect",
-    )
-    .await
-    {
+    if let Err(error) = run_hook("on_disconnect", limit, hook(ctx, conn)).await {
         tracing::warn!(%error, "on_disconnect failed");
     }
 }
@@ -614,14 +596,7 @@ where
     };
     let limit = shared.def.options.action_timeout;
     let ctx = Ctx::new(Arc::clone(shared), None);
-    if let Err(error) = guarded(
-        hook(ctx, raw),
-        limit,
-        hook_timeout("on_websocket_close", limit),
-        "on_websocket_close",
-    )
-    .await
-    {
+    if let Err(error) = run_hook("on_websocket_close", limit, hook(ctx, raw)).await {
         tracing::warn!(%error, "on_websocket_close failed");
     }
 }
@@ -791,14 +766,7 @@ async fn raw_open<S, CP, CS, V>(
     };
     let limit = shared.def.options.action_timeout;
     let ctx = Ctx::new(Arc::clone(shared), None);
-    if let Err(error) = guarded(
-        handler(ctx, raw, request),
-        limit,
-        hook_timeout("on_websocket", limit),
-        "on_websocket",
-    )
-    .await
-    {
+    if let Err(error) = run_hook("on_websocket", limit, handler(ctx, raw, request)).await {
         let body = error.to_error_body(None, None);
         close_socket(shared, socket, 1011, &close_reason(&body)).await;
     }
@@ -828,13 +796,8 @@ async fn ws_message<S, CP, CS, V>(
             };
             let limit = shared.def.options.action_timeout;
             let ctx = Ctx::new(Arc::clone(shared), None);
-            if let Err(error) = guarded(
-                handler(ctx, raw, frame),
-                limit,
-                hook_timeout("on_websocket_message", limit),
-                "on_websocket_message",
-            )
-            .await
+            if let Err(error) =
+                run_hook("on_websocket_message", limit, handler(ctx, raw, frame)).await
             {
                 let body = error.to_error_body(None, None);
                 close_socket(shared, socket, 1011, &close_reason(&body)).await;
@@ -1004,7 +967,7 @@ where
         };
         if let Some(hook) = hook {
             let ctx = Ctx::new(Arc::clone(shared), None);
-            if let Err(error) = guarded(hook(ctx), grace, hook_timeout(name, grace), name).await {
+            if let Err(error) = run_hook(name, grace, hook(ctx)).await {
                 tracing::warn!(hook = name, %error, "stop hook failed");
             }
         }
