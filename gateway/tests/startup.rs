@@ -170,9 +170,9 @@ fn dynamodb_table_made_by_schema_apply_then_serves() {
     for (k, v) in &env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap();
+    let mut child = KillOnDrop(cmd.spawn().unwrap());
     // The gateway logs to stdout.
-    let stdout = child.stdout.take().unwrap();
+    let stdout = child.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -194,19 +194,28 @@ fn dynamodb_table_made_by_schema_apply_then_serves() {
                     break true;
                 }
             }
-            Err(_) if child.try_wait().unwrap().is_some() || Instant::now() > deadline => {
+            Err(_) if child.0.try_wait().unwrap().is_some() || Instant::now() > deadline => {
                 break false
             }
             Err(_) => {}
         }
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert!(
         listening,
         "serve did not start on the new table:\n{}",
         seen.join("\n")
     );
+}
+
+/// Kills the child however the test ends, so a failed assertion leaves no gateway running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]

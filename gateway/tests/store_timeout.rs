@@ -22,6 +22,9 @@ struct Hanging {
 
 #[async_trait]
 impl Store for Hanging {
+    fn request_counts(&self) -> std::sync::Arc<rivulet_gateway::store::RequestCounts> {
+        self.inner.request_counts()
+    }
     async fn create_actor(&self, actor: ActorRecord) -> StoreResult<()> {
         if self.hang.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;

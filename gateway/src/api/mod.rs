@@ -1,10 +1,11 @@
 //! The public HTTP API that RivetKit's client and runners call, in the Rivet engine's paths
 //! and JSON shapes: health and metadata, namespaces, datacenters, runner configs, envoys and
-//! actors. Every route but health and metadata requires the admin token when one is set.
+//! actors. Every route but health, metadata and metrics requires the admin token when one is set.
 
 pub mod actors;
 mod extract;
 mod meta;
+mod metrics;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -43,6 +44,7 @@ pub fn router(gw: Gateway) -> Router<Gateway> {
     Router::new()
         .route("/health", get(meta::health))
         .route("/metadata", get(meta::metadata))
+        .route("/metrics", get(metrics::metrics))
         .merge(authed)
 }
 

@@ -43,6 +43,9 @@ impl DeadlineStore {
 
 #[async_trait]
 impl Store for DeadlineStore {
+    fn request_counts(&self) -> std::sync::Arc<crate::store::RequestCounts> {
+        self.inner.request_counts()
+    }
     async fn create_namespace(&self, ns: Namespace) -> StoreResult<()> {
         self.guard("create_namespace", self.inner.create_namespace(ns))
             .await

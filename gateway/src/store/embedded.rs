@@ -91,6 +91,8 @@ const KV_HEADER_LEN: usize = 4 + 8;
 pub struct EmbeddedStore {
     /// Shared with the blocking tasks that run the transactions.
     db: Arc<Database>,
+    /// Transactions run, as `read` and `write`.
+    requests: Arc<super::RequestCounts>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -149,7 +151,10 @@ impl EmbeddedStore {
             txn.open_table(def).map_err(backend("create table"))?;
         }
         txn.commit().map_err(backend("open store"))?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            requests: Arc::default(),
+        })
     }
 
     /// Runs `f` in one durable write transaction on a blocking thread; commits only if `f`
@@ -175,6 +180,7 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> StoreResult<T> + Send + 'static,
     {
+        self.requests.count("write");
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             let mut txn = db.begin_write().map_err(backend(what))?;
@@ -203,6 +209,7 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&ReadTransaction) -> StoreResult<T> + Send + 'static,
     {
+        self.requests.count("read");
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_read().map_err(backend(what))?;
@@ -677,6 +684,9 @@ fn open_stage(
 
 #[async_trait]
 impl Store for EmbeddedStore {
+    fn request_counts(&self) -> Arc<super::RequestCounts> {
+        self.requests.clone()
+    }
     async fn create_namespace(&self, ns: Namespace) -> StoreResult<()> {
         self.write("create namespace", move |txn| {
             let mut t = txn

@@ -20,9 +20,11 @@ pub mod deadline;
 pub mod dynamo;
 pub mod embedded;
 mod error;
+mod requests;
 mod types;
 
 pub use error::StoreError;
+pub use requests::RequestCounts;
 pub use types::*;
 
 use async_trait::async_trait;
@@ -36,6 +38,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// applies fully or not at all, also when the process dies in the middle.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// The requests this backend sent so far, by kind (see `requests`).
+    fn request_counts(&self) -> std::sync::Arc<RequestCounts>;
+
     // === namespaces ===
 
     /// Inserts a namespace; fails with `AlreadyExists` if the name is taken.

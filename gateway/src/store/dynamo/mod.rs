@@ -14,6 +14,7 @@
 //! deadline dropping the future) therefore leaves either nothing visible or the whole change.
 
 mod actors;
+mod count;
 mod keys;
 mod kv;
 mod leases;
@@ -57,6 +58,8 @@ pub struct DynamoStore {
     table: Arc<str>,
     /// Permits for background garbage collection of superseded page versions.
     gc: Arc<Semaphore>,
+    /// Every request attempt sent, by operation.
+    requests: Arc<super::RequestCounts>,
 }
 
 impl std::fmt::Debug for DynamoStore {
@@ -145,10 +148,17 @@ impl DynamoStore {
 
     /// Uses an existing client (tests build theirs against a local server).
     pub fn from_client(client: Client, table: &str) -> Self {
+        let requests = Arc::new(super::RequestCounts::default());
+        let conf = client
+            .config()
+            .to_builder()
+            .interceptor(count::CountRequests(requests.clone()))
+            .build();
         Self {
-            client,
+            client: Client::from_conf(conf),
             table: Arc::from(table),
             gc: Arc::new(Semaphore::new(GC_TASKS)),
+            requests,
         }
     }
 
@@ -334,6 +344,9 @@ impl DynamoStore {
 
 #[async_trait]
 impl Store for DynamoStore {
+    fn request_counts(&self) -> Arc<super::RequestCounts> {
+        self.requests.clone()
+    }
     async fn create_namespace(&self, ns: Namespace) -> StoreResult<()> {
         self.create_namespace_impl(ns).await
     }

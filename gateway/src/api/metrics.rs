@@ -1,0 +1,56 @@
+//! `GET /metrics`: the gateway's counters and gauges in the Prometheus text format. Labels stay
+//! bounded (no actor ids): store requests by operation, and node-wide gauges.
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use crate::state::Gateway;
+
+/// The exposition.
+pub async fn metrics(State(gw): State<Gateway>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render(&gw),
+    )
+}
+
+fn render(gw: &Gateway) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP rivulet_store_requests_total Requests sent to the store (DynamoDB: per operation, retries included; embedded: read and write transactions)."
+    );
+    let _ = writeln!(out, "# TYPE rivulet_store_requests_total counter");
+    for (kind, count) in gw.store.request_counts().snapshot() {
+        let _ = writeln!(
+            out,
+            "rivulet_store_requests_total{{operation=\"{kind}\"}} {count}"
+        );
+    }
+    let gauges = [
+        (
+            "rivulet_actors_loaded",
+            "Actor supervisors in memory on this node.",
+            gw.actors.len(),
+        ),
+        (
+            "rivulet_runners_connected",
+            "Runner (envoy) connections to this node.",
+            gw.envoys.list().len(),
+        ),
+        (
+            "rivulet_tunnel_requests",
+            "Client requests and sockets in flight through the tunnel.",
+            gw.routes.len(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(out, "{name} {value}");
+    }
+    out
+}
