@@ -113,6 +113,16 @@ pub struct GatewayConfig {
     pub max_ws_message_bytes: usize,
     /// Client-to-actor messages kept per hibernatable socket until the actor acknowledges them.
     pub max_pending_ws_messages: usize,
+    /// How long a sleeping actor with nothing held for it keeps its supervisor in memory
+    /// before unloading; the next request or due alarm loads it again (one store read).
+    pub actor_unload_after_ms: u64,
+}
+
+impl GatewayConfig {
+    /// [`GatewayConfig::actor_unload_after_ms`] as a duration.
+    pub fn actor_unload_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.actor_unload_after_ms)
+    }
 }
 
 impl Default for GatewayConfig {
@@ -124,6 +134,7 @@ impl Default for GatewayConfig {
             max_body_bytes: 20 * 1024 * 1024,
             max_ws_message_bytes: 32 * 1024 * 1024,
             max_pending_ws_messages: 65_535,
+            actor_unload_after_ms: 10_000,
         }
     }
 }

@@ -41,15 +41,35 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// Registers a request served by runner `envoy_key`.
-    pub fn open(&self, request_id: RequestKey, envoy_key: &str) -> mpsc::Receiver<Inbound> {
+    /// Registers a new request served by runner `envoy_key` under a fresh random id. Ids are
+    /// 4 random bytes, so two in flight can collide; a collision draws again instead of
+    /// replacing the live route (which would hand one client's replies to another).
+    pub fn open(&self, envoy_key: &str) -> (RequestKey, mpsc::Receiver<Inbound>) {
+        loop {
+            if let Some(opened) = self.try_open(rand::random(), envoy_key) {
+                return opened;
+            }
+        }
+    }
+
+    /// Registers a request under `request_id` unless that id is in flight.
+    pub fn try_open(
+        &self,
+        request_id: RequestKey,
+        envoy_key: &str,
+    ) -> Option<(RequestKey, mpsc::Receiver<Inbound>)> {
+        let mut inner = self.inner.lock();
+        if inner.contains_key(&request_id) {
+            tracing::debug!("tunnel request id collision; drawing another");
+            return None;
+        }
         let (tx, rx) = mpsc::channel(ROUTE_QUEUE);
         let route = Route {
             tx,
             envoy_key: envoy_key.to_string(),
         };
-        self.inner.lock().insert(request_id, route);
-        rx
+        inner.insert(request_id, route);
+        Some((request_id, rx))
     }
 
     /// Moves a request to another runner (after its actor restarted elsewhere).
@@ -114,5 +134,37 @@ impl Routes {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.inner.lock().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_colliding_id_never_replaces_a_live_route() {
+        let routes = Routes::default();
+        let (id, mut first) = routes.try_open([1, 2, 3, 4], "runner-a").unwrap();
+        assert!(routes.try_open(id, "runner-b").is_none());
+        // The live route still gets its messages.
+        let kind = ToRivetTunnelMessageKind::ToRivetRequestBodyCancel;
+        assert!(routes.deliver("runner-a", id, 0, kind));
+        assert!(matches!(first.try_recv(), Ok(Inbound::Message(0, _))));
+        assert_eq!(routes.len(), 1);
+    }
+
+    #[test]
+    fn open_draws_ids_that_are_not_in_flight() {
+        let routes = Routes::default();
+        let mut ids = std::collections::HashSet::new();
+        let mut keep = Vec::new();
+        for _ in 0..10_000 {
+            let (id, rx) = routes.open("r");
+            assert!(ids.insert(id));
+            keep.push(rx);
+        }
+        assert_eq!(routes.len(), 10_000);
     }
 }

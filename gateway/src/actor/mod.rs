@@ -4,9 +4,11 @@
 //!
 //! # Layout
 //! - `lifecycle`: the pure state machine.
+//! - `mailbox`: the supervisor's input, coalesced so no lifecycle input is ever dropped.
 //! - `supervisor`: the task that feeds it and carries out its effects.
 
 pub mod lifecycle;
+pub mod mailbox;
 mod supervisor;
 
 use std::collections::HashMap;
@@ -15,19 +17,18 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use rivulet_wire::envoy::EventWrapper;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::envoy::EnvoyHandle;
 use crate::error::ApiError;
 use crate::state::Gateway;
 use crate::store::ActorRecord;
 pub use lifecycle::{Input, Phase};
+use mailbox::Mailbox;
+pub use mailbox::Refused;
 
 /// Times a request wakes an actor that keeps stopping before it is ready.
 pub const MAX_REWAKES: u32 = 8;
-
-/// Messages queued per supervisor; a full queue answers callers with an overload error.
-pub const SUPERVISOR_QUEUE: usize = 256;
 
 /// What an actor's supervisor publishes for waiting requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,12 +77,20 @@ pub enum Ready {
     Remote(crate::store::Lease),
 }
 
-/// A message for a supervisor.
-#[derive(Debug)]
+/// A message for a supervisor (see `mailbox` for how each is kept until applied).
+#[derive(Debug, Clone)]
 pub enum Msg {
-    /// A lifecycle input.
-    Input(Input),
-    /// Events from the runner.
+    /// A request, alarm or API call needs it running.
+    Wake,
+    /// The API asked it to sleep.
+    Sleep,
+    /// The API asked to destroy it.
+    Destroy,
+    /// This runner's connection is gone for good.
+    RunnerLost(String),
+    /// This runner announced it is shutting down.
+    RunnerStopping(String),
+    /// An event from the runner.
     Event(EventWrapper),
     /// A client socket of this actor hibernates on the gateway (request id).
     Hibernating([u8; 4], [u8; 4]),
@@ -97,17 +106,24 @@ pub enum Msg {
 pub struct ActorHandle {
     /// The actor.
     pub actor_id: String,
-    tx: mpsc::Sender<Msg>,
+    mailbox: Arc<Mailbox>,
     status: watch::Receiver<Status>,
 }
 
 impl ActorHandle {
-    /// Queues a message without waiting; fails if the supervisor is saturated or gone.
+    /// Hands a message to the supervisor without waiting. It is refused only when the
+    /// supervisor has exited, or for a runner event past what the protocol allows.
     pub fn send(&self, msg: Msg) -> Result<(), ApiError> {
-        self.tx.try_send(msg).map_err(|err| match err {
-            mpsc::error::TrySendError::Full(_) => ApiError::overloaded("actor"),
-            mpsc::error::TrySendError::Closed(_) => ApiError::actor_not_found(),
+        self.mailbox.put(msg).map_err(|refused| match refused {
+            Refused::Closed => ApiError::actor_not_found(),
+            Refused::TooManyEvents => ApiError::overloaded("actor"),
         })
+    }
+
+    /// Hands a runner event to the supervisor; the typed refusal lets the runner's
+    /// connection tell a gone actor (ignore) from a runner breaking the protocol.
+    pub fn send_event(&self, event: EventWrapper) -> Result<(), Refused> {
+        self.mailbox.put(Msg::Event(event))
     }
 
     /// A receiver of status changes.
@@ -123,7 +139,10 @@ impl ActorHandle {
     /// Wakes the actor if needed and waits until it serves traffic here, or finds that
     /// another node serves it.
     pub async fn ready(&self, gw: &Gateway, timeout: Duration) -> Result<Ready, ApiError> {
-        let mut rx = self.status.clone();
+        // The supervisor may unload (asleep, idle) while this waits; `wake` then loads it
+        // again and this follows the new one.
+        let mut handle = self.clone();
+        let mut rx = handle.status.clone();
         // A running actor whose runner is reconnecting becomes reachable when the runner is
         // back, which changes the runner set, not the actor's status.
         let mut runners = gw.envoys.subscribe();
@@ -146,7 +165,7 @@ impl ActorHandle {
                 Status::Sleeping | Status::Elsewhere { .. } | Status::Unavailable { .. }
                     if !woke =>
                 {
-                    self.send(Msg::Input(Input::Wake))?;
+                    handle.wake(gw, &mut rx).await?;
                     woke = true;
                 }
                 Status::Elsewhere { lease, .. } => return Ok(Ready::Remote(lease)),
@@ -170,11 +189,11 @@ impl ActorHandle {
                         )
                         .with_status(axum::http::StatusCode::SERVICE_UNAVAILABLE));
                     }
-                    self.send(Msg::Input(Input::Wake))?;
+                    handle.wake(gw, &mut rx).await?;
                 }
                 Status::Waking | Status::Stopping => {
                     if !woke {
-                        self.send(Msg::Input(Input::Wake))?;
+                        handle.wake(gw, &mut rx).await?;
                         woke = true;
                     }
                 }
@@ -187,27 +206,78 @@ impl ActorHandle {
             };
             match tokio::time::timeout_at(deadline, changed).await {
                 Ok(true) => {}
-                Ok(false) => return Err(ApiError::actor_not_found()),
+                // The supervisor exited: destroyed (the next look says so) or unloaded.
+                Ok(false) => handle.wake(gw, &mut rx).await?,
                 Err(_) => return Err(ApiError::actor_ready_timeout()),
+            }
+        }
+    }
+
+    /// Sends a wake, following the actor to a newly loaded supervisor if this one unloaded.
+    async fn wake(
+        &mut self,
+        gw: &Gateway,
+        rx: &mut watch::Receiver<Status>,
+    ) -> Result<(), ApiError> {
+        match self.mailbox.put(Msg::Wake) {
+            Ok(()) => Ok(()),
+            Err(Refused::TooManyEvents) => Err(ApiError::overloaded("actor")),
+            Err(Refused::Closed) => {
+                let delivered = gw.actors.deliver(gw, &self.actor_id, Msg::Wake).await;
+                let Some(next) = delivered? else {
+                    return Err(ApiError::actor_not_found());
+                };
+                *rx = next.status.clone();
+                *self = next;
+                Ok(())
             }
         }
     }
 }
 
-/// Supervisors of this node's active actors.
+/// Supervisors of this node's loaded actors. A supervisor unloads itself once its actor has
+/// slept for a while with nothing to keep (see `supervisor`); the next request, event or due
+/// alarm loads it again from the stored record.
 #[derive(Default)]
 pub struct Directory {
     inner: Mutex<HashMap<String, ActorHandle>>,
 }
 
+/// Why [`Directory::deliver`] did not deliver.
+#[derive(Debug)]
+pub enum DeliverError {
+    /// Loading the supervisor failed (the store), or it kept unloading.
+    Api(ApiError),
+    /// A runner event past what the protocol allows (see `mailbox`).
+    TooManyEvents,
+}
+
+impl From<ApiError> for DeliverError {
+    fn from(err: ApiError) -> Self {
+        DeliverError::Api(err)
+    }
+}
+
+impl From<DeliverError> for ApiError {
+    fn from(err: DeliverError) -> Self {
+        match err {
+            DeliverError::Api(err) => err,
+            DeliverError::TooManyEvents => ApiError::overloaded("actor"),
+        }
+    }
+}
+
+/// Times a message is retried against a supervisor that unloaded just as it was sent.
+const UNLOAD_RACE_RETRIES: usize = 3;
+
 impl Directory {
-    /// The supervisor of an actor, if one runs.
+    /// The supervisor of an actor, if one is loaded.
     pub fn get(&self, actor_id: &str) -> Option<ActorHandle> {
         self.inner.lock().get(actor_id).cloned()
     }
 
-    /// The supervisor of a live actor, started from its stored record if none runs; `None`
-    /// for an unknown or destroyed actor.
+    /// The supervisor of a live actor, started from its stored record if none is loaded;
+    /// `None` for an unknown or destroyed actor.
     pub async fn ensure(
         &self,
         gw: &Gateway,
@@ -225,27 +295,74 @@ impl Directory {
         Ok(Some(self.spawn(gw, record)))
     }
 
-    /// Starts a supervisor for a record unless one runs already.
+    /// Delivers `msg` to the actor's supervisor, loading it if needed and trying again if it
+    /// unloaded between being found and being handed the message. `Ok(None)` for an unknown
+    /// or destroyed actor.
+    pub async fn deliver(
+        &self,
+        gw: &Gateway,
+        actor_id: &str,
+        msg: Msg,
+    ) -> Result<Option<ActorHandle>, DeliverError> {
+        for _ in 0..UNLOAD_RACE_RETRIES {
+            let Some(handle) = self.ensure(gw, actor_id).await? else {
+                return Ok(None);
+            };
+            match handle.mailbox.put(msg.clone()) {
+                Ok(()) => return Ok(Some(handle)),
+                Err(Refused::Closed) => continue,
+                Err(Refused::TooManyEvents) => return Err(DeliverError::TooManyEvents),
+            }
+        }
+        // Loaded and unloaded again three times in a row: something keeps it churning.
+        Err(DeliverError::Api(ApiError::overloaded("actor")))
+    }
+
+    /// Starts a supervisor for a record unless one is loaded already.
     pub fn spawn(&self, gw: &Gateway, record: ActorRecord) -> ActorHandle {
         let mut inner = self.inner.lock();
         if let Some(handle) = inner.get(&record.actor_id) {
-            return handle.clone();
+            if !handle.mailbox.is_closed() {
+                return handle.clone();
+            }
         }
         let handle = supervisor::spawn(gw.clone(), record);
         inner.insert(handle.actor_id.clone(), handle.clone());
         handle
     }
 
-    fn remove(&self, actor_id: &str) {
-        self.inner.lock().remove(actor_id);
+    /// Unloads a supervisor: succeeds only if `mailbox` is still the loaded one and nothing
+    /// waits in it, so no message sent before is lost and none sent after can find it.
+    fn unload(&self, actor_id: &str, mailbox: &Arc<Mailbox>) -> bool {
+        let mut inner = self.inner.lock();
+        let ours = inner
+            .get(actor_id)
+            .is_some_and(|h| Arc::ptr_eq(&h.mailbox, mailbox));
+        if ours && mailbox.close_if_empty() {
+            inner.remove(actor_id);
+            true
+        } else {
+            false
+        }
     }
 
-    /// Number of supervisors (for metrics and tests).
+    /// Removes an exited supervisor's entry, unless a newer one took its place.
+    fn remove(&self, actor_id: &str, mailbox: &Arc<Mailbox>) {
+        let mut inner = self.inner.lock();
+        if inner
+            .get(actor_id)
+            .is_some_and(|h| Arc::ptr_eq(&h.mailbox, mailbox))
+        {
+            inner.remove(actor_id);
+        }
+    }
+
+    /// Number of loaded supervisors (for metrics and tests).
     pub fn len(&self) -> usize {
         self.inner.lock().len()
     }
 
-    /// Whether none run.
+    /// Whether none is loaded.
     pub fn is_empty(&self) -> bool {
         self.inner.lock().is_empty()
     }

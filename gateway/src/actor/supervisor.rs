@@ -14,11 +14,12 @@ use rivulet_wire::envoy::{
     StopCode,
 };
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::lifecycle::{Effect, Input, Lifecycle, Phase, StopIntent};
-use super::{ActorHandle, Msg, Status, SUPERVISOR_QUEUE};
+use super::mailbox::{Batch, Mailbox};
+use super::{ActorHandle, Status};
 use crate::state::Gateway;
 use crate::store::{ActorRecord, Lease, LeaseClaim};
 use crate::util::now_ms;
@@ -31,7 +32,7 @@ const MAX_EARLY_EVENTS: usize = 64;
 const PLACE_RETRY: Duration = Duration::from_millis(500);
 
 pub(super) fn spawn(gw: Gateway, record: ActorRecord) -> ActorHandle {
-    let (tx, rx) = mpsc::channel(SUPERVISOR_QUEUE);
+    let mailbox = std::sync::Arc::new(Mailbox::default());
     // A record that says it runs on a runner was written by an earlier gateway process: the
     // runner keeps its actors across our restart and reconnects, so adopt the running
     // generation instead of starting a second copy (which would fence the first one's
@@ -66,7 +67,7 @@ pub(super) fn spawn(gw: Gateway, record: ActorRecord) -> ActorHandle {
         gw: gw.clone(),
         record,
         lifecycle,
-        rx,
+        mailbox: mailbox.clone(),
         status: status_tx,
         // Commands of an adopted generation were numbered by the earlier process; continue
         // above anything it can have used so the runner does not drop ours as replays.
@@ -82,11 +83,13 @@ pub(super) fn spawn(gw: Gateway, record: ActorRecord) -> ActorHandle {
         early_events: Vec::new(),
         fenced: false,
         lease_valid_until: None,
+        unload_at: None,
+        record_dirty: false,
     };
     gw.tasks.spawn(sup.run().instrument(span));
     ActorHandle {
         actor_id,
-        tx,
+        mailbox,
         status: status_rx,
     }
 }
@@ -95,7 +98,7 @@ struct Supervisor {
     gw: Gateway,
     record: ActorRecord,
     lifecycle: Lifecycle,
-    rx: mpsc::Receiver<Msg>,
+    mailbox: std::sync::Arc<Mailbox>,
     status: watch::Sender<Status>,
     /// Next command checkpoint index of the current generation.
     next_command_index: i64,
@@ -120,6 +123,11 @@ struct Supervisor {
     fenced: bool,
     /// Past this instant the lease may have expired in the store, renewed or not.
     lease_valid_until: Option<tokio::time::Instant>,
+    /// When this supervisor unloads if the actor stays idle (see `idle`).
+    unload_at: Option<tokio::time::Instant>,
+    /// The last write of the record failed: the store may hold an older one, so this
+    /// supervisor must not unload (the next load would start from it).
+    record_dirty: bool,
 }
 
 impl Supervisor {
@@ -137,8 +145,8 @@ impl Supervisor {
                 // In-flight work is abandoned on shutdown: runners keep their actors and the
                 // next gateway process resumes from the stored record.
                 _ = shutdown.cancelled() => break,
-                msg = self.rx.recv() => match msg {
-                    Some(msg) => self.on_msg(msg).await,
+                batch = self.mailbox.recv() => match batch {
+                    Some(batch) => self.on_batch(batch).await,
                     None => break,
                 },
                 _ = envoys_changed.changed(), if self.placing || self.adopt_deadline.is_some() => {
@@ -162,6 +170,13 @@ impl Supervisor {
                     self.record.alarm_ts = None;
                     self.apply(Input::Wake).await;
                 }
+                _ = sleep_until_opt(self.unload_at), if self.unload_at.is_some() => {
+                    self.unload_at = None;
+                    if self.idle() && self.gw.actors.unload(&self.record.actor_id, &self.mailbox) {
+                        tracing::debug!("unloading the supervisor of a sleeping actor");
+                        return;
+                    }
+                }
                 _ = sleep_until_opt(start_deadline), if start_deadline.is_some() => {
                     if let Phase::Starting { envoy, .. } = &self.lifecycle.phase {
                         tracing::warn!("actor did not report running in time");
@@ -181,8 +196,30 @@ impl Supervisor {
             if self.lifecycle.phase == Phase::Destroyed {
                 break;
             }
+            self.unload_at = match (self.idle(), self.unload_at) {
+                (false, _) => None,
+                (true, Some(at)) => Some(at),
+                (true, None) => {
+                    Some(tokio::time::Instant::now() + self.gw.config.gateway.actor_unload_after())
+                }
+            };
         }
-        self.gw.actors.remove(&self.record.actor_id);
+        self.mailbox.close();
+        self.gw.actors.remove(&self.record.actor_id, &self.mailbox);
+    }
+
+    /// Whether nothing but the stored record describes this actor: asleep, no socket held
+    /// for it, no lease, no placement or adoption under way, and the record in the store is
+    /// the one in memory. Such a supervisor can unload and be loaded again from the store.
+    fn idle(&self) -> bool {
+        self.lifecycle.phase == Phase::Sleeping
+            && self.hibernating.is_empty()
+            && self.lease.is_none()
+            && !self.placing
+            && self.adopt_deadline.is_none()
+            && self.early_events.is_empty()
+            && !self.record_dirty
+            && !self.fenced
     }
 
     /// Applies held events once their generation's start has been sent; drops those that
@@ -236,21 +273,35 @@ impl Supervisor {
         Some(tokio::time::Instant::now() + Duration::from_millis(wait))
     }
 
-    async fn on_msg(&mut self, msg: Msg) {
-        match msg {
-            Msg::Input(input) => self.apply(input).await,
-            Msg::Event(event) => self.on_event(event).await,
-            Msg::Hibernating(gw, req) => {
-                self.hibernating.insert((gw, req));
+    /// Applies everything the mailbox held, in its fixed order (see `mailbox`).
+    async fn on_batch(&mut self, batch: Batch) {
+        for (socket, hibernating) in batch.sockets {
+            if hibernating {
+                self.hibernating.insert(socket);
+            } else {
+                self.hibernating.remove(&socket);
             }
-            Msg::HibernatingClosed(gw, req) => {
-                self.hibernating.remove(&(gw, req));
-            }
-            Msg::Refresh => {
-                if self.lease.is_none() && self.lifecycle.phase == Phase::Sleeping {
-                    self.reload().await;
-                }
-            }
+        }
+        for event in batch.events {
+            self.on_event(event).await;
+        }
+        for envoy in batch.runners_lost {
+            self.apply(Input::RunnerLost { envoy }).await;
+        }
+        for envoy in batch.runners_stopping {
+            self.apply(Input::RunnerStopping { envoy }).await;
+        }
+        if batch.destroy {
+            self.apply(Input::DestroyRequested).await;
+        }
+        if batch.sleep {
+            self.apply(Input::SleepRequested).await;
+        }
+        if batch.wake {
+            self.apply(Input::Wake).await;
+        }
+        if batch.refresh && self.lease.is_none() && self.lifecycle.phase == Phase::Sleeping {
+            self.reload().await;
         }
     }
 
@@ -528,9 +579,11 @@ impl Supervisor {
         {
             Ok(()) => {
                 self.record.revision += 1;
+                self.record_dirty = false;
                 true
             }
             Err(err) => {
+                self.record_dirty = true;
                 tracing::error!(error = %err, "failed to persist actor record");
                 // Re-read so the next write starts from what is stored. A newer generation
                 // there means another node took the actor over: this node must not write

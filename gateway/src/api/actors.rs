@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::meta::NsQuery;
-use crate::actor::{Input, Msg, Status};
+use crate::actor::{Msg, Status};
 use crate::cluster;
 use crate::error::{ApiError, ApiResult};
 use crate::state::{Gateway, DATACENTER_LABEL, DATACENTER_NAME, DEFAULT_NAMESPACE};
@@ -406,8 +406,12 @@ pub async fn destroy(
     if let Some(resp) = cluster::forward_api_call(&gw, &actor, &method, &uri, &headers).await? {
         return Ok(resp);
     }
+    let actor = gw
+        .actors
+        .deliver(&gw, &actor.actor_id, Msg::Destroy)
+        .await?
+        .ok_or_else(ApiError::actor_not_found)?;
     let mut status = actor.watch();
-    actor.send(Msg::Input(Input::DestroyRequested))?;
     // The key is released once the runner confirms; wait for that, bounded, so a client
     // that destroys and recreates sees a consistent result.
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
@@ -464,7 +468,7 @@ pub async fn sleep(
         uri,
         headers,
     };
-    signal(&gw, &id, q, Input::SleepRequested, call).await
+    signal(&gw, &id, q, Msg::Sleep, call).await
 }
 
 /// `POST /actors/{id}/reschedule`: wakes it (a no-op when it runs).
@@ -481,7 +485,7 @@ pub async fn reschedule(
         uri,
         headers,
     };
-    signal(&gw, &id, q, Input::Wake, call).await
+    signal(&gw, &id, q, Msg::Wake, call).await
 }
 
 /// The request an API call came in, kept so it can be forwarded to the owning node.
@@ -492,13 +496,7 @@ struct Call {
 }
 
 /// Hands a lifecycle input to a live actor's supervisor, on the node that serves it.
-async fn signal(
-    gw: &Gateway,
-    id: &str,
-    q: NsQuery,
-    input: Input,
-    call: Call,
-) -> ApiResult<Response> {
+async fn signal(gw: &Gateway, id: &str, q: NsQuery, msg: Msg, call: Call) -> ApiResult<Response> {
     let ns = resolve_namespace(gw, q.namespace.as_deref()).await?;
     let actor = live_actor(gw, &ns, id).await?;
     if let Some(resp) =
@@ -506,6 +504,9 @@ async fn signal(
     {
         return Ok(resp);
     }
-    actor.send(Msg::Input(input))?;
+    gw.actors
+        .deliver(gw, &actor.actor_id, msg)
+        .await?
+        .ok_or_else(ApiError::actor_not_found)?;
     Ok(Json(json!({})).into_response())
 }

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use super::registry::{EnvoyHandle, EnvoyIdentity};
 use super::storage::{self, StorageRequest};
 use super::{close_with, ConnectParams, Refusal};
-use crate::actor::{Input, Msg};
+use crate::actor::{DeliverError, Msg};
 use crate::state::Gateway;
 use crate::util::now_ms;
 
@@ -253,9 +253,7 @@ impl Reader {
                 let actors: Vec<String> = self.handle.assigned.lock().keys().cloned().collect();
                 for actor_id in actors {
                     if let Some(actor) = self.gw.actors.get(&actor_id) {
-                        let _ = actor.send(Msg::Input(Input::RunnerStopping {
-                            envoy: self.handle.key.clone(),
-                        }));
+                        let _ = actor.send(Msg::RunnerStopping(self.handle.key.clone()));
                     }
                 }
             }
@@ -327,19 +325,29 @@ impl Reader {
                 *count = 0;
                 ack.push(event.checkpoint.clone());
             }
-            let handle = match self.gw.actors.ensure(&self.gw, &actor_id).await {
-                Ok(Some(handle)) => handle,
+            match self
+                .gw
+                .actors
+                .deliver(&self.gw, &actor_id, Msg::Event(event))
+                .await
+            {
+                Ok(Some(_)) => {}
                 Ok(None) => {
                     tracing::debug!(actor_id = %actor_id, "event for an unknown or destroyed actor");
-                    continue;
                 }
-                Err(err) => {
+                Err(DeliverError::Api(err)) => {
                     tracing::warn!(actor_id = %actor_id, error = %err.message, "cannot route event");
-                    continue;
                 }
-            };
-            if let Err(err) = handle.send(Msg::Event(event)) {
-                tracing::warn!(actor_id = %actor_id, error = %err.message, "actor queue refused event");
+                Err(DeliverError::TooManyEvents) => {
+                    // More unapplied events for one actor than the protocol can produce: the
+                    // runner is broken. Its connection ends; it reconnects and replays.
+                    tracing::warn!(actor_id = %actor_id, "runner sent too many events for one actor");
+                    self.handle.close(
+                        1008,
+                        "ws.too_many_events#more lifecycle events than the protocol allows",
+                    );
+                    return;
+                }
             }
         }
         // Replays after a reconnect repeat events already applied; the supervisor filters
@@ -398,9 +406,7 @@ async fn on_disconnect(gw: Gateway, handle: Arc<EnvoyHandle>) {
         let actors: Vec<String> = handle.assigned.lock().keys().cloned().collect();
         for actor_id in actors {
             if let Some(actor) = gw.actors.get(&actor_id) {
-                let _ = actor.send(Msg::Input(Input::RunnerLost {
-                    envoy: handle.key.clone(),
-                }));
+                let _ = actor.send(Msg::RunnerLost(handle.key.clone()));
             }
         }
     });

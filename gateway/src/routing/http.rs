@@ -90,8 +90,7 @@ pub(super) async fn serve(
         }
     };
 
-    let request_id: [u8; 4] = rand::random();
-    let mut rx = gw.routes.open(request_id, &envoy.key);
+    let (request_id, mut rx) = gw.routes.open(&envoy.key);
     let guard = RouteGuard {
         gw: gw.clone(),
         request_id,

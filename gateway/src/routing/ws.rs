@@ -119,11 +119,23 @@ impl Tunnel<'_> {
         Ok(())
     }
 
-    fn detach(&mut self) {
+    /// The actor let go of this socket: the gateway holds it, and the actor's next start
+    /// must restore it. The supervisor may have unloaded; `deliver` loads it again.
+    async fn detach(&mut self) -> Result<(), ApiError> {
         self.attached = false;
-        let _ = self
-            .actor
-            .send(Msg::Hibernating(self.gw.gateway_id, self.request_id));
+        let msg = Msg::Hibernating(self.gw.gateway_id, self.request_id);
+        match self
+            .gw
+            .actors
+            .deliver(self.gw, &self.actor.actor_id, msg)
+            .await?
+        {
+            Some(actor) => {
+                self.actor = actor;
+                Ok(())
+            }
+            None => Err(ApiError::actor_not_found()),
+        }
     }
 
     /// Wakes the actor so its runner restores this socket.
@@ -197,8 +209,7 @@ async fn run(
             Err(err) => return Err(super::forward_failed(&err)),
         }
     };
-    let request_id: [u8; 4] = rand::random();
-    let mut rx = gw.routes.open(request_id, &envoy.key);
+    let (request_id, mut rx) = gw.routes.open(&envoy.key);
     let _guard = RouteGuard {
         gw: gw.clone(),
         request_id,
@@ -225,7 +236,11 @@ async fn run(
     wait_open(gw, &mut t, &mut rx, sink).await?;
 
     let result = pump(&mut t, &mut rx, sink, &mut stream).await;
-    let _ = actor.send(Msg::HibernatingClosed(gw.gateway_id, request_id));
+    // A supervisor holding this socket cannot unload, so one that is not loaded (or is
+    // unloading) never had it: nothing to tell.
+    if let Some(actor) = gw.actors.get(&t.actor.actor_id) {
+        let _ = actor.send(Msg::HibernatingClosed(gw.gateway_id, request_id));
+    }
     result
 }
 
@@ -315,7 +330,7 @@ async fn pump(
             }
             inbound = rx.recv() => match inbound {
                 None => return Err(ApiError::runner_lost()),
-                Some(Inbound::RunnerLost) if t.can_hibernate => t.detach(),
+                Some(Inbound::RunnerLost) if t.can_hibernate => t.detach().await?,
                 Some(Inbound::RunnerLost) => return Err(ApiError::runner_lost()),
                 Some(Inbound::Message(_, kind)) => match kind {
                     ToRivetTunnelMessageKind::ToRivetWebSocketMessage(m) => {
@@ -337,7 +352,7 @@ async fn pump(
                     ToRivetTunnelMessageKind::ToRivetWebSocketClose(c) => {
                         if c.hibernate && t.can_hibernate {
                             tracing::debug!("client websocket hibernating");
-                            t.detach();
+                            t.detach().await?;
                             // Messages the actor never acknowledged must still reach it: wake it
                             // now rather than at the client's next message.
                             if !t.pending.is_empty() {
