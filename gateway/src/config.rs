@@ -80,7 +80,8 @@ pub struct EnvoyConfig {
     pub actor_stop_threshold_ms: i64,
     /// Largest tunnel payload a runner may send.
     pub max_response_payload_bytes: u64,
-    /// Frames queued towards one runner before the connection counts as stuck.
+    /// Frames queued towards one runner before the connection counts as stuck; client
+    /// traffic may take half and waits for room beyond that.
     pub outbound_queue_frames: usize,
 }
 
@@ -307,10 +308,10 @@ impl Config {
                     .into(),
             });
         }
-        if e.outbound_queue_frames == 0 {
+        if e.outbound_queue_frames < 2 {
             return Err(ConfigError::Invalid {
                 field: "envoy.outbound_queue_frames",
-                reason: "must be at least 1".into(),
+                reason: "must be at least 2 (half of it is for client traffic)".into(),
             });
         }
         if self.store_timeout_ms == 0 {

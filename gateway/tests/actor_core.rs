@@ -1,12 +1,17 @@
 //! The actor core over real sockets: supervisors of sleeping actors unload and load again
-//! from the store, and messages sent while they unload are not lost.
+//! from the store, messages sent while they unload are not lost, and a burst of client
+//! traffic slows clients without ever cutting the runner.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{reply, run_actor, TestGateway};
+use common::{reply, run_actor, Incoming, TestGateway};
+use rivulet_wire::envoy::{
+    ToEnvoy, ToEnvoyTunnelMessageKind, ToRivetTunnelMessageKind, ToRivetWebSocketOpen,
+};
 
 /// `rivulet_actors_loaded` from `/metrics`.
 async fn loaded(gw: &TestGateway) -> u64 {
@@ -109,4 +114,84 @@ async fn destroying_an_unloaded_actor_loads_it_and_destroys_it() {
         !a["destroy_ts"].is_null()
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_sockets_closing_at_once_slows_clients_and_keeps_the_runner() {
+    // 5,000 sockets on one actor close at once while the runner is not reading. Each close
+    // is a frame towards the runner; before backpressure they filled the runner's queue and
+    // the gateway cut the runner's connection. Now the clients wait for room.
+    const SOCKETS: usize = 5_000;
+    let gw = TestGateway::builder()
+        .configure(|c| c.envoy.outbound_queue_frames = 256)
+        .start()
+        .await;
+    let mut runner = gw.runner().connect().await;
+    let started = run_actor(&gw, &mut runner, "burst").await;
+    let url = gw.ws_url(&format!("/gateway/{}/connect", started.actor_id));
+
+    let (go, go_rx) = tokio::sync::watch::channel(false);
+    let connecting = Arc::new(tokio::sync::Semaphore::new(200));
+    let clients: Vec<_> = (0..SOCKETS)
+        .map(|_| {
+            let url = url.clone();
+            let mut go_rx = go_rx.clone();
+            let connecting = connecting.clone();
+            tokio::spawn(async move {
+                let permit = connecting.acquire_owned().await.unwrap();
+                let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+                drop(permit);
+                go_rx.wait_for(|go| *go).await.unwrap();
+                let _ = ws.close(None).await;
+            })
+        })
+        .collect();
+
+    // The actor accepts every socket.
+    let mut opened = 0;
+    while opened < SOCKETS {
+        let msg = runner.expect_tunnel().await;
+        match msg.message_kind {
+            ToEnvoyTunnelMessageKind::ToEnvoyWebSocketOpen(_) => {
+                runner.tunnel(
+                    msg.message_id.gateway_id,
+                    msg.message_id.request_id,
+                    ToRivetTunnelMessageKind::ToRivetWebSocketOpen(ToRivetWebSocketOpen {
+                        can_hibernate: false,
+                    }),
+                );
+                opened += 1;
+            }
+            other => panic!("expected a WebSocket open, got {other:?}"),
+        }
+    }
+
+    runner.pause_reading(true);
+    go.send(true).unwrap();
+    for client in clients {
+        client.await.unwrap();
+    }
+    // Let the closes pile up against the paused runner.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    runner.pause_reading(false);
+
+    let mut closed = 0;
+    while closed < SOCKETS {
+        match runner.next().await {
+            Incoming::Frame(ToEnvoy::ToEnvoyTunnelMessage(msg)) => match msg.message_kind {
+                ToEnvoyTunnelMessageKind::ToEnvoyWebSocketClose(_) => closed += 1,
+                other => panic!("expected a WebSocket close, got {other:?}"),
+            },
+            Incoming::Frame(ToEnvoy::ToEnvoyPing(_) | ToEnvoy::ToEnvoyAckEvents(_)) => {}
+            other => {
+                panic!("the runner's connection must stay up; got {other:?} after {closed} closes")
+            }
+        }
+    }
+
+    // Still the same connection, still serving.
+    let req = gw.request("GET", &format!("/gateway/{}/after", started.actor_id), b"");
+    let (id, _) = runner.expect_http().await;
+    runner.respond(&id, 200, b"ok");
+    assert_eq!(reply(req).await.status, 200);
 }

@@ -15,6 +15,7 @@
 //     slept and BENCH_STORE_SETTLE_S (default 15) more seconds passed, and compared with the
 //     RSS before the first of them woke.
 //
+//   BENCH_STORE_CONCURRENCY  actors woken at once (default 4)
 //   RIVULET_BIN   the gateway to measure (scripts/bench.sh passes a release build)
 import fs from "node:fs";
 import { createClient } from "rivetkit/client";
@@ -26,6 +27,7 @@ const AWAKE = Number(process.env.BENCH_STORE_AWAKE || 1000);
 const IDLE_S = Number(process.env.BENCH_STORE_IDLE_S || 30);
 const SLEEPING = Number(process.env.BENCH_STORE_SLEEPING || 2000);
 const SETTLE_S = Number(process.env.BENCH_STORE_SETTLE_S || 15);
+const WIDTH = Number(process.env.BENCH_STORE_CONCURRENCY || 4);
 const round = (x, d = 2) => (x === null || x === undefined ? null : Math.round(x * 10 ** d) / 10 ** d);
 
 async function metrics(url) {
@@ -117,7 +119,7 @@ async function onDynamo(out) {
 		console.error(`[bench-store] waking ${AWAKE} actors on DynamoDB (moto)`);
 		const conns = [];
 		const t0 = Date.now();
-		await pool(AWAKE, 20, async (i) => {
+		await pool(AWAKE, WIDTH, async (i) => {
 			const c = client.counter.getOrCreate([`awake-${run}-${i}`]).connect();
 			conns.push(c);
 			await c.get();
@@ -162,7 +164,7 @@ async function sleepingActors(out) {
 		await sleep(3000);
 		const before = rssKiB(pid);
 		console.error(`[bench-store] waking ${SLEEPING} actors on the embedded store, then letting them sleep`);
-		await pool(SLEEPING, 20, (i) => client.counter.getOrCreate([`sleepy-${run}-${i}`]).increment(1));
+		await pool(SLEEPING, WIDTH, (i) => client.counter.getOrCreate([`sleepy-${run}-${i}`]).increment(1));
 		const peak = rssKiB(pid);
 		// All asleep: the runner reports none left (the app's own count is not visible), so wait
 		// out the sleep timeout plus the settle time.

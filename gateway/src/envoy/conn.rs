@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::registry::{EnvoyHandle, EnvoyIdentity};
+use super::registry::{EnvoyHandle, EnvoyIdentity, Outbound};
 use super::storage::{self, StorageRequest};
 use super::{close_with, ConnectParams, Refusal};
 use crate::actor::{DeliverError, Msg};
@@ -119,7 +119,7 @@ pub(super) async fn serve(gw: Gateway, params: ConnectParams, socket: WebSocket)
 async fn write_loop<S>(
     sink: &mut S,
     first: Vec<ToEnvoy>,
-    rx: &mut mpsc::Receiver<ToEnvoy>,
+    rx: &mut mpsc::Receiver<Outbound>,
     ping_every: Duration,
     cancel: &CancellationToken,
 ) -> bool
@@ -136,11 +136,13 @@ where
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return true,
-            msg = rx.recv() => match msg {
-                Some(msg) => {
-                    if sink.send(binary(&msg)).await.is_err() {
+            out = rx.recv() => match out {
+                Some(out) => {
+                    if sink.send(binary(&out.msg)).await.is_err() {
                         return false;
                     }
+                    // A tunnel frame's slot frees here, once the socket has it.
+                    drop(out);
                 }
                 None => return false,
             },

@@ -4,6 +4,13 @@
 //! when the same runner reconnects, so a dropped connection never loses a start or stop. The
 //! runner drops duplicates by checkpoint index. A newer connection with the same key evicts
 //! the older one.
+//!
+//! Frames towards a runner share one ordered queue, in two classes. Control frames (commands,
+//! acks, storage replies, pings) never wait: a full queue means the runner stopped reading,
+//! and its connection is cut so it reconnects and gets its commands replayed. Tunnel frames
+//! (client requests and socket messages) may fill at most half the queue; past that, the
+//! client's task waits for room, so a burst of client traffic slows those clients and never
+//! cuts a runner. A tunnel frame holds its slot until the writer has handed it to the socket.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -11,7 +18,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rivulet_wire::envoy::{ActorCheckpoint, CommandWrapper, ToEnvoy};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::util::now_ms;
@@ -30,7 +37,9 @@ pub struct EnvoyHandle {
     /// Distinguishes this connection from earlier ones with the same key.
     pub conn_id: u64,
     /// Frames towards the runner; bounded, see [`EnvoyHandle::send`].
-    tx: mpsc::Sender<ToEnvoy>,
+    tx: mpsc::Sender<Outbound>,
+    /// Room tunnel frames may take in `tx` (half of it), see [`EnvoyHandle::send_tunnel`].
+    tunnel_slots: Arc<Semaphore>,
     /// When the connection was established.
     pub connected_ts: i64,
     /// Last pong, ms since the epoch.
@@ -50,12 +59,47 @@ pub struct EnvoyHandle {
     close_reason: Mutex<Option<(u16, String)>>,
 }
 
+/// A frame in a runner's queue; a tunnel frame carries the slot it occupies.
+#[derive(Debug)]
+pub struct Outbound {
+    /// The frame.
+    pub msg: ToEnvoy,
+    /// Released when the writer has sent the frame.
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
 impl EnvoyHandle {
-    /// Queues a frame without waiting. A full queue means the runner stopped reading: the
-    /// connection is cancelled so it reconnects and gets unacknowledged commands replayed,
-    /// which is safer than blocking every actor on this runner behind it.
+    /// Queues a control frame without waiting. A full queue means the runner stopped reading
+    /// (tunnel frames can take only half of it): the connection is cancelled so it
+    /// reconnects and gets unacknowledged commands replayed, which is safer than blocking
+    /// every actor on this runner behind it.
     pub fn send(&self, msg: ToEnvoy) -> bool {
-        match self.tx.try_send(msg) {
+        self.enqueue(Outbound { msg, _slot: None })
+    }
+
+    /// Queues a tunnel frame, waiting while tunnel frames fill their half of the queue: the
+    /// waiting is the client's backpressure. Returns false if the connection ended first.
+    pub async fn send_tunnel(&self, msg: ToEnvoy) -> bool {
+        let slot = tokio::select! {
+            slot = self.tunnel_slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return false,
+            },
+            _ = self.cancel.cancelled() => return false,
+        };
+        self.enqueue(Outbound {
+            msg,
+            _slot: Some(slot),
+        })
+    }
+
+    /// Tunnel frames that could be queued now without waiting (for tests and metrics).
+    pub fn tunnel_room(&self) -> usize {
+        self.tunnel_slots.available_permits()
+    }
+
+    fn enqueue(&self, out: Outbound) -> bool {
+        match self.tx.try_send(out) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(envoy_key = %self.key, "envoy outbound queue full, dropping connection");
@@ -113,7 +157,7 @@ pub struct Registration {
     /// The new handle.
     pub handle: Arc<EnvoyHandle>,
     /// Its outbound frames.
-    pub rx: mpsc::Receiver<ToEnvoy>,
+    pub rx: mpsc::Receiver<Outbound>,
     /// Commands to replay right after init.
     pub replay: Vec<CommandWrapper>,
 }
@@ -144,7 +188,9 @@ impl Registry {
     /// Adds a connection, evicting an older one with the same key.
     pub fn register(&self, id: EnvoyIdentity, parent: &CancellationToken) -> Registration {
         let (tx, rx) = mpsc::channel(self.outbound_capacity);
+        let tunnel_room = (self.outbound_capacity / 2).max(1);
         let handle = Arc::new(EnvoyHandle {
+            tunnel_slots: Arc::new(Semaphore::new(tunnel_room)),
             key: id.key.clone(),
             namespace_id: id.namespace_id,
             pool_name: id.pool_name,

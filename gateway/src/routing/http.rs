@@ -112,7 +112,7 @@ pub(super) async fn serve(
         0,
         ToEnvoyTunnelMessageKind::ToEnvoyRequestStart(start),
     );
-    if !envoy.send(msg) {
+    if !envoy.send_tunnel(msg).await {
         return Err(ApiError::runner_lost());
     }
 
@@ -258,7 +258,8 @@ impl StreamPump {
                         },
                     );
                     self.envoy
-                        .send(tunnel_msg(&self.gw, self.request_id, next_index, update));
+                        .send_tunnel(tunnel_msg(&self.gw, self.request_id, next_index, update))
+                        .await;
                     next_index = next_index.wrapping_add(1);
                     if chunk.finish {
                         return;

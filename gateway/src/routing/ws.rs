@@ -83,9 +83,11 @@ struct Tunnel<'a> {
 }
 
 impl Tunnel<'_> {
-    fn send(&self, kind: ToEnvoyTunnelMessageKind, index: u16) -> bool {
+    /// Sends towards the actor, waiting while the runner's queue is busy with client
+    /// traffic (the backpressure that slows this client rather than cutting the runner).
+    async fn send(&self, kind: ToEnvoyTunnelMessageKind, index: u16) -> bool {
         self.envoy
-            .send(ToEnvoy::ToEnvoyTunnelMessage(ToEnvoyTunnelMessage {
+            .send_tunnel(ToEnvoy::ToEnvoyTunnelMessage(ToEnvoyTunnelMessage {
                 message_id: MessageId {
                     gateway_id: self.gw.gateway_id,
                     request_id: self.request_id,
@@ -93,6 +95,7 @@ impl Tunnel<'_> {
                 },
                 message_kind: kind,
             }))
+            .await
     }
 
     fn message(data: bytes::Bytes, binary: bool) -> ToEnvoyTunnelMessageKind {
@@ -100,7 +103,7 @@ impl Tunnel<'_> {
     }
 
     /// Forwards a client message, keeping it until acknowledged if the socket hibernates.
-    fn forward(&mut self, data: bytes::Bytes, binary: bool) -> Result<(), ApiError> {
+    async fn forward(&mut self, data: bytes::Bytes, binary: bool) -> Result<(), ApiError> {
         let index = self.next_index;
         self.next_index = self.next_index.wrapping_add(1);
         if self.can_hibernate {
@@ -113,7 +116,10 @@ impl Tunnel<'_> {
             }
             self.pending.push_back((index, data.clone(), binary));
         }
-        if self.attached && !self.send(Self::message(data, binary), index) && !self.can_hibernate {
+        if self.attached
+            && !self.send(Self::message(data, binary), index).await
+            && !self.can_hibernate
+        {
             return Err(ApiError::runner_lost());
         }
         Ok(())
@@ -162,7 +168,7 @@ impl Tunnel<'_> {
     }
 
     /// The actor reopened the socket: resend what it has not acknowledged.
-    fn reattach(&mut self) {
+    async fn reattach(&mut self) {
         if let Status::Running { envoy_key, .. } = self.actor.status() {
             if let Some(envoy) = self.gw.envoys.get(&envoy_key) {
                 self.gw.routes.rebind(self.request_id, &envoy.key);
@@ -171,7 +177,7 @@ impl Tunnel<'_> {
         }
         self.attached = true;
         for (index, data, binary) in self.pending.clone() {
-            self.send(Self::message(data, binary), index);
+            self.send(Self::message(data, binary), index).await;
         }
     }
 }
@@ -230,7 +236,7 @@ async fn run(
         path: target.actor_path.clone().into(),
         headers: forward_headers(headers),
     });
-    if !t.send(open, 0) {
+    if !t.send(open, 0).await {
         return Err(ApiError::runner_lost());
     }
     wait_open(gw, &mut t, &mut rx, sink).await?;
@@ -307,7 +313,7 @@ async fn pump(
                                 code: frame.as_ref().map(|f| f.code),
                                 reason: frame.map(|f| f.reason.to_string().into()),
                             });
-                            t.send(close, index);
+                            t.send(close, index).await;
                         }
                         return Ok(());
                     }
@@ -318,12 +324,12 @@ async fn pump(
                                 code: Some(1006),
                                 reason: None,
                             });
-                            t.send(close, index);
+                            t.send(close, index).await;
                         }
                         return Ok(());
                     }
                 };
-                t.forward(data, binary)?;
+                t.forward(data, binary).await?;
                 if !t.attached {
                     t.wake().await?;
                 }
@@ -366,7 +372,7 @@ async fn pump(
                     ToRivetTunnelMessageKind::ToRivetWebSocketOpen(open) => {
                         // The actor restored this socket after a restart.
                         t.can_hibernate = open.can_hibernate;
-                        t.reattach();
+                        t.reattach().await;
                     }
                     ToRivetTunnelMessageKind::ToRivetResponseStart(_)
                     | ToRivetTunnelMessageKind::ToRivetResponseChunk(_)

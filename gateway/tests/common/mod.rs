@@ -537,6 +537,8 @@ pub struct FakeRunner {
     out: mpsc::UnboundedSender<Message>,
     inbox: mpsc::UnboundedReceiver<Incoming>,
     answer_pings: Arc<AtomicBool>,
+    /// While true, the reader takes nothing from the socket (a runner that stops reading).
+    paused: tokio::sync::watch::Sender<bool>,
     reader: Option<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
     next_request_id: u32,
@@ -566,6 +568,7 @@ impl FakeRunner {
         let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
         let (inbox_tx, inbox) = mpsc::unbounded_channel();
         let answer_pings = Arc::new(AtomicBool::new(answer_pings));
+        let (paused, mut paused_rx) = tokio::sync::watch::channel(false);
         let writer = tokio::spawn(async move {
             while let Some(msg) = out_rx.recv().await {
                 if sink.send(msg).await.is_err() {
@@ -577,7 +580,13 @@ impl FakeRunner {
             let out = out.clone();
             let answer = answer_pings.clone();
             tokio::spawn(async move {
-                while let Some(item) = stream.next().await {
+                loop {
+                    if paused_rx.wait_for(|p| !*p).await.is_err() {
+                        return;
+                    }
+                    let Some(item) = stream.next().await else {
+                        break;
+                    };
                     let incoming = match item {
                         Ok(Message::Binary(bytes)) => match decode_to_envoy(bytes) {
                             Ok(msg) => {
@@ -616,6 +625,7 @@ impl FakeRunner {
             out,
             inbox,
             answer_pings,
+            paused,
             reader: Some(reader),
             writer: Some(writer),
             next_request_id: 1,
@@ -627,6 +637,12 @@ impl FakeRunner {
     /// Whether the background reader answers pings (off: the runner looks hung).
     pub fn answer_pings(&self, on: bool) {
         self.answer_pings.store(on, Ordering::SeqCst);
+    }
+
+    /// Stops (true) or resumes (false) reading the socket, as a runner whose event loop is
+    /// busy would; the gateway's frames then wait in TCP buffers and its queue.
+    pub fn pause_reading(&self, on: bool) {
+        let _ = self.paused.send(on);
     }
 
     /// Sends one message.
