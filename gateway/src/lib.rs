@@ -20,6 +20,7 @@
 //! - [`cluster`]: several nodes on one store: actor leases and forwarding to the owner.
 //! - [`scheduler`]: wakes actors whose durable alarm is due.
 //! - [`tunnel`]: in-flight tunnel requests keyed by (gateway id, request id).
+//! - [`names`]: namespaces and key → actor id in memory, for a hot path with no store reads.
 //! - [`store`]: the `Store` trait, the embedded backend and the conformance suite.
 //! - [`error`]: the single mapping from failures to wire errors.
 
@@ -29,6 +30,7 @@ pub mod cluster;
 pub mod config;
 pub mod envoy;
 pub mod error;
+pub mod names;
 pub mod quickack;
 pub mod routing;
 pub mod scheduler;

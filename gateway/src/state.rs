@@ -36,6 +36,8 @@ pub struct Inner {
     pub actors: Directory,
     /// In-flight tunnel requests.
     pub routes: Routes,
+    /// Namespaces and key → actor id, kept so the hot path reads no store.
+    pub names: crate::names::Names,
     /// This node among the gateways sharing the store.
     pub node: crate::cluster::Node,
     /// Identifies this gateway process in tunnel message ids.
@@ -73,6 +75,7 @@ impl Gateway {
             envoys: Registry::new(outbound),
             actors: Directory::default(),
             routes: Routes::default(),
+            names: crate::names::Names::default(),
             node,
             gateway_id: rand::random(),
             shutdown,

@@ -195,3 +195,91 @@ async fn a_burst_of_sockets_closing_at_once_slows_clients_and_keeps_the_runner()
     runner.respond(&id, 200, b"ok");
     assert_eq!(reply(req).await.status, 200);
 }
+
+/// The store requests the gateway has made so far (`/metrics`).
+async fn store_requests(gw: &TestGateway) -> u64 {
+    let text = reqwest::get(gw.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("rivulet_store_requests_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn requests_by_key_to_an_awake_actor_read_nothing_from_the_store() {
+    let gw = TestGateway::start().await;
+    let mut runner = gw.runner().connect().await;
+    let path = "/gateway/counter/action/x?rvt-method=getOrCreate&rvt-runner=default&rvt-key=hot";
+
+    // The first request creates the actor and wakes it: that costs store requests.
+    let req = gw.request("POST", path, b"1");
+    let started = runner.accept_start().await;
+    let (id, _) = runner.expect_http().await;
+    runner.respond(&id, 200, b"1");
+    assert_eq!(reply(req).await.status, 200);
+    gw.wait_actor(&started.actor_id, "connectable", |a| {
+        !a["connectable_ts"].is_null()
+    })
+    .await;
+
+    let before = store_requests(&gw).await;
+    for i in 0..20 {
+        let req = gw.request("POST", path, b"n");
+        let (id, start) = runner.expect_http().await;
+        assert_eq!(start.actor_id.as_str(), started.actor_id);
+        runner.respond(&id, 200, i.to_string().as_bytes());
+        assert_eq!(reply(req).await.status, 200);
+    }
+    // The same with the `get` method.
+    let req = gw.request(
+        "POST",
+        "/gateway/counter/action/x?rvt-method=get&rvt-key=hot",
+        b"n",
+    );
+    let (id, _) = runner.expect_http().await;
+    runner.respond(&id, 200, b"ok");
+    assert_eq!(reply(req).await.status, 200);
+    assert_eq!(store_requests(&gw).await - before, 0);
+}
+
+#[tokio::test]
+async fn a_key_whose_actor_was_destroyed_gets_a_new_actor() {
+    // The cached id of a destroyed actor must not be used: getOrCreate makes a new one.
+    let gw = TestGateway::start().await;
+    let mut runner = gw.runner().connect().await;
+    let path = "/gateway/counter/action/x?rvt-method=getOrCreate&rvt-runner=default&rvt-key=gone";
+    let req = gw.request("POST", path, b"1");
+    let first = runner.accept_start().await;
+    let (id, _) = runner.expect_http().await;
+    runner.respond(&id, 200, b"1");
+    assert_eq!(reply(req).await.status, 200);
+
+    let destroy = tokio::spawn({
+        let url = gw.url(&format!("/actors/{}", first.actor_id));
+        async move {
+            reqwest::Client::new()
+                .delete(url)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    let (checkpoint, _) = runner.expect_stop().await;
+    runner.ack(&checkpoint);
+    runner.stopped(&first.actor_id, first.generation, None);
+    assert_eq!(destroy.await.unwrap(), 200);
+
+    let req = gw.request("POST", path, b"2");
+    let second = runner.accept_start().await;
+    assert_ne!(second.actor_id, first.actor_id);
+    let (id, start) = runner.expect_http().await;
+    assert_eq!(start.actor_id.as_str(), second.actor_id);
+    runner.respond(&id, 200, b"2");
+    assert_eq!(reply(req).await.status, 200);
+}

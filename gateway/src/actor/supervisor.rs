@@ -454,6 +454,11 @@ impl Supervisor {
                 self.record.connectable_ts = None;
                 self.record.alarm_ts = None;
                 self.persist().await;
+                if let Some(key) = &self.record.key {
+                    self.gw
+                        .names
+                        .forget_key(&self.record.namespace_id, &self.record.name, key);
+                }
                 if let Err(err) = self.gw.store.clear_actor_data(&self.record.actor_id).await {
                     tracing::error!(error = %err, "failed to clear destroyed actor's data");
                 }

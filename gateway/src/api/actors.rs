@@ -32,10 +32,16 @@ pub const MAX_LIST_IDS: usize = 32;
 /// Finds a namespace by name (`default` when none is given).
 pub async fn resolve_namespace(gw: &Gateway, name: Option<&str>) -> Result<Namespace, ApiError> {
     let name = name.unwrap_or(DEFAULT_NAMESPACE);
-    gw.store
+    if let Some(ns) = gw.names.namespace(name) {
+        return Ok(ns);
+    }
+    let ns = gw
+        .store
         .get_namespace(name)
         .await?
-        .ok_or_else(ApiError::namespace_not_found)
+        .ok_or_else(ApiError::namespace_not_found)?;
+    gw.names.put_namespace(&ns);
+    Ok(ns)
 }
 
 /// The JSON form of an actor.

@@ -17,7 +17,7 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::Request;
 use axum::response::{IntoResponse, Response};
 
-use crate::actor::{ActorHandle, Ready};
+use crate::actor::{ActorHandle, Ready, Status};
 use crate::api::actors::{get_or_create, resolve_namespace, CreateSpec};
 use crate::error::ApiError;
 use crate::state::Gateway;
@@ -50,7 +50,8 @@ pub async fn handle(State(gw): State<Gateway>, req: Request<Body>) -> Response {
     }
 }
 
-/// Finds (or creates) the actor a request addresses and returns its supervisor.
+/// Finds (or creates) the actor a request addresses and returns its supervisor. An actor
+/// this node serves awake is found without reading the store (see `names`).
 pub async fn resolve(gw: &Gateway, target: &Target) -> Result<ActorHandle, ApiError> {
     let actor_id = match &target.method {
         Method::Direct { actor_id } => actor_id.clone(),
@@ -60,11 +61,18 @@ pub async fn resolve(gw: &Gateway, target: &Target) -> Result<ActorHandle, ApiEr
             key,
         } => {
             let ns = resolve_namespace(gw, Some(namespace)).await?;
-            gw.store
+            if let Some(handle) = awake_here(gw, &ns.namespace_id, name, key) {
+                return Ok(handle);
+            }
+            let actor_id = gw
+                .store
                 .get_actor_by_key(&ns.namespace_id, name, key)
                 .await?
                 .ok_or_else(ApiError::actor_not_found)?
-                .actor_id
+                .actor_id;
+            gw.names
+                .put_actor_id(&ns.namespace_id, name, key, &actor_id);
+            actor_id
         }
         Method::GetOrCreate {
             namespace,
@@ -75,6 +83,9 @@ pub async fn resolve(gw: &Gateway, target: &Target) -> Result<ActorHandle, ApiEr
             crash_policy,
         } => {
             let ns = resolve_namespace(gw, Some(namespace)).await?;
+            if let Some(handle) = awake_here(gw, &ns.namespace_id, name, key) {
+                return Ok(handle);
+            }
             let spec = CreateSpec {
                 name: name.clone(),
                 key: Some(key.clone()),
@@ -82,13 +93,31 @@ pub async fn resolve(gw: &Gateway, target: &Target) -> Result<ActorHandle, ApiEr
                 runner_name_selector: pool.clone(),
                 crash_policy: *crash_policy,
             };
-            get_or_create(gw, &ns, spec).await?.0.actor_id
+            let actor_id = get_or_create(gw, &ns, spec).await?.0.actor_id;
+            gw.names
+                .put_actor_id(&ns.namespace_id, name, key, &actor_id);
+            actor_id
         }
     };
     gw.actors
         .ensure(gw, &actor_id)
         .await?
         .ok_or_else(ApiError::actor_not_found)
+}
+
+/// The supervisor of the actor holding a key, if this node serves it awake: only then is the
+/// cached id certain to be the key's current actor.
+fn awake_here(gw: &Gateway, namespace_id: &str, name: &str, key: &str) -> Option<ActorHandle> {
+    let actor_id = gw.names.actor_id(namespace_id, name, key)?;
+    let handle = gw.actors.get(&actor_id)?;
+    match handle.status() {
+        Status::Running { .. } | Status::Waking => Some(handle),
+        Status::Sleeping
+        | Status::Stopping
+        | Status::Destroyed
+        | Status::Elsewhere { .. }
+        | Status::Unavailable { .. } => None,
+    }
 }
 
 /// Where a request for `actor` goes: to a runner here (waking the actor if needed), or to
