@@ -71,12 +71,12 @@ TRANSACT_WRITE_KINDS = {
 UNMAPPABLE = {"execute_statement", "batch_execute_statement", "execute_transaction"}
 
 # Operations the deployed gateway (`rivulet serve`) never makes, and where they may appear:
-# table creation runs only in `rivulet dev` and `rivulet schema --apply`, and this module
-# creates the table, so the gateway's role does not get to create or describe tables.
-# A call of these anywhere else in the store counts as needed.
+# table creation runs only in `rivulet dev` and `rivulet schema --apply`, and Terraform
+# creates the table, so the gateway's role does not get to create tables. (It does describe
+# the table: that is its start-up check.) A call of these anywhere else in the store counts
+# as needed.
 SETUP_ONLY = {
     "create_table": "create_table_if_missing",
-    "describe_table": "create_table_if_missing",
 }
 
 # CreateTable fields this check knows how to compare; anything else in `rivulet schema`
