@@ -36,6 +36,8 @@ pub struct Inner {
     pub actors: Directory,
     /// In-flight tunnel requests.
     pub routes: Routes,
+    /// Alarms of actors whose supervisors unloaded, fired from memory.
+    pub alarms: crate::scheduler::Wheel,
     /// Namespaces and key → actor id, kept so the hot path reads no store.
     pub names: crate::names::Names,
     /// This node among the gateways sharing the store.
@@ -76,6 +78,7 @@ impl Gateway {
             actors: Directory::default(),
             routes: Routes::default(),
             names: crate::names::Names::default(),
+            alarms: crate::scheduler::Wheel::default(),
             node,
             gateway_id: rand::random(),
             shutdown,

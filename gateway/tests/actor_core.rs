@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use common::{reply, run_actor, Incoming, TestGateway};
 use rivulet_wire::envoy::{
-    ToEnvoy, ToEnvoyTunnelMessageKind, ToRivetTunnelMessageKind, ToRivetWebSocketOpen,
+    Event, EventActorSetAlarm, ToEnvoy, ToEnvoyTunnelMessageKind, ToRivetTunnelMessageKind,
+    ToRivetWebSocketOpen,
 };
 
 /// `rivulet_actors_loaded` from `/metrics`.
@@ -282,4 +283,43 @@ async fn a_key_whose_actor_was_destroyed_gets_a_new_actor() {
     assert_eq!(start.actor_id.as_str(), second.actor_id);
     runner.respond(&id, 200, b"2");
     assert_eq!(reply(req).await.status, 200);
+}
+
+#[tokio::test]
+async fn an_unloaded_actors_alarm_fires_on_time_without_the_store_scan() {
+    // The store scan is pushed out of reach: only this node's wheel can fire the alarm.
+    let gw = TestGateway::builder()
+        .configure(|c| {
+            c.gateway.actor_unload_after_ms = 200;
+            c.gateway.alarm_scan_interval_ms = 3_600_000;
+        })
+        .start()
+        .await;
+    let mut runner = gw.runner().connect().await;
+    let started = run_actor(&gw, &mut runner, "alarm").await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let due = now_ms + 2_000;
+    runner.event(
+        &started.actor_id,
+        started.generation,
+        Event::EventActorSetAlarm(EventActorSetAlarm {
+            alarm_ts: Some(due),
+        }),
+    );
+    runner
+        .sleep_actor(&started.actor_id, started.generation)
+        .await;
+    wait_loaded(&gw, 0).await;
+
+    let woke = runner.accept_start().await;
+    assert_eq!(woke.actor_id, started.actor_id);
+    assert_eq!(woke.generation, started.generation + 1);
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(at >= due, "woke {} ms before the alarm", due - at);
 }

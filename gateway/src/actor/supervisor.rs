@@ -174,6 +174,9 @@ impl Supervisor {
                     self.unload_at = None;
                     if self.idle() && self.gw.actors.unload(&self.record.actor_id, &self.mailbox) {
                         tracing::debug!("unloading the supervisor of a sleeping actor");
+                        if let Some(ts) = self.record.alarm_ts {
+                            self.gw.alarms.add(ts, &self.record.actor_id);
+                        }
                         return;
                     }
                 }

@@ -42,6 +42,11 @@ fn render(gw: &Gateway) -> String {
             gw.envoys.list().len(),
         ),
         (
+            "rivulet_alarms_in_memory",
+            "Alarms of unloaded actors this node fires from memory.",
+            gw.alarms.len(),
+        ),
+        (
             "rivulet_tunnel_requests",
             "Client requests and sockets in flight through the tunnel.",
             gw.routes.len(),
