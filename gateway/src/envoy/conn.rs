@@ -102,6 +102,7 @@ pub(super) async fn serve(gw: Gateway, params: ConnectParams, socket: WebSocket)
             gw: gw.clone(),
             handle: handle.clone(),
             workers: HashMap::new(),
+            workers_swept_at: 0,
             unacked_events: HashMap::new(),
         };
         reader.run(&mut stream, &cancel).await;
@@ -166,6 +167,8 @@ struct Reader {
     /// One storage worker per actor, so each actor's requests apply in order while actors
     /// proceed independently.
     workers: HashMap<String, mpsc::Sender<StorageRequest>>,
+    /// Size of `workers` after its last sweep of ended workers.
+    workers_swept_at: usize,
     /// Events received per actor since the last acknowledgement.
     unacked_events: HashMap<String, usize>,
 }
@@ -321,11 +324,23 @@ impl Reader {
         let mut ack: Vec<ActorCheckpoint> = Vec::new();
         for event in events {
             let actor_id = event.checkpoint.actor_id.to_string();
-            let count = self.unacked_events.entry(actor_id.clone()).or_insert(0);
-            *count += 1;
-            if *count >= EVENT_ACK_BATCH {
-                *count = 0;
+            // A stopped actor needs no adoption: acknowledge its events at once and forget
+            // it, so the map holds only actors this runner still runs.
+            let stopped = matches!(
+                &event.inner,
+                rivulet_wire::envoy::Event::EventActorStateUpdate(u)
+                    if matches!(u.state, rivulet_wire::envoy::ActorState::ActorStateStopped(_))
+            );
+            if stopped {
+                self.unacked_events.remove(&actor_id);
                 ack.push(event.checkpoint.clone());
+            } else {
+                let count = self.unacked_events.entry(actor_id.clone()).or_insert(0);
+                *count += 1;
+                if *count >= EVENT_ACK_BATCH {
+                    *count = 0;
+                    ack.push(event.checkpoint.clone());
+                }
             }
             match self
                 .gw
@@ -363,6 +378,15 @@ impl Reader {
     }
 
     fn dispatch(&mut self, actor_id: String, req: StorageRequest) {
+        if self.workers.get(&actor_id).is_some_and(|w| w.is_closed()) {
+            self.workers.remove(&actor_id);
+        }
+        // Workers end when idle; their entries go once the map has doubled since the last
+        // sweep, so sweeping costs O(1) per request on average.
+        if self.workers.len() >= self.workers_swept_at.saturating_mul(2).max(64) {
+            self.workers.retain(|_, w| !w.is_closed());
+            self.workers_swept_at = self.workers.len();
+        }
         let worker = self.workers.entry(actor_id.clone()).or_insert_with(|| {
             storage::spawn_worker(self.gw.clone(), self.handle.clone(), actor_id)
         });

@@ -32,6 +32,8 @@ use crate::util::now_ms;
 
 /// Requests queued per actor before new ones are refused.
 const WORKER_QUEUE: usize = 128;
+/// How long a storage worker waits for its actor's next request before it ends.
+const WORKER_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Largest key, in bytes.
 pub const KV_MAX_KEY_BYTES: usize = 2048;
@@ -71,7 +73,9 @@ pub fn spawn_worker(
     let (tx, mut rx) = mpsc::channel(WORKER_QUEUE);
     let tasks = gw.tasks.clone();
     tasks.spawn(async move {
-        while let Some(req) = rx.recv().await {
+        // An idle worker ends, so a runner that served many actors does not keep a task per
+        // actor it ever ran; the connection starts a new one on the actor's next request.
+        while let Ok(Some(req)) = tokio::time::timeout(WORKER_IDLE, rx.recv()).await {
             let reply = handle(&gw, &envoy, &actor_id, req).await;
             envoy.send(reply);
         }

@@ -130,6 +130,9 @@ struct ActorNameRow {
     metadata: String,
 }
 
+/// Memory redb may use to cache pages of the store file.
+const EMBEDDED_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 // === impl EmbeddedStore ===
 
 impl EmbeddedStore {
@@ -142,7 +145,12 @@ impl EmbeddedStore {
                 })?;
             }
         }
-        let db = Database::create(path).map_err(backend("open store file"))?;
+        // redb caches up to 1 GiB by default, which shows as gateway memory that grows with
+        // every actor ever written; the working set of a gateway's store is far smaller.
+        let db = Database::builder()
+            .set_cache_size(EMBEDDED_CACHE_BYTES)
+            .create(path)
+            .map_err(backend("open store file"))?;
         // Creating every table up front lets read transactions open them unconditionally.
         let mut txn = db.begin_write().map_err(backend("open store"))?;
         txn.set_durability(Durability::Immediate)
