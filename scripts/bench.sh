@@ -3,7 +3,8 @@
 # served by the stock RivetKit app and by the same counter in Rust (rivulet-runner), in one run
 # (BENCH_RUNNERS, default node,rust); with BENCH_TARGETS=rivulet,engine also through the Rivet
 # engine 2.3.19. Then the Rust runtime alone (no network): one action through a native Rust
-# actor. Prints JSON on stdout (see tests/compat/bench.mjs and lambda-runner/examples/bench_actor.rs).
+# actor. Then what the store costs (tests/compat/bench-store.mjs). Prints JSON on stdout (see
+# tests/compat/bench.mjs, lambda-runner/examples/bench_actor.rs and tests/compat/bench-store.mjs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build -q --release -p rivulet-gateway --bin rivulet
@@ -17,3 +18,8 @@ export BENCH_RUNNERS="${BENCH_RUNNERS:-node,rust}"
 export RIVET_LOG_LEVEL="${RIVET_LOG_LEVEL:-error}"
 "$NODE" tests/compat/bench.mjs
 "$TARGET/release/examples/bench_actor"
+# Store requests per operation and per idle minute (DynamoDB on moto), gateway memory per
+# sleeping actor; BENCH_STORE=0 skips it (waking 1,000 actors on moto takes minutes).
+if [ "${BENCH_STORE:-1}" = "1" ]; then
+  "$NODE" tests/compat/bench-store.mjs
+fi
