@@ -1,7 +1,15 @@
-//! The one place where failures become wire errors: JSON `{group, code, message, metadata}`
-//! with the HTTP status the Rivet engine uses (400 for a refused request, 401/403 for auth,
-//! 404 for an unknown route, 500 for internal errors, whose detail is logged, never sent).
-//! WebSocket rejections reuse the same `group.code` as the close reason.
+//! The one place where failures become wire errors, in three forms:
+//!
+//! - to clients over HTTP: JSON `{group, code, message, metadata}` with the HTTP status the
+//!   Rivet engine uses (400 for a refused request, 401/403 for auth, 404 for an unknown route,
+//!   500 for internal errors, whose detail is logged, never sent) — [`ApiError`];
+//! - to clients over WebSocket: a close frame whose reason is `group.code#message` —
+//!   [`ApiError::to_close`];
+//! - to runners, for their KV and SQLite requests: a `depot` code and message —
+//!   [`to_depot`].
+//!
+//! No backend detail (SDK errors, file paths, table names) leaves the gateway in any of them;
+//! it goes to the log. The table tests below cover every variant.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -204,6 +212,32 @@ impl ApiError {
         .with_status(StatusCode::PAYLOAD_TOO_LARGE)
     }
 
+    /// The store did not answer; what was being done did not happen.
+    pub fn store_unavailable(doing: &str) -> Self {
+        Self::new(
+            "store",
+            "unavailable",
+            format!("The state store did not answer{doing}; nothing was changed. Retry later."),
+        )
+        .with_status(StatusCode::SERVICE_UNAVAILABLE)
+    }
+
+    /// The node serving the actor did not answer a forwarded request.
+    pub fn forward_failed(detail: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %detail, "forward to the owner node failed");
+        Self::new(
+            "guard",
+            "forward_failed",
+            "The gateway node serving this actor did not answer; retry.",
+        )
+        .with_status(StatusCode::BAD_GATEWAY)
+    }
+
+    /// The WebSocket close frame for this error: 1011 and `group.code#message`.
+    pub fn to_close(&self) -> (u16, String) {
+        (1011, format!("{}#{}", self.reason(), self.message))
+    }
+
     /// Something failed inside the gateway; the detail goes to the log only.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
@@ -217,12 +251,7 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::Unavailable(detail) => {
                 tracing::warn!(%detail, "store unavailable");
-                Self::new(
-                    "store",
-                    "unavailable",
-                    "The state store did not answer in time; nothing was changed. Retry later.",
-                )
-                .with_status(StatusCode::SERVICE_UNAVAILABLE)
+                Self::store_unavailable(" in time")
             }
             StoreError::Conflict { what } => Self::new(
                 "store",
@@ -255,6 +284,45 @@ impl IntoResponse for ApiError {
 
 /// Result type of HTTP handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A store failure as a runner sees it in a KV or SQLite response: a `depot` code and a
+/// message. Fences and limits say what happened (the runner acts on them); backend failures
+/// say only that the store failed, and their detail is logged here.
+pub fn to_depot(err: &StoreError) -> (&'static str, String) {
+    match err {
+        StoreError::StaleGeneration { .. } => ("generation_mismatch", err.to_string()),
+        StoreError::HeadMismatch { .. } => ("head_txid_mismatch", err.to_string()),
+        StoreError::StageRejected(_) => ("stage_rejected", err.to_string()),
+        StoreError::NotFound { .. } => ("actor_not_found", err.to_string()),
+        StoreError::Unavailable(detail) => {
+            tracing::warn!(%detail, "store unavailable for a runner request");
+            (
+                "store_unavailable",
+                "the state store did not answer in time; nothing was changed, retry".to_owned(),
+            )
+        }
+        StoreError::Conflict { .. } => (
+            "conflict",
+            "a concurrent update won; nothing was changed, retry".to_owned(),
+        ),
+        StoreError::AlreadyExists { .. }
+        | StoreError::KeyTaken { .. }
+        | StoreError::Corrupt(_)
+        | StoreError::Backend(_) => {
+            tracing::error!(error = %err, "store failure on a runner request");
+            (
+                "internal_error",
+                "the state store failed; see the gateway's log".to_owned(),
+            )
+        }
+    }
+}
+
+/// A store failure as the text of a KV error response (`code: message`).
+pub fn kv_message(err: StoreError) -> String {
+    let (code, message) = to_depot(&err);
+    format!("{code}: {message}")
+}
 
 #[cfg(test)]
 mod tests {
@@ -292,6 +360,10 @@ mod tests {
                 "message.incoming_too_long",
             ),
             (ApiError::internal("boom"), 500, "core.internal_error"),
+            (ApiError::store_unavailable(""), 503, "store.unavailable"),
+            (ApiError::forward_failed("x"), 502, "guard.forward_failed"),
+            (ApiError::runner_lost(), 503, "guard.service_unavailable"),
+            (ApiError::shutting_down(), 503, "guard.shutting_down"),
             (
                 StoreError::Unavailable("timeout".into()).into(),
                 503,
@@ -307,6 +379,75 @@ mod tests {
             assert_eq!(err.status.as_u16(), status, "{reason}");
             assert_eq!(err.reason(), reason);
         }
+    }
+
+    /// Every store failure, as a runner sees it: the code it acts on, and no backend detail.
+    #[test]
+    fn depot_table() {
+        let secret = "arn:aws:dynamodb:secret-table /var/lib/x";
+        let table: Vec<(StoreError, &str)> = vec![
+            (
+                StoreError::StaleGeneration {
+                    given: 1,
+                    current: 2,
+                },
+                "generation_mismatch",
+            ),
+            (
+                StoreError::HeadMismatch {
+                    expected: 1,
+                    current: 2,
+                },
+                "head_txid_mismatch",
+            ),
+            (StoreError::StageRejected("gap".into()), "stage_rejected"),
+            (
+                StoreError::NotFound {
+                    what: "actor".into(),
+                },
+                "actor_not_found",
+            ),
+            (StoreError::Unavailable(secret.into()), "store_unavailable"),
+            (
+                StoreError::Conflict {
+                    what: secret.into(),
+                },
+                "conflict",
+            ),
+            (
+                StoreError::AlreadyExists {
+                    what: secret.into(),
+                },
+                "internal_error",
+            ),
+            (
+                StoreError::KeyTaken {
+                    existing_actor_id: secret.into(),
+                },
+                "internal_error",
+            ),
+            (StoreError::Corrupt(secret.into()), "internal_error"),
+            (StoreError::Backend(secret.into()), "internal_error"),
+        ];
+        for (err, code) in table {
+            let (got, message) = to_depot(&err);
+            assert_eq!(got, code, "{err}");
+            assert!(!message.contains("secret"), "{code}: {message}");
+            assert!(!kv_message(err).contains("secret"));
+        }
+    }
+
+    #[test]
+    fn websocket_close_carries_group_code_and_message() {
+        let (code, reason) = ApiError::actor_not_found().to_close();
+        assert_eq!(code, 1011);
+        assert!(reason.starts_with("actor.not_found#"), "{reason}");
+        assert_eq!(
+            ApiError::forward_failed("connection refused to 10.0.0.5")
+                .to_close()
+                .1,
+            "guard.forward_failed#The gateway node serving this actor did not answer; retry."
+        );
     }
 
     #[test]

@@ -170,12 +170,9 @@ impl ActorHandle {
                 }
                 Status::Elsewhere { lease, .. } => return Ok(Ready::Remote(lease)),
                 Status::Unavailable { .. } => {
-                    return Err(ApiError::new(
-                        "store",
-                        "unavailable",
-                        "The store did not answer while the actor was being placed; retry shortly.",
-                    )
-                    .with_status(axum::http::StatusCode::SERVICE_UNAVAILABLE))
+                    return Err(ApiError::store_unavailable(
+                        " while the actor was being placed",
+                    ))
                 }
                 Status::Sleeping => {
                     // It went back to sleep while we waited (a crash, or its runner left):

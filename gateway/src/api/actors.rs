@@ -450,12 +450,7 @@ pub async fn destroy(
             )
             .with_status(axum::http::StatusCode::SERVICE_UNAVAILABLE))
         }
-        Status::Unavailable { .. } => Err(ApiError::new(
-            "store",
-            "unavailable",
-            "The store did not answer; the actor was not destroyed. Retry shortly.",
-        )
-        .with_status(axum::http::StatusCode::SERVICE_UNAVAILABLE)),
+        Status::Unavailable { .. } => Err(ApiError::store_unavailable(" to the destroy")),
         _ => Ok(Json(json!({})).into_response()),
     }
 }

@@ -188,14 +188,7 @@ pub async fn forward_api_call(
                 tracing::warn!(owner = %lease.node_id, error = %err, "owner node unreachable");
                 await_expiry(&lease, deadline).await?;
             }
-            Err(err) => {
-                return Err(ApiError::new(
-                    "guard",
-                    "forward_failed",
-                    format!("The gateway node serving this actor did not answer: {err}"),
-                )
-                .with_status(StatusCode::BAD_GATEWAY))
-            }
+            Err(err) => return Err(ApiError::forward_failed(err)),
         }
     }
     Ok(None)

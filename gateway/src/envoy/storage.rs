@@ -301,7 +301,7 @@ async fn kv(
             let entries = store
                 .kv_get(actor_id, &keys)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(crate::error::kv_message)?;
             let (keys, values, metadata) = split_entries(entries);
             Ok(KvResponseData::KvGetResponse(KvGetResponse {
                 keys,
@@ -326,7 +326,7 @@ async fn kv(
             let entries = store
                 .kv_list(actor_id, query, req.reverse.unwrap_or(false), limit)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(crate::error::kv_message)?;
             let (keys, values, metadata) = split_entries(entries);
             Ok(KvResponseData::KvListResponse(KvListResponse {
                 keys,
@@ -367,7 +367,7 @@ async fn kv(
             store
                 .kv_put(actor_id, generation, entries, now_ms())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(crate::error::kv_message)?;
             Ok(KvResponseData::KvPutResponse)
         }
         KvRequestData::KvDeleteRequest(req) => {
@@ -376,21 +376,21 @@ async fn kv(
             store
                 .kv_delete(actor_id, generation, &keys)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(crate::error::kv_message)?;
             Ok(KvResponseData::KvDeleteResponse)
         }
         KvRequestData::KvDeleteRangeRequest(req) => {
             store
                 .kv_delete_range(actor_id, generation, &req.start, &req.end)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(crate::error::kv_message)?;
             Ok(KvResponseData::KvDeleteResponse)
         }
         KvRequestData::KvDropRequest => {
             store
                 .kv_drop(actor_id, generation)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(crate::error::kv_message)?;
             Ok(KvResponseData::KvDropResponse)
         }
     }
@@ -508,19 +508,8 @@ fn sqlite_err(code: &str, message: String) -> SqliteErrorResponse {
 }
 
 fn store_err(err: StoreError) -> SqliteErrorResponse {
-    let code = match &err {
-        StoreError::StaleGeneration { .. } => "generation_mismatch",
-        StoreError::HeadMismatch { .. } => "head_txid_mismatch",
-        StoreError::StageRejected(_) => "stage_rejected",
-        StoreError::NotFound { .. } => "actor_not_found",
-        StoreError::Unavailable(_) => "store_unavailable",
-        StoreError::AlreadyExists { .. }
-        | StoreError::KeyTaken { .. }
-        | StoreError::Conflict { .. }
-        | StoreError::Corrupt(_)
-        | StoreError::Backend(_) => "internal_error",
-    };
-    sqlite_err(code, err.to_string())
+    let (code, message) = crate::error::to_depot(&err);
+    sqlite_err(code, message)
 }
 
 /// The answer to remote SQL execution, which this gateway does not run: RivetKit's native

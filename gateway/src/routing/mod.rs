@@ -136,10 +136,5 @@ pub async fn place(
 
 /// The error for a forward that left but got no answer.
 pub fn forward_failed(err: &crate::cluster::forward::ForwardError) -> ApiError {
-    ApiError::new(
-        "guard",
-        "forward_failed",
-        format!("The gateway node serving this actor did not answer: {err}"),
-    )
-    .with_status(axum::http::StatusCode::BAD_GATEWAY)
+    ApiError::forward_failed(err)
 }

@@ -49,7 +49,8 @@ pub(super) fn serve(
             let (mut sink, stream) = socket.split();
             if let Err(err) = run(&gw, &target, &uri, &headers, &mut sink, stream).await {
                 tracing::debug!(reason = %err.reason(), "closing client websocket");
-                close(&mut sink, 1011, format!("{}#{}", err.reason(), err.message)).await;
+                let (code, reason) = err.to_close();
+                close(&mut sink, code, reason).await;
             }
         })
 }
