@@ -61,6 +61,12 @@ pub async fn run(
     let addr = listener.local_addr()?;
     let node = crate::cluster::Node::new(&config, addr);
     let gw = Gateway::new(config, store, node, shutdown.clone());
+    // Actor leases refer to this registration: it exists before the first request.
+    let registration = crate::cluster::heartbeat::register(&gw).await?;
+    gw.tasks.spawn(crate::cluster::heartbeat::run(
+        gw.clone(),
+        Some(registration),
+    ));
     gw.tasks.spawn(crate::scheduler::run(gw.clone()));
     tracing::info!(%addr, node_id = %gw.node.id, node_url = %gw.node.url, "rivulet gateway listening");
     let listener = crate::quickack::QuickAckListener(listener);

@@ -167,25 +167,35 @@ impl Store for Hanging {
     async fn sqlite_stage_finalize(&self, finalize: SqliteFinalize) -> StoreResult<u64> {
         self.inner.sqlite_stage_finalize(finalize).await
     }
-    async fn acquire_lease(
+    async fn register_node(
         &self,
-        actor_id: &str,
         node_id: &str,
         node_url: &str,
         now_ms: i64,
         ttl_ms: i64,
-    ) -> StoreResult<LeaseClaim> {
+    ) -> StoreResult<NodeLease> {
         self.inner
-            .acquire_lease(actor_id, node_id, node_url, now_ms, ttl_ms)
+            .register_node(node_id, node_url, now_ms, ttl_ms)
             .await
     }
-    async fn renew_lease(
+    async fn renew_node(
         &self,
-        lease: &Lease,
+        node: &NodeLease,
         now_ms: i64,
         ttl_ms: i64,
-    ) -> StoreResult<Option<Lease>> {
-        self.inner.renew_lease(lease, now_ms, ttl_ms).await
+    ) -> StoreResult<Option<NodeLease>> {
+        self.inner.renew_node(node, now_ms, ttl_ms).await
+    }
+    async fn get_node(&self, node_id: &str) -> StoreResult<Option<NodeLease>> {
+        self.inner.get_node(node_id).await
+    }
+    async fn acquire_lease(
+        &self,
+        actor_id: &str,
+        node: &NodeLease,
+        now_ms: i64,
+    ) -> StoreResult<LeaseClaim> {
+        self.inner.acquire_lease(actor_id, node, now_ms).await
     }
     async fn release_lease(&self, lease: &Lease) -> StoreResult<bool> {
         self.inner.release_lease(lease).await

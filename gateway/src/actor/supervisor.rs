@@ -78,11 +78,9 @@ pub(super) fn spawn(gw: Gateway, record: ActorRecord) -> ActorHandle {
         placing: false,
         starting_since: None,
         lease: None,
-        renew_at: None,
         refusals: 0,
         early_events: Vec::new(),
         fenced: false,
-        lease_valid_until: None,
         unload_at: None,
         record_dirty: false,
     };
@@ -111,18 +109,15 @@ struct Supervisor {
     starting_since: Option<tokio::time::Instant>,
     /// Set while an adopted actor's runner has not reconnected; past it, the runner is lost.
     adopt_deadline: Option<tokio::time::Instant>,
-    /// This node's lease on the actor; held exactly while it is not sleeping or destroyed.
+    /// This node's lease on the actor; held exactly while it is not sleeping or destroyed. It
+    /// stays valid while this node's registration keeps the incarnation it names.
     lease: Option<Lease>,
-    /// When to renew `lease`.
-    renew_at: Option<tokio::time::Instant>,
     /// Refusals and store failures published so far (see `Status::Elsewhere`).
     refusals: u64,
     /// Events a runner sent for the generation about to start, before its start was sent.
     early_events: Vec<EventWrapper>,
     /// A newer generation was found in the store: another node owns the actor now.
     fenced: bool,
-    /// Past this instant the lease may have expired in the store, renewed or not.
-    lease_valid_until: Option<tokio::time::Instant>,
     /// When this supervisor unloads if the actor stays idle (see `idle`).
     unload_at: Option<tokio::time::Instant>,
     /// The last write of the record failed: the store may hold an older one, so this
@@ -133,6 +128,7 @@ struct Supervisor {
 impl Supervisor {
     async fn run(mut self) {
         let mut envoys_changed = self.gw.envoys.subscribe();
+        let mut node_changed = self.gw.node.watch();
         let shutdown = self.gw.stopping.clone();
         if matches!(self.lifecycle.phase, Phase::Running { .. }) {
             self.claim_adoption().await;
@@ -164,7 +160,7 @@ impl Supervisor {
                     }
                 }
                 _ = tokio::time::sleep(PLACE_RETRY), if self.placing => self.try_place().await,
-                _ = sleep_until_opt(self.renew_at), if self.renew_at.is_some() => self.renew().await,
+                _ = node_changed.changed(), if self.lease.is_some() => self.check_node().await,
                 _ = sleep_until_opt(alarm), if alarm.is_some() => {
                     tracing::debug!("alarm due, waking");
                     self.record.alarm_ts = None;
@@ -618,25 +614,24 @@ impl Supervisor {
     /// another node may have run the actor since this supervisor last looked; on refusal the
     /// status names the holder, so waiting requests are forwarded there.
     async fn take_lease(&mut self) -> bool {
-        let node = &self.gw.node;
+        let Some(node) = self.gw.node.current() else {
+            // Not registered (yet, or any more): the heartbeat is registering again.
+            tracing::warn!("this node holds no registration; cannot take the actor's lease");
+            self.refusals += 1;
+            self.status.send_replace(Status::Unavailable {
+                attempt: self.refusals,
+            });
+            return false;
+        };
         let claim = self
             .gw
             .store
-            .acquire_lease(
-                &self.record.actor_id,
-                &node.id,
-                &node.url,
-                now_ms(),
-                node.lease_ttl_ms(),
-            )
+            .acquire_lease(&self.record.actor_id, &node, now_ms())
             .await;
         match claim {
             Ok(LeaseClaim::Acquired(lease)) => {
                 tracing::debug!(epoch = lease.epoch, "took the actor's lease");
                 self.lease = Some(lease);
-                let ttl = self.gw.node.lease_ttl;
-                self.lease_valid_until = Some(tokio::time::Instant::now() + lease_margin(ttl));
-                self.renew_at = Some(tokio::time::Instant::now() + ttl / 3);
                 if !self.reload().await {
                     self.release_lease().await;
                     return false;
@@ -763,43 +758,20 @@ impl Supervisor {
         self.status.send_replace(Status::Sleeping);
     }
 
-    /// Extends the lease; a lease found lost (or expired while the store was unreachable)
-    /// stops this node's instance, since another node may already run a newer one.
-    async fn renew(&mut self) {
-        let Some(lease) = self.lease.clone() else {
-            self.renew_at = None;
+    /// The node's registration changed: a lease taken under another incarnation (or with
+    /// none held now) no longer binds anyone, so another node may already run a newer
+    /// instance; this one stops.
+    async fn check_node(&mut self) {
+        let Some(lease) = &self.lease else {
             return;
         };
-        let ttl = self.gw.node.lease_ttl;
-        let started = tokio::time::Instant::now();
-        // A renewal may not outlive the lease it renews: past that, this node cannot know
-        // whether another one took the actor.
-        let valid_until = self.lease_valid_until.unwrap_or(started + ttl);
-        let renewal = self
+        let held = self
             .gw
-            .store
-            .renew_lease(&lease, now_ms(), self.gw.node.lease_ttl_ms());
-        let result = match tokio::time::timeout_at(valid_until, renewal).await {
-            Ok(result) => result,
-            Err(_) => Err(crate::store::StoreError::Unavailable(
-                "lease renewal outlived the lease".into(),
-            )),
-        };
-        match result {
-            Ok(Some(renewed)) => {
-                self.lease = Some(renewed);
-                self.lease_valid_until = Some(started + lease_margin(ttl));
-                self.renew_at = Some(tokio::time::Instant::now() + ttl / 3);
-            }
-            Ok(None) => self.lease_lost().await,
-            Err(err) if tokio::time::Instant::now() >= valid_until => {
-                tracing::warn!(error = %err, "lease expired while the store was unreachable");
-                self.lease_lost().await;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "lease renewal failed; retrying");
-                self.renew_at = Some(tokio::time::Instant::now() + ttl / 10);
-            }
+            .node
+            .current()
+            .is_some_and(|n| n.incarnation == lease.node_incarnation);
+        if !held {
+            self.lease_lost().await;
         }
     }
 
@@ -824,8 +796,6 @@ impl Supervisor {
         }
         self.release_runner();
         self.lease = None;
-        self.renew_at = None;
-        self.lease_valid_until = None;
         self.placing = false;
         self.starting_since = None;
         self.adopt_deadline = None;
@@ -838,7 +808,6 @@ impl Supervisor {
     }
 
     async fn release_lease(&mut self) {
-        self.renew_at = None;
         if let Some(lease) = self.lease.take() {
             if let Err(err) = self.gw.store.release_lease(&lease).await {
                 // It expires on its own; until then other nodes forward here and find the
@@ -877,13 +846,6 @@ impl Supervisor {
             }
         });
     }
-}
-
-/// How long a lease counts as held locally after it was taken or renewed: a little less than
-/// its duration, so clock drift and the store's round trip cannot make this node serve an
-/// actor the store already lets another node take.
-fn lease_margin(ttl: Duration) -> Duration {
-    ttl.mul_f64(0.9)
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {

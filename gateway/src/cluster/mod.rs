@@ -1,10 +1,11 @@
 //! Several gateway nodes on one store. Each awake actor is served by exactly one node, the
-//! holder of its lease (a store row with an expiry and an epoch, see `Store::acquire_lease`).
-//! A node takes the lease when it wakes an actor, renews it while the actor is awake and
-//! gives it up when the actor sleeps; a node that dies simply stops renewing, and after the
-//! lease expires any node may take the actor over. Every start still bumps the actor's
-//! generation, so even a node that lost its lease without noticing cannot write over the new
-//! owner's state.
+//! holder of its lease (see `Store::acquire_lease`). A node takes the lease when it wakes an
+//! actor and gives it up when the actor sleeps. Leases are not renewed one by one: each names
+//! the node's incarnation, and the node renews its own registration (`heartbeat`), so the
+//! store traffic of keeping actors owned grows with nodes, not actors. A node that dies stops
+//! renewing; once its registration runs out, any node may take its actors over. Every start
+//! still bumps the actor's generation, so even a node that lost its lease without noticing
+//! cannot write over the new owner's state.
 //!
 //! A request that lands on a node that does not hold the lease is forwarded, whole, to the
 //! holder's URL (`forward`). Runners only ever talk to the node they connected to: the
@@ -12,8 +13,10 @@
 //!
 //! # Layout
 //! - `forward`: passing one HTTP request or WebSocket to the owning node.
+//! - `heartbeat`: this node's registration, renewed.
 
 pub mod forward;
+pub mod heartbeat;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,8 +27,9 @@ use crate::actor::{ActorHandle, Status};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::state::Gateway;
-use crate::store::Lease;
+use crate::store::{Lease, NodeLease};
 use crate::util::now_ms;
+use tokio::sync::watch;
 
 /// Header counting how often a request was forwarded between nodes.
 pub const HOPS_HEADER: &str = "x-rivulet-hops";
@@ -43,6 +47,15 @@ pub struct Node {
     pub lease_ttl: Duration,
     /// Client for forwarded HTTP requests (keeps connections to the other nodes open).
     pub http: reqwest::Client,
+    /// This node's registration while it holds it, and until when it counts as held.
+    registration: std::sync::Arc<watch::Sender<Registration>>,
+}
+
+/// This node's registration as the heartbeat last saw it.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    lease: Option<NodeLease>,
+    valid_until: tokio::time::Instant,
 }
 
 impl Node {
@@ -85,7 +98,47 @@ impl Node {
             url,
             lease_ttl: Duration::from_millis(config.cluster.lease_ms),
             http,
+            registration: std::sync::Arc::new(
+                watch::channel(Registration {
+                    lease: None,
+                    valid_until: tokio::time::Instant::now(),
+                })
+                .0,
+            ),
         }
+    }
+
+    /// The registration this node holds now: `None` before it registered and after it lost
+    /// its registration; actor leases taken under it are valid while it is the same.
+    pub fn current(&self) -> Option<NodeLease> {
+        let reg = self.registration.borrow();
+        reg.lease
+            .as_ref()
+            .filter(|_| reg.valid_until > tokio::time::Instant::now())
+            .cloned()
+    }
+
+    /// Until when the current registration counts as held.
+    pub fn valid_until(&self) -> tokio::time::Instant {
+        self.registration.borrow().valid_until
+    }
+
+    /// Notifies when the registration changes (renewed, lost, registered again).
+    pub fn watch(&self) -> watch::Receiver<Registration> {
+        self.registration.subscribe()
+    }
+
+    /// Records the heartbeat's latest result.
+    fn publish(&self, lease: Option<NodeLease>, valid_until: tokio::time::Instant) {
+        // Only a change of incarnation (or its loss) matters to supervisors; a renewal just
+        // moves the deadline.
+        self.registration.send_if_modified(|reg| {
+            let changed =
+                reg.lease.as_ref().map(|l| l.incarnation) != lease.as_ref().map(|l| l.incarnation);
+            reg.lease = lease;
+            reg.valid_until = valid_until;
+            changed
+        });
     }
 
     /// Lease duration in ms, as the store takes it.

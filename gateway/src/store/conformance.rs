@@ -9,6 +9,7 @@
 //! The SQLite and fencing cases matter most: a bug there corrupts user data silently, so they
 //! check not only that a bad request fails but that it changed nothing.
 
+use crate::store::NodeLease;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -75,8 +76,9 @@ macro_rules! store_conformance_tests {
             sqlite_stage_abandoned_by_new_begin
             sqlite_commit_invalidates_open_stage
             sqlite_zombie_stage_cannot_finalize
-            lease_take_renew_release
-            lease_expiry_allows_takeover
+            node_register_renew_reregister
+            lease_take_refuse_release
+            lease_of_a_dead_node_can_be_taken
             lease_retaken_by_same_node_fences_old_holder
             lease_concurrent_takers_one_wins
         );
@@ -1857,144 +1859,148 @@ fn held_by(claim: LeaseClaim, step: &str) -> Lease {
     }
 }
 
-/// Take, refuse another node, renew, release, then the other node takes it.
-pub async fn lease_take_renew_release(store: Arc<dyn Store>) {
+async fn node(s: &dyn Store, id: &str, now_ms: i64, ttl_ms: i64) -> NodeLease {
+    must(
+        s.register_node(id, &format!("http://{id}"), now_ms, ttl_ms)
+            .await,
+        "register node",
+    )
+}
+
+/// Registration: incarnations grow, renewals extend only the current incarnation.
+pub async fn node_register_renew_reregister(store: Arc<dyn Store>) {
     let s = store.as_ref();
+    assert_eq!(must(s.get_node("n1").await, "get none"), None);
+    let first = node(s, "n1", 1_000, 500).await;
+    assert_eq!((first.incarnation, first.expires_ms), (1, 1_500));
+    assert_eq!(first.node_url, "http://n1");
+    let renewed = must(s.renew_node(&first, 1_400, 500).await, "renew").expect("held");
+    assert_eq!((renewed.incarnation, renewed.expires_ms), (1, 1_900));
+    assert_eq!(must(s.get_node("n1").await, "get"), Some(renewed.clone()));
+    // A restarted process registers the same id: the old incarnation can no longer renew.
+    let second = node(s, "n1", 1_500, 500).await;
+    assert_eq!(second.incarnation, 2);
+    assert_eq!(
+        must(s.renew_node(&renewed, 1_600, 500).await, "old renew"),
+        None
+    );
+    assert!(must(s.renew_node(&second, 1_600, 500).await, "new renew").is_some());
+}
+
+/// Take, refuse another node while the holder lives, release, then the other node takes it;
+/// the old holder can no longer release it.
+pub async fn lease_take_refuse_release(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let n1 = node(s, "n1", 1_000, 10_000).await;
+    let n2 = node(s, "n2", 1_000, 10_000).await;
     assert_eq!(must(s.get_lease("a-lease").await, "get none"), None);
     let a = acquired(
-        must(
-            s.acquire_lease("a-lease", "n1", "http://n1", 1_000, 500)
-                .await,
-            "n1 takes",
-        ),
-        "n1 takes",
+        must(s.acquire_lease("a-lease", &n1, 1_000).await, "take"),
+        "take",
     );
     assert_eq!(
-        (a.node_id.as_str(), a.node_url.as_str(), a.expires_ms),
-        ("n1", "http://n1", 1_500)
+        (a.node_id.as_str(), a.node_url.as_str()),
+        ("n1", "http://n1")
     );
-    let other = held_by(
-        must(
-            s.acquire_lease("a-lease", "n2", "http://n2", 1_200, 500)
-                .await,
-            "n2 refused",
-        ),
-        "n2 refused",
+    assert_eq!((a.epoch, a.node_incarnation, a.expires_ms), (1, 1, 11_000));
+    let refused = held_by(
+        must(s.acquire_lease("a-lease", &n2, 1_200).await, "other"),
+        "other",
     );
-    assert_eq!(other, a, "the refusal names the holder");
-    let renewed = must(s.renew_lease(&a, 1_400, 500).await, "renew").expect("still held");
-    assert_eq!((renewed.epoch, renewed.expires_ms), (a.epoch, 1_900));
-    assert_eq!(
-        must(s.get_lease("a-lease").await, "get"),
-        Some(renewed.clone())
-    );
-    held_by(
-        must(
-            s.acquire_lease("a-lease", "n2", "http://n2", 1_600, 500)
-                .await,
-            "n2 refused after renew",
-        ),
-        "n2 refused after renew",
-    );
-    assert!(must(s.release_lease(&renewed).await, "release"));
+    assert_eq!(refused, a);
+    // Renewing the node keeps its leases alive without touching them.
+    let n1 = must(s.renew_node(&n1, 5_000, 10_000).await, "renew").expect("held");
+    let seen = must(s.get_lease("a-lease").await, "get").expect("lease");
+    assert_eq!(seen.expires_ms, 15_000);
+    assert!(held_by(
+        must(s.acquire_lease("a-lease", &n2, 12_000).await, "still held"),
+        "still held"
+    )
+    .is_live(12_000));
+    assert!(must(s.release_lease(&a).await, "release"));
+    let released = must(s.get_lease("a-lease").await, "get").expect("lease");
+    assert!(!released.is_live(12_000), "a released lease binds nobody");
     let b = acquired(
-        must(
-            s.acquire_lease("a-lease", "n2", "http://n2", 1_700, 500)
-                .await,
-            "n2 takes",
-        ),
-        "n2 takes",
+        must(s.acquire_lease("a-lease", &n2, 12_000).await, "take b"),
+        "take b",
     );
-    assert!(
-        b.epoch > a.epoch,
-        "epochs grow: {} then {}",
-        a.epoch,
-        b.epoch
-    );
-    assert_eq!(
-        must(s.renew_lease(&renewed, 1_700, 500).await, "old renew"),
-        None
-    );
-    assert!(!must(s.release_lease(&renewed).await, "old release"));
+    assert_eq!((b.node_id.as_str(), b.epoch), ("n2", 2));
+    assert!(!must(s.release_lease(&a).await, "old release"));
     assert_eq!(must(s.get_lease("a-lease").await, "get b"), Some(b));
+    let _ = n1;
 }
 
-/// A lease that was not renewed binds nobody once expired, and its holder cannot renew it
-/// after another node took it.
-pub async fn lease_expiry_allows_takeover(store: Arc<dyn Store>) {
+/// A node that stops renewing binds nobody once its registration expires: its leases can be
+/// taken over, and its release fails.
+pub async fn lease_of_a_dead_node_can_be_taken(store: Arc<dyn Store>) {
     let s = store.as_ref();
+    let n1 = node(s, "n1", 10_000, 100).await;
+    let n2 = node(s, "n2", 10_000, 100_000).await;
     let a = acquired(
-        must(
-            s.acquire_lease("a-exp", "n1", "http://n1", 10_000, 100)
-                .await,
-            "n1 takes",
-        ),
-        "n1 takes",
+        must(s.acquire_lease("a-exp", &n1, 10_000).await, "take"),
+        "take",
     );
     held_by(
-        must(
-            s.acquire_lease("a-exp", "n2", "http://n2", 10_099, 100)
-                .await,
-            "before expiry",
-        ),
-        "before expiry",
+        must(s.acquire_lease("a-exp", &n2, 10_099).await, "too early"),
+        "too early",
     );
     let b = acquired(
-        must(
-            s.acquire_lease("a-exp", "n2", "http://n2", 10_100, 100)
-                .await,
-            "at expiry",
-        ),
-        "at expiry",
+        must(s.acquire_lease("a-exp", &n2, 10_100).await, "after expiry"),
+        "after expiry",
     );
-    assert_eq!(b.node_url, "http://n2");
-    assert_eq!(
-        must(s.renew_lease(&a, 10_150, 100).await, "zombie renew"),
-        None
-    );
+    assert_eq!((b.node_id.as_str(), b.epoch), ("n2", a.epoch + 1));
+    assert!(!must(s.release_lease(&a).await, "zombie release"));
     let still = must(s.get_lease("a-exp").await, "get").expect("lease");
-    assert_eq!(still, b, "a failed renew changes nothing");
+    assert_eq!(still, b);
 }
 
-/// A node that restarts takes its own lease at once, and its previous incarnation's lease
-/// (older epoch) can no longer be renewed.
+/// A node that restarts takes its own leases back at once, whatever its previous
+/// incarnation held; leases of the previous incarnation bind nobody else either.
 pub async fn lease_retaken_by_same_node_fences_old_holder(store: Arc<dyn Store>) {
     let s = store.as_ref();
-    let old = acquired(
-        must(
-            s.acquire_lease("a-same", "n1", "http://old", 1_000, 10_000)
-                .await,
-            "first",
-        ),
-        "first",
+    let old = node(s, "n1", 1_000, 10_000).await;
+    let old_lease = acquired(
+        must(s.acquire_lease("a-same", &old, 1_000).await, "take"),
+        "take",
     );
-    let new = acquired(
-        must(
-            s.acquire_lease("a-same", "n1", "http://new", 2_000, 10_000)
-                .await,
-            "again",
-        ),
-        "again",
+    let new = node(s, "n1", 2_000, 10_000).await;
+    // Another node may take the old incarnation's other leases at once.
+    let other = node(s, "n2", 2_000, 10_000).await;
+    let old_other = acquired(
+        must(s.acquire_lease("a-other", &old, 1_000).await, "take other"),
+        "take other",
     );
-    assert!(new.epoch > old.epoch);
-    assert_eq!(new.node_url, "http://new");
-    assert_eq!(
-        must(s.renew_lease(&old, 2_500, 10_000).await, "old renew"),
-        None
+    assert!(!must(s.get_lease("a-other").await, "get")
+        .expect("l")
+        .is_live(2_000));
+    acquired(
+        must(s.acquire_lease("a-other", &other, 2_000).await, "n2 takes"),
+        "n2 takes",
     );
-    assert!(must(s.renew_lease(&new, 2_500, 10_000).await, "new renew").is_some());
+    let retaken = acquired(
+        must(s.acquire_lease("a-same", &new, 2_000).await, "retake"),
+        "retake",
+    );
+    assert_eq!(retaken.epoch, old_lease.epoch + 1);
+    assert_eq!(retaken.node_incarnation, new.incarnation);
+    assert!(!must(s.release_lease(&old_lease).await, "old release"));
+    assert!(!must(
+        s.release_lease(&old_other).await,
+        "old other release"
+    ));
 }
 
 /// Many nodes asking for one actor's lease at the same moment: exactly one gets it.
 pub async fn lease_concurrent_takers_one_wins(store: Arc<dyn Store>) {
-    let tasks: Vec<_> = (0..16)
-        .map(|i| {
+    let mut nodes = Vec::new();
+    for i in 0..16 {
+        nodes.push(node(store.as_ref(), &format!("n{i}"), 5_000, 10_000).await);
+    }
+    let tasks: Vec<_> = nodes
+        .into_iter()
+        .map(|n| {
             let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .acquire_lease("a-race", &format!("n{i}"), "http://x", 5_000, 1_000)
-                    .await
-            })
+            tokio::spawn(async move { store.acquire_lease("a-race", &n, 5_000).await })
         })
         .collect();
     let mut winners = Vec::new();

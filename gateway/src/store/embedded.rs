@@ -28,8 +28,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ActorRecord, KvEntry, KvQuery, Lease, LeaseClaim, Namespace, RunnerConfigRecord, SqliteCommit,
-    SqliteFinalize, SqliteRead, SqliteSegment, Store, StoreError, StoreResult,
+    ActorRecord, KvEntry, KvQuery, Lease, LeaseClaim, Namespace, NodeLease, RunnerConfigRecord,
+    SqliteCommit, SqliteFinalize, SqliteRead, SqliteSegment, Store, StoreError, StoreResult,
 };
 
 /// Keys and values of every table are raw bytes; records inside are JSON.
@@ -63,10 +63,12 @@ const STAGES: Def = TableDefinition::new("sqlite_stages");
 /// `tuple(actor_id) ++ txid (8 B BE) ++ first_pgno (4 B BE) ++ pgno (4 B BE)` -> page bytes.
 const STAGED_PAGES: Def = TableDefinition::new("sqlite_staged_pages");
 
-/// `actor_id` -> `Lease` JSON.
-const LEASES: Def = TableDefinition::new("leases");
+/// `actor_id` -> `StoredLease` JSON.
+const LEASES: Def = TableDefinition::new("actor_leases");
+/// `node_id` -> `NodeLease` JSON.
+const NODES: Def = TableDefinition::new("nodes");
 
-const ALL_TABLES: [Def; 14] = [
+const ALL_TABLES: [Def; 15] = [
     NAMESPACES,
     RUNNER_CONFIGS,
     ACTOR_NAMES,
@@ -81,6 +83,7 @@ const ALL_TABLES: [Def; 14] = [
     STAGES,
     STAGED_PAGES,
     LEASES,
+    NODES,
 ];
 
 /// Bytes in front of every KV value: the writing generation and the write time.
@@ -121,6 +124,34 @@ struct StageMarker {
     staged_bytes: u64,
     /// Highest pgno staged so far; the next segment must start above it.
     max_pgno: Option<u32>,
+}
+
+/// An actor lease as stored; its liveness comes from the node it names (see `Lease`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredLease {
+    node_id: String,
+    node_url: String,
+    epoch: u64,
+    node_incarnation: u64,
+    released: bool,
+}
+
+impl StoredLease {
+    /// The lease as callers see it, with its expiry taken from the holder's registration.
+    fn view(&self, actor_id: &str, holder: Option<&NodeLease>) -> Lease {
+        let expires_ms = match holder {
+            Some(n) if !self.released && n.incarnation == self.node_incarnation => n.expires_ms,
+            Some(_) | None => 0,
+        };
+        Lease {
+            actor_id: actor_id.to_owned(),
+            node_id: self.node_id.clone(),
+            node_url: self.node_url.clone(),
+            epoch: self.epoch,
+            node_incarnation: self.node_incarnation,
+            expires_ms,
+        }
+    }
 }
 
 /// One announced actor name.
@@ -1333,61 +1364,96 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn acquire_lease(
+    async fn register_node(
         &self,
-        actor_id: &str,
         node_id: &str,
         node_url: &str,
         now_ms: i64,
         ttl_ms: i64,
-    ) -> StoreResult<LeaseClaim> {
-        const WHAT: &str = "acquire lease";
-        let actor_id = actor_id.to_owned();
+    ) -> StoreResult<NodeLease> {
+        const WHAT: &str = "register node";
         let node_id = node_id.to_owned();
         let node_url = node_url.to_owned();
-        self.write_with(WHAT, Durability::None, move |txn| {
-            let mut t = txn.open_table(LEASES).map_err(backend(WHAT))?;
-            let held: Option<Lease> = get_json(&t, actor_id.as_bytes(), WHAT)?;
-            if let Some(held) = &held {
-                if held.is_live(now_ms) && held.node_id != node_id {
-                    return Ok(LeaseClaim::HeldBy(held.clone()));
-                }
-            }
-            let lease = Lease {
-                epoch: held.map_or(1, |h| h.epoch + 1),
-                actor_id,
+        self.write_with(WHAT, Durability::Immediate, move |txn| {
+            let mut t = txn.open_table(NODES).map_err(backend(WHAT))?;
+            let last: Option<NodeLease> = get_json(&t, node_id.as_bytes(), WHAT)?;
+            let node = NodeLease {
+                incarnation: last.map_or(1, |n| n.incarnation + 1),
                 node_id,
                 node_url,
                 expires_ms: now_ms.saturating_add(ttl_ms),
             };
-            put_json(&mut t, lease.actor_id.as_bytes(), &lease, WHAT)?;
-            Ok(LeaseClaim::Acquired(lease))
+            put_json(&mut t, node.node_id.as_bytes(), &node, WHAT)?;
+            Ok(node)
         })
         .await
     }
 
-    async fn renew_lease(
+    async fn renew_node(
         &self,
-        lease: &Lease,
+        node: &NodeLease,
         now_ms: i64,
         ttl_ms: i64,
-    ) -> StoreResult<Option<Lease>> {
-        const WHAT: &str = "renew lease";
-        let lease = lease.clone();
+    ) -> StoreResult<Option<NodeLease>> {
+        const WHAT: &str = "renew node";
+        let node = node.clone();
         self.write_with(WHAT, Durability::None, move |txn| {
-            let mut t = txn.open_table(LEASES).map_err(backend(WHAT))?;
-            let held: Option<Lease> = get_json(&t, lease.actor_id.as_bytes(), WHAT)?;
+            let mut t = txn.open_table(NODES).map_err(backend(WHAT))?;
+            let held: Option<NodeLease> = get_json(&t, node.node_id.as_bytes(), WHAT)?;
             match held {
-                Some(held) if held.node_id == lease.node_id && held.epoch == lease.epoch => {
-                    let renewed = Lease {
+                Some(held) if held.incarnation == node.incarnation => {
+                    let renewed = NodeLease {
                         expires_ms: now_ms.saturating_add(ttl_ms),
                         ..held
                     };
-                    put_json(&mut t, renewed.actor_id.as_bytes(), &renewed, WHAT)?;
+                    put_json(&mut t, renewed.node_id.as_bytes(), &renewed, WHAT)?;
                     Ok(Some(renewed))
                 }
-                _ => Ok(None),
+                Some(_) | None => Ok(None),
             }
+        })
+        .await
+    }
+
+    async fn get_node(&self, node_id: &str) -> StoreResult<Option<NodeLease>> {
+        const WHAT: &str = "get node";
+        let node_id = node_id.to_owned();
+        self.read(WHAT, move |txn| {
+            let t = txn.open_table(NODES).map_err(backend(WHAT))?;
+            get_json(&t, node_id.as_bytes(), WHAT)
+        })
+        .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        actor_id: &str,
+        node: &NodeLease,
+        now_ms: i64,
+    ) -> StoreResult<LeaseClaim> {
+        const WHAT: &str = "acquire lease";
+        let actor_id = actor_id.to_owned();
+        let node = node.clone();
+        self.write_with(WHAT, Durability::None, move |txn| {
+            let mut t = txn.open_table(LEASES).map_err(backend(WHAT))?;
+            let nodes = txn.open_table(NODES).map_err(backend(WHAT))?;
+            let held: Option<StoredLease> = get_json(&t, actor_id.as_bytes(), WHAT)?;
+            if let Some(held) = &held {
+                let holder: Option<NodeLease> = get_json(&nodes, held.node_id.as_bytes(), WHAT)?;
+                let view = held.view(&actor_id, holder.as_ref());
+                if view.expires_ms > now_ms && held.node_id != node.node_id {
+                    return Ok(LeaseClaim::HeldBy(view));
+                }
+            }
+            let lease = StoredLease {
+                epoch: held.map_or(1, |h| h.epoch + 1),
+                node_id: node.node_id.clone(),
+                node_url: node.node_url.clone(),
+                node_incarnation: node.incarnation,
+                released: false,
+            };
+            put_json(&mut t, actor_id.as_bytes(), &lease, WHAT)?;
+            Ok(LeaseClaim::Acquired(lease.view(&actor_id, Some(&node))))
         })
         .await
     }
@@ -1397,17 +1463,17 @@ impl Store for EmbeddedStore {
         let lease = lease.clone();
         self.write_with(WHAT, Durability::None, move |txn| {
             let mut t = txn.open_table(LEASES).map_err(backend(WHAT))?;
-            let held: Option<Lease> = get_json(&t, lease.actor_id.as_bytes(), WHAT)?;
+            let held: Option<StoredLease> = get_json(&t, lease.actor_id.as_bytes(), WHAT)?;
             match held {
                 Some(held) if held.node_id == lease.node_id && held.epoch == lease.epoch => {
-                    let released = Lease {
-                        expires_ms: 0,
+                    let released = StoredLease {
+                        released: true,
                         ..held
                     };
-                    put_json(&mut t, released.actor_id.as_bytes(), &released, WHAT)?;
+                    put_json(&mut t, lease.actor_id.as_bytes(), &released, WHAT)?;
                     Ok(true)
                 }
-                _ => Ok(false),
+                Some(_) | None => Ok(false),
             }
         })
         .await
@@ -1418,7 +1484,16 @@ impl Store for EmbeddedStore {
         let actor_id = actor_id.to_owned();
         self.read(WHAT, move |txn| {
             let t = txn.open_table(LEASES).map_err(backend(WHAT))?;
-            get_json(&t, actor_id.as_bytes(), WHAT)
+            let nodes = txn.open_table(NODES).map_err(backend(WHAT))?;
+            let held: Option<StoredLease> = get_json(&t, actor_id.as_bytes(), WHAT)?;
+            match held {
+                Some(held) => {
+                    let holder: Option<NodeLease> =
+                        get_json(&nodes, held.node_id.as_bytes(), WHAT)?;
+                    Ok(Some(held.view(&actor_id, holder.as_ref())))
+                }
+                None => Ok(None),
+            }
         })
         .await
     }

@@ -168,27 +168,35 @@ pub trait Store: Send + Sync + 'static {
 
     // === leases (several gateway nodes on one store) ===
 
-    /// Takes an actor's lease for `node_id` until `now_ms + ttl_ms` unless another node holds
-    /// a live one; taking it again as its own holder also works (a restarted node). Every
-    /// acquisition increases the epoch.
-    async fn acquire_lease(
+    /// Registers a process as node `node_id`: a new incarnation (one above the last), alive
+    /// until `now_ms + ttl_ms`. A previous incarnation of the same id counts as dead from here.
+    async fn register_node(
         &self,
-        actor_id: &str,
         node_id: &str,
         node_url: &str,
         now_ms: i64,
         ttl_ms: i64,
-    ) -> StoreResult<LeaseClaim>;
-    /// Extends a lease the caller holds (same node and epoch) to `now_ms + ttl_ms`; `None` if
-    /// it was taken over or released meanwhile.
-    async fn renew_lease(
+    ) -> StoreResult<NodeLease>;
+    /// Extends the heartbeat of the caller's incarnation to `now_ms + ttl_ms`; `None` if
+    /// another process registered the node id since.
+    async fn renew_node(
         &self,
-        lease: &Lease,
+        node: &NodeLease,
         now_ms: i64,
         ttl_ms: i64,
-    ) -> StoreResult<Option<Lease>>;
-    /// Gives a held lease up (it expires at once, the epoch stays); returns whether the caller
-    /// still held it.
+    ) -> StoreResult<Option<NodeLease>>;
+    /// Reads a node's registration.
+    async fn get_node(&self, node_id: &str) -> StoreResult<Option<NodeLease>>;
+    /// Takes an actor's lease for `node` unless another node holds it and is alive at
+    /// `now_ms`; a lease of the same node id (an earlier incarnation) is taken back at once.
+    /// Every acquisition increases the epoch.
+    async fn acquire_lease(
+        &self,
+        actor_id: &str,
+        node: &NodeLease,
+        now_ms: i64,
+    ) -> StoreResult<LeaseClaim>;
+    /// Gives a held lease up (the epoch stays); returns whether the caller still held it.
     async fn release_lease(&self, lease: &Lease) -> StoreResult<bool>;
     /// Reads an actor's lease, live or expired.
     async fn get_lease(&self, actor_id: &str) -> StoreResult<Option<Lease>>;

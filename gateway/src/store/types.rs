@@ -184,8 +184,31 @@ pub struct SqliteFinalize {
     pub segment_first_pgnos: Vec<u32>,
 }
 
-/// Which gateway node serves an awake actor, and until when: only the holder of a live lease
-/// starts, stops or runs the actor; a request landing on another node is forwarded to it.
+/// One gateway process's claim to its node id: a heartbeat the process renews, and an
+/// incarnation that grows with every registration. Actor leases refer to it, so keeping every
+/// awake actor owned costs one write per node per renewal, not one per actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLease {
+    /// Stable id of the node (`--node-id`).
+    pub node_id: String,
+    /// Where other nodes forward requests to.
+    pub node_url: String,
+    /// Grows with every registration: a restarted process fences its previous incarnation.
+    pub incarnation: u64,
+    /// Unix ms after which the node counts as dead and its actors may be taken over.
+    pub expires_ms: i64,
+}
+
+impl NodeLease {
+    /// Whether the node is alive at `now_ms`.
+    pub fn is_live(&self, now_ms: i64) -> bool {
+        self.expires_ms > now_ms
+    }
+}
+
+/// Which gateway node serves an awake actor: only the holder of a live lease starts, stops or
+/// runs the actor; a request landing on another node is forwarded to it. A lease binds other
+/// nodes while it is not released and the incarnation of the node it names is alive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     /// The actor.
@@ -194,9 +217,12 @@ pub struct Lease {
     pub node_id: String,
     /// Where other nodes forward the actor's requests to.
     pub node_url: String,
-    /// Increases with every acquisition, so a holder that lost the lease can never renew it.
+    /// Increases with every acquisition, so a holder that lost the lease can never release it.
     pub epoch: u64,
-    /// Unix ms after which any node may take the actor over.
+    /// The holder's incarnation when it took the lease.
+    pub node_incarnation: u64,
+    /// Unix ms after which any node may take the actor over: the holder's heartbeat expiry
+    /// while that incarnation is registered and the lease is held, else 0. Derived when read.
     pub expires_ms: i64,
 }
 

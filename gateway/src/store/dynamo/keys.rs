@@ -13,6 +13,8 @@ pub(super) const REC_SK: &str = "rec";
 pub(super) const STATE_SK: &str = "st";
 /// Sort key of an actor's lease item (which node serves it while awake).
 pub(super) const LEASE_SK: &str = "lease";
+/// Sort key of a node's registration, under `node_pk`.
+pub(super) const NODE_SK: &str = "node";
 /// Sort key of a key-reservation item.
 pub(super) const KEY_SK: &str = "key";
 /// Alarm index shards; `due_alarms` queries each. Changing it needs a migration.
@@ -81,6 +83,11 @@ pub(super) const RUNNER_CONFIG_PREFIX: &str = "rc#";
 pub(super) const ACTOR_NAME_PREFIX: &str = "an#";
 
 // === actors ===
+
+/// Partition of one gateway node's registration (`n#<node id>`).
+pub(super) fn node_pk(node_id: &str) -> String {
+    format!("n#{}", esc(node_id))
+}
 
 pub(super) fn actor_pk(actor_id: &str) -> String {
     format!("a#{}", esc(actor_id))

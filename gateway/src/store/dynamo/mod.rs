@@ -39,8 +39,8 @@ use aws_sdk_dynamodb::Client;
 use tokio::sync::Semaphore;
 
 use super::{
-    ActorRecord, KvEntry, KvQuery, Lease, LeaseClaim, Namespace, RunnerConfigRecord, SqliteCommit,
-    SqliteFinalize, SqliteRead, SqliteSegment, Store, StoreError, StoreResult,
+    ActorRecord, KvEntry, KvQuery, Lease, LeaseClaim, Namespace, NodeLease, RunnerConfigRecord,
+    SqliteCommit, SqliteFinalize, SqliteRead, SqliteSegment, Store, StoreError, StoreResult,
 };
 pub use preflight::TableProblem;
 use table::{names, sdk_error, values, Cond, Item};
@@ -525,25 +525,37 @@ impl Store for DynamoStore {
         self.sqlite_stage_finalize_impl(finalize).await
     }
 
-    async fn acquire_lease(
+    async fn register_node(
         &self,
-        actor_id: &str,
         node_id: &str,
         node_url: &str,
         now_ms: i64,
         ttl_ms: i64,
-    ) -> StoreResult<LeaseClaim> {
-        self.acquire_lease_impl(actor_id, node_id, node_url, now_ms, ttl_ms)
+    ) -> StoreResult<NodeLease> {
+        self.register_node_impl(node_id, node_url, now_ms, ttl_ms)
             .await
     }
 
-    async fn renew_lease(
+    async fn renew_node(
         &self,
-        lease: &Lease,
+        node: &NodeLease,
         now_ms: i64,
         ttl_ms: i64,
-    ) -> StoreResult<Option<Lease>> {
-        self.renew_lease_impl(lease, now_ms, ttl_ms).await
+    ) -> StoreResult<Option<NodeLease>> {
+        self.renew_node_impl(node, now_ms, ttl_ms).await
+    }
+
+    async fn get_node(&self, node_id: &str) -> StoreResult<Option<NodeLease>> {
+        self.get_node_impl(node_id).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        actor_id: &str,
+        node: &NodeLease,
+        now_ms: i64,
+    ) -> StoreResult<LeaseClaim> {
+        self.acquire_lease_impl(actor_id, node, now_ms).await
     }
 
     async fn release_lease(&self, lease: &Lease) -> StoreResult<bool> {
