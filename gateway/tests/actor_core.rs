@@ -323,3 +323,32 @@ async fn an_unloaded_actors_alarm_fires_on_time_without_the_store_scan() {
         .as_millis() as i64;
     assert!(at >= due, "woke {} ms before the alarm", due - at);
 }
+
+#[tokio::test]
+async fn a_node_whose_registration_is_taken_stops_its_actors() {
+    // Another process registers this node's id: the old incarnation's leases bind nobody any
+    // more, so this node must stop the instances it runs (another node may start them).
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn rivulet_gateway::store::Store> = Arc::new(
+        rivulet_gateway::store::embedded::EmbeddedStore::open(&dir.path().join("s.redb")).unwrap(),
+    );
+    let gw = TestGateway::builder()
+        .store(store.clone())
+        .configure(|c| c.cluster.lease_ms = 600)
+        .start()
+        .await;
+    let mut runner = gw.runner().connect().await;
+    let started = run_actor(&gw, &mut runner, "fenced").await;
+    let lease = store
+        .get_lease(&started.actor_id)
+        .await
+        .unwrap()
+        .expect("the running actor's lease");
+    store
+        .register_node(&lease.node_id, "http://elsewhere", 0, 60_000)
+        .await
+        .unwrap();
+    let (checkpoint, reason) = runner.expect_stop().await;
+    assert_eq!(checkpoint.actor_id.as_str(), started.actor_id);
+    assert_eq!(reason, rivulet_wire::envoy::StopActorReason::GoingAway);
+}

@@ -69,6 +69,7 @@ fn init_tracing() {
 pub struct GatewayBuilder {
     config: Config,
     dir: tempfile::TempDir,
+    store: Option<Arc<dyn Store>>,
 }
 
 impl GatewayBuilder {
@@ -102,6 +103,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Serves from this store instead of a fresh embedded one (the test keeps a handle).
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Any other change to the configuration.
     pub fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
         f(&mut self.config);
@@ -113,8 +120,10 @@ impl GatewayBuilder {
         init_tracing();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(EmbeddedStore::open(&self.dir.path().join("store.redb")).unwrap());
+        let store: Arc<dyn Store> = match self.store {
+            Some(store) => store,
+            None => Arc::new(EmbeddedStore::open(&self.dir.path().join("store.redb")).unwrap()),
+        };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(rivulet_gateway::run(
             listener,
@@ -159,7 +168,11 @@ impl TestGateway {
     pub fn builder() -> GatewayBuilder {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::for_tests(PathBuf::from(dir.path()));
-        GatewayBuilder { config, dir }
+        GatewayBuilder {
+            config,
+            dir,
+            store: None,
+        }
     }
 
     /// A gateway with production defaults.
