@@ -631,7 +631,13 @@ impl Supervisor {
         match claim {
             Ok(LeaseClaim::Acquired(lease)) => {
                 tracing::debug!(epoch = lease.epoch, "took the actor's lease");
+                // The first lease ever taken on this actor: no node ran it before, so the
+                // record this supervisor loaded is the stored one.
+                let first = lease.epoch == 1;
                 self.lease = Some(lease);
+                if first {
+                    return true;
+                }
                 if !self.reload().await {
                     self.release_lease().await;
                     return false;

@@ -21,6 +21,7 @@ use crate::actor::{ActorHandle, Ready, Status};
 use crate::api::actors::{get_or_create, resolve_namespace, CreateSpec};
 use crate::error::ApiError;
 use crate::state::Gateway;
+use crate::store::ActorRecord;
 use target::{Method, Target};
 
 /// Any method on `/gateway/*`.
@@ -64,15 +65,14 @@ pub async fn resolve(gw: &Gateway, target: &Target) -> Result<ActorHandle, ApiEr
             if let Some(handle) = awake_here(gw, &ns.namespace_id, name, key) {
                 return Ok(handle);
             }
-            let actor_id = gw
+            let record = gw
                 .store
                 .get_actor_by_key(&ns.namespace_id, name, key)
                 .await?
-                .ok_or_else(ApiError::actor_not_found)?
-                .actor_id;
+                .ok_or_else(ApiError::actor_not_found)?;
             gw.names
-                .put_actor_id(&ns.namespace_id, name, key, &actor_id);
-            actor_id
+                .put_actor_id(&ns.namespace_id, name, key, &record.actor_id);
+            return loaded_from(gw, record);
         }
         Method::GetOrCreate {
             namespace,
@@ -93,16 +93,25 @@ pub async fn resolve(gw: &Gateway, target: &Target) -> Result<ActorHandle, ApiEr
                 runner_name_selector: pool.clone(),
                 crash_policy: *crash_policy,
             };
-            let actor_id = get_or_create(gw, &ns, spec).await?.0.actor_id;
+            let record = get_or_create(gw, &ns, spec).await?.0;
             gw.names
-                .put_actor_id(&ns.namespace_id, name, key, &actor_id);
-            actor_id
+                .put_actor_id(&ns.namespace_id, name, key, &record.actor_id);
+            return loaded_from(gw, record);
         }
     };
     gw.actors
         .ensure(gw, &actor_id)
         .await?
         .ok_or_else(ApiError::actor_not_found)
+}
+
+/// The supervisor of an actor whose record was just read or written: the loaded one if
+/// there is one, else one started from this record (no second read).
+fn loaded_from(gw: &Gateway, record: ActorRecord) -> Result<ActorHandle, ApiError> {
+    if record.is_destroyed() {
+        return Err(ApiError::actor_not_found());
+    }
+    Ok(gw.actors.spawn(gw, record))
 }
 
 /// The supervisor of the actor holding a key, if this node serves it awake: only then is the

@@ -36,8 +36,15 @@ fn node_of(it: &Item) -> StoreResult<NodeLease> {
 
 /// A lease item as callers see it, its expiry from the holder's registration.
 fn lease_of(actor_id: &str, it: &Item, holder: Option<&NodeLease>) -> StoreResult<Lease> {
-    let node_incarnation: u64 = get_n(it, "node_inc")?;
-    let released = matches!(it.get("released"), Some(v) if v.as_bool().is_ok_and(|b| *b));
+    // An item without `node_inc` was written by a gateway that renewed leases one by one;
+    // it binds nobody (all nodes of a table are upgraded together).
+    let node_incarnation: u64 = if it.contains_key("node_inc") {
+        get_n(it, "node_inc")?
+    } else {
+        0
+    };
+    let released = node_incarnation == 0
+        || matches!(it.get("released"), Some(v) if v.as_bool().is_ok_and(|b| *b));
     let expires_ms = match holder {
         Some(h) if !released && h.incarnation == node_incarnation => h.expires_ms,
         Some(_) | None => 0,
@@ -143,7 +150,8 @@ impl DynamoStore {
                     &actor_pk(actor_id),
                     LEASE_SK,
                     set,
-                    "attribute_not_exists(#pk) OR #released = :yes OR #node_id = :node",
+                    "attribute_not_exists(#pk) OR attribute_not_exists(#node_inc) \
+                     OR #released = :yes OR #node_id = :node",
                     free,
                     ReturnValue::AllNew,
                 )
@@ -158,7 +166,7 @@ impl DynamoStore {
             };
             // Held by another node: it binds us only while that node is alive.
             let holder_id = get_s(&held, "node_id")?.to_owned();
-            let holder_inc: u64 = get_n(&held, "node_inc")?;
+            let holder_inc = lease_of(actor_id, &held, None)?.node_incarnation;
             let epoch: u64 = get_n(&held, "epoch")?;
             let holder = self.get_node_impl(&holder_id).await?;
             let lease = lease_of(actor_id, &held, holder.as_ref())?;
