@@ -7,8 +7,9 @@
 // On DynamoDB (a local moto server):
 //   - create + first action on a new key (BENCH_STORE_CREATES, default 20, sequential);
 //   - an HTTP action and a WebSocket action on an awake actor (BENCH_STORE_ACTIONS, default 100);
-//   - idle: BENCH_STORE_AWAKE actors (default 1000) kept awake by one open connection each,
-//     then nothing happens for BENCH_STORE_IDLE_S seconds (default 30); reported per minute.
+//   - idle: BENCH_STORE_AWAKE actors (default 1000; the counter in Rust, RUST_RUNNER_BIN) kept
+//     awake by one open connection each, then nothing happens for BENCH_STORE_IDLE_S seconds
+//     (default 30); reported per minute.
 // On the embedded store:
 //   - gateway RSS per sleeping actor: BENCH_STORE_SLEEPING actors (default 2000) are woken by
 //     one action each, then left to sleep (sleep timeout 1 s); RSS is read once they have all
@@ -19,7 +20,7 @@
 //   RIVULET_BIN   the gateway to measure (scripts/bench.sh passes a release build)
 import fs from "node:fs";
 import { createClient } from "rivetkit/client";
-import { App, Server, makeWorkDir, sleep, waitFor } from "./harness.mjs";
+import { App, RustRunner, Server, makeWorkDir, sleep } from "./harness.mjs";
 
 const CREATES = Number(process.env.BENCH_STORE_CREATES || 20);
 const ACTIONS = Number(process.env.BENCH_STORE_ACTIONS || 100);
@@ -133,9 +134,35 @@ async function onDynamo(out) {
 			for (let i = 0; i < ACTIONS; i++) await conn.increment(1);
 		});
 		await conn.dispose();
-		let a;
-		let b;
 
+	} finally {
+		await client.dispose?.();
+		await app.stop({ graceMs: 3000 });
+		await server.stop({ graceMs: 5000 });
+		await server.moto?.stop?.({ graceMs: 1000 });
+	}
+}
+
+
+/** Idle store traffic with AWAKE actors kept awake by one open connection each. The actors are
+ * the counter in Rust (rivulet-runner): the stock app's SQLite start-up costs ~70 requests
+ * per actor, which moto (its queries scan the table) cannot serve fast enough to wake 1,000
+ * actors in a bench; what is measured here is the gateway's own idle traffic. */
+async function idleOnDynamo(out) {
+	const saved = process.env.COMPAT_STORE;
+	process.env.COMPAT_STORE = "dynamodb";
+	const workDir = makeWorkDir();
+	const server = new Server({ target: "rivulet", workDir });
+	await server.init();
+	process.env.COMPAT_STORE = saved;
+	await server.start();
+	const runner = new RustRunner({ workDir, endpoint: server.url, bin: process.env.RUST_RUNNER_BIN, extraEnv: { RIVET_LOG_LEVEL: "warn" } });
+	await runner.start();
+	const client = createClient({ endpoint: server.url, disableMetadataLookup: true });
+	const run = Date.now().toString(36);
+	let a;
+	let b;
+	try {
 		console.error(`[bench-store] waking ${AWAKE} actors on DynamoDB (moto)`);
 		const conns = [];
 		const t0 = Date.now();
@@ -172,7 +199,7 @@ async function onDynamo(out) {
 		await Promise.all(conns.map((c) => c.dispose().catch(() => {})));
 	} finally {
 		await client.dispose?.();
-		await app.stop({ graceMs: 3000 });
+		await runner.stop({ graceMs: 3000 });
 		await server.stop({ graceMs: 5000 });
 		await server.moto?.stop?.({ graceMs: 1000 });
 	}
@@ -219,9 +246,10 @@ async function sleepingActors(out) {
 const out = { bench: "store", node: process.version, date: new Date().toISOString() };
 for (const [name, fn] of [
 	["dynamodb", onDynamo],
+	["idle", idleOnDynamo],
 	["sleeping", sleepingActors],
 ]) {
-	if ((process.env.BENCH_STORE_PARTS || "dynamodb,sleeping").split(",").includes(name)) {
+	if ((process.env.BENCH_STORE_PARTS || "dynamodb,idle,sleeping").split(",").includes(name)) {
 		await fn(out).catch((e) => {
 			out[`${name}_error`] = String(e?.stack ?? e);
 		});
