@@ -252,3 +252,199 @@ fn runner_lost_while_stopping_completes_the_stop() {
     l.handle(Input::RunnerLost { envoy: "e".into() });
     assert_eq!(l.phase, Phase::Destroyed);
 }
+
+// === every (phase, input) pair ===
+
+fn all_phases() -> Vec<Phase> {
+    let mut phases = vec![
+        Phase::Sleeping,
+        Phase::Pending,
+        Phase::Starting {
+            generation: 3,
+            envoy: "e".into(),
+        },
+        running(),
+        Phase::Destroyed,
+    ];
+    for intent in [
+        StopIntent::Sleep,
+        StopIntent::Stop,
+        StopIntent::Destroy,
+        StopIntent::GoingAway,
+    ] {
+        phases.push(stopping(intent));
+    }
+    phases
+}
+
+/// Every input, for the current generation (3) and for stale (2) and future (4) ones, and
+/// for the actor's runner ("e") and another one ("other").
+fn all_inputs() -> Vec<Input> {
+    let mut inputs = vec![
+        Input::Wake,
+        Input::SleepRequested,
+        Input::DestroyRequested,
+        Input::RunnerPicked { envoy: "e".into() },
+        Input::NoRunner,
+    ];
+    for envoy in ["e", "other"] {
+        inputs.push(Input::RunnerLost {
+            envoy: envoy.into(),
+        });
+        inputs.push(Input::RunnerStopping {
+            envoy: envoy.into(),
+        });
+    }
+    for generation in [2, 3, 4] {
+        inputs.push(Input::Intent {
+            generation,
+            sleep: true,
+        });
+        inputs.push(Input::Intent {
+            generation,
+            sleep: false,
+        });
+        inputs.push(Input::Running { generation });
+        inputs.push(Input::Stopped {
+            generation,
+            error: None,
+        });
+        inputs.push(Input::Stopped {
+            generation,
+            error: Some("boom".into()),
+        });
+    }
+    inputs
+}
+
+fn generation_of(input: &Input) -> Option<u32> {
+    match input {
+        Input::Intent { generation, .. }
+        | Input::Running { generation }
+        | Input::Stopped { generation, .. } => Some(*generation),
+        Input::Wake
+        | Input::SleepRequested
+        | Input::DestroyRequested
+        | Input::RunnerPicked { .. }
+        | Input::RunnerLost { .. }
+        | Input::RunnerStopping { .. }
+        | Input::NoRunner => None,
+    }
+}
+
+fn runner_of(input: &Input) -> Option<&str> {
+    match input {
+        Input::RunnerLost { envoy } | Input::RunnerStopping { envoy } => Some(envoy),
+        Input::Wake
+        | Input::SleepRequested
+        | Input::DestroyRequested
+        | Input::RunnerPicked { .. }
+        | Input::NoRunner
+        | Input::Intent { .. }
+        | Input::Running { .. }
+        | Input::Stopped { .. } => None,
+    }
+}
+
+/// The rules every transition keeps, checked on all 9 phases x 24 inputs under each crash
+/// policy: a message of another generation or about another runner changes nothing; destroyed
+/// is final; only a placement starts, at the next generation; only a phase with an instance
+/// sends a stop, to that instance; and traffic is served only by a running instance.
+#[test]
+fn every_phase_and_input_keeps_the_rules() {
+    let mut pairs = 0;
+    for policy in [
+        CrashPolicy::Sleep,
+        CrashPolicy::Restart,
+        CrashPolicy::Destroy,
+    ] {
+        for phase in all_phases() {
+            for input in all_inputs() {
+                pairs += 1;
+                let mut l = Lifecycle::new(phase.clone(), 3, policy);
+                let before_generation = l.generation;
+                let effects = l.handle(input.clone());
+                let case = format!(
+                    "{phase:?} + {input:?} ({policy:?}) -> {:?} {effects:?}",
+                    l.phase
+                );
+
+                if phase == Phase::Destroyed {
+                    assert_eq!(l.phase, Phase::Destroyed, "{case}");
+                    assert!(effects.is_empty(), "{case}");
+                    continue;
+                }
+                if generation_of(&input).is_some_and(|g| g != 3) {
+                    assert_eq!(l.phase, phase, "stale or future generation: {case}");
+                    assert!(effects.is_empty(), "{case}");
+                }
+                if runner_of(&input) == Some("other") {
+                    assert_eq!(l.phase, phase, "another runner's news: {case}");
+                    assert!(effects.is_empty(), "{case}");
+                }
+                for effect in &effects {
+                    match effect {
+                        Effect::Start { generation, envoy } => {
+                            assert_eq!(phase, Phase::Pending, "start only from pending: {case}");
+                            assert_eq!(*generation, before_generation + 1, "{case}");
+                            assert_eq!(
+                                l.phase,
+                                Phase::Starting {
+                                    generation: *generation,
+                                    envoy: envoy.clone()
+                                },
+                                "{case}"
+                            );
+                        }
+                        Effect::Stop {
+                            generation, envoy, ..
+                        } => {
+                            let (g, e) = match &phase {
+                                Phase::Starting { generation, envoy }
+                                | Phase::Running { generation, envoy } => (generation, envoy),
+                                Phase::Sleeping
+                                | Phase::Pending
+                                | Phase::Stopping { .. }
+                                | Phase::Destroyed => {
+                                    panic!("stop from a phase with no instance to stop: {case}")
+                                }
+                            };
+                            assert_eq!((generation, envoy), (g, e), "{case}");
+                        }
+                        Effect::MarkDestroyed => {
+                            assert_eq!(l.phase, Phase::Destroyed, "{case}")
+                        }
+                        Effect::MarkRunning => {
+                            assert!(matches!(l.phase, Phase::Running { .. }), "{case}")
+                        }
+                        Effect::MarkSleeping => {
+                            assert_eq!(l.phase, Phase::Sleeping, "{case}")
+                        }
+                        Effect::MarkPending => {
+                            assert!(
+                                matches!(l.phase, Phase::Pending | Phase::Starting { .. }),
+                                "{case}"
+                            )
+                        }
+                        Effect::Place
+                        | Effect::PlaceOrSleep
+                        | Effect::RecordError(_)
+                        | Effect::RecordErrorCode(_) => {}
+                    }
+                }
+                let serving = l.serving().is_some();
+                assert_eq!(serving, matches!(l.phase, Phase::Running { .. }), "{case}");
+                if !matches!(
+                    effects.iter().find(|e| matches!(e, Effect::Start { .. })),
+                    Some(_)
+                ) {
+                    assert_eq!(
+                        l.generation, before_generation,
+                        "only a start moves the generation: {case}"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(pairs, 3 * 9 * 24);
+}
