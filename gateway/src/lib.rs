@@ -20,6 +20,7 @@
 //! - [`cluster`]: several nodes on one store: actor leases and forwarding to the owner.
 //! - [`scheduler`]: wakes actors whose durable alarm is due.
 //! - [`tunnel`]: in-flight tunnel requests keyed by (gateway id, request id).
+//! - [`socket_buffer`]: one client socket's message indices and unacknowledged messages (pure).
 //! - [`names`]: namespaces and key → actor id in memory, for a hot path with no store reads.
 //! - [`store`]: the `Store` trait, the embedded backend and the conformance suite.
 //! - [`error`]: the single mapping from failures to wire errors.
@@ -35,6 +36,7 @@ pub mod quickack;
 pub mod routing;
 pub mod scheduler;
 pub mod server;
+pub mod socket_buffer;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -7,7 +7,6 @@
 //! the socket and sends a new open; everything unacknowledged is then resent in order with
 //! its original index, so nothing is lost and nothing is delivered twice.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -27,6 +26,7 @@ use crate::actor::{ActorHandle, Msg, Ready, Status};
 use crate::cluster::{self, forward::ForwardError};
 use crate::envoy::{truncate_reason, EnvoyHandle};
 use crate::error::ApiError;
+use crate::socket_buffer::{self, SocketBuffer};
 use crate::state::Gateway;
 use crate::tunnel::Inbound;
 
@@ -65,20 +65,13 @@ async fn close(sink: &mut ClientSink, code: u16, reason: String) {
     let _ = sink.close().await;
 }
 
-/// Whether message `index` is covered by an acknowledgement of `ack` (wrapping u16).
-fn is_acked(index: u16, ack: u16) -> bool {
-    ack.wrapping_sub(index) < 0x8000
-}
-
 struct Tunnel<'a> {
     gw: &'a Gateway,
     actor: ActorHandle,
     request_id: [u8; 4],
     envoy: std::sync::Arc<EnvoyHandle>,
-    next_index: u16,
-    can_hibernate: bool,
-    /// Sent (or to send) but not acknowledged: (index, data, binary).
-    pending: VecDeque<(u16, bytes::Bytes, bool)>,
+    /// Indices, and the messages the actor has not acknowledged (see `socket_buffer`).
+    buffer: SocketBuffer,
     /// Whether the actor currently has this socket open.
     attached: bool,
 }
@@ -105,21 +98,19 @@ impl Tunnel<'_> {
 
     /// Forwards a client message, keeping it until acknowledged if the socket hibernates.
     async fn forward(&mut self, data: bytes::Bytes, binary: bool) -> Result<(), ApiError> {
-        let index = self.next_index;
-        self.next_index = self.next_index.wrapping_add(1);
-        if self.can_hibernate {
-            if self.pending.len() >= self.gw.config.gateway.max_pending_ws_messages {
+        let index = match self.buffer.push(data.clone(), binary) {
+            Ok(index) => index,
+            Err(socket_buffer::Refused::Full) => {
                 return Err(ApiError::new(
                     "guard",
                     "websocket_pending_limit_reached",
                     "Too many messages wait for the actor to acknowledge them.",
-                ));
+                ))
             }
-            self.pending.push_back((index, data.clone(), binary));
-        }
+        };
         if self.attached
             && !self.send(Self::message(data, binary), index).await
-            && !self.can_hibernate
+            && !self.buffer.is_hibernatable()
         {
             return Err(ApiError::runner_lost());
         }
@@ -177,8 +168,9 @@ impl Tunnel<'_> {
             }
         }
         self.attached = true;
-        for (index, data, binary) in self.pending.clone() {
-            self.send(Self::message(data, binary), index).await;
+        let replay: Vec<_> = self.buffer.replay().cloned().collect();
+        for p in replay {
+            self.send(Self::message(p.data, p.binary), p.index).await;
         }
     }
 }
@@ -226,9 +218,7 @@ async fn run(
         actor: actor.clone(),
         request_id,
         envoy,
-        next_index: 1,
-        can_hibernate: false,
-        pending: VecDeque::new(),
+        buffer: SocketBuffer::new(gw.config.gateway.max_pending_ws_messages),
         attached: true,
     };
     let open = ToEnvoyTunnelMessageKind::ToEnvoyWebSocketOpen(ToEnvoyWebSocketOpen {
@@ -272,7 +262,7 @@ async fn wait_open(
         match next {
             None | Some(Inbound::RunnerLost) => return Err(ApiError::runner_lost()),
             Some(Inbound::Message(_, ToRivetTunnelMessageKind::ToRivetWebSocketOpen(open))) => {
-                t.can_hibernate = open.can_hibernate;
+                t.buffer.set_hibernatable(open.can_hibernate);
                 return Ok(());
             }
             Some(Inbound::Message(_, ToRivetTunnelMessageKind::ToRivetWebSocketClose(c))) => {
@@ -309,7 +299,7 @@ async fn pump(
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Close(frame))) => {
                         if t.attached {
-                            let index = t.next_index;
+                            let index = t.buffer.next_index();
                             let close = ToEnvoyTunnelMessageKind::ToEnvoyWebSocketClose(ToEnvoyWebSocketClose {
                                 code: frame.as_ref().map(|f| f.code),
                                 reason: frame.map(|f| f.reason.to_string().into()),
@@ -320,7 +310,7 @@ async fn pump(
                     }
                     Some(Err(_)) | None => {
                         if t.attached {
-                            let index = t.next_index;
+                            let index = t.buffer.next_index();
                             let close = ToEnvoyTunnelMessageKind::ToEnvoyWebSocketClose(ToEnvoyWebSocketClose {
                                 code: Some(1006),
                                 reason: None,
@@ -337,7 +327,7 @@ async fn pump(
             }
             inbound = rx.recv() => match inbound {
                 None => return Err(ApiError::runner_lost()),
-                Some(Inbound::RunnerLost) if t.can_hibernate => t.detach().await?,
+                Some(Inbound::RunnerLost) if t.buffer.is_hibernatable() => t.detach().await?,
                 Some(Inbound::RunnerLost) => return Err(ApiError::runner_lost()),
                 Some(Inbound::Message(_, kind)) => match kind {
                     ToRivetTunnelMessageKind::ToRivetWebSocketMessage(m) => {
@@ -354,15 +344,15 @@ async fn pump(
                         }
                     }
                     ToRivetTunnelMessageKind::ToRivetWebSocketMessageAck(ack) => {
-                        t.pending.retain(|(index, _, _)| !is_acked(*index, ack.index));
+                        t.buffer.ack(ack.index);
                     }
                     ToRivetTunnelMessageKind::ToRivetWebSocketClose(c) => {
-                        if c.hibernate && t.can_hibernate {
+                        if c.hibernate && t.buffer.is_hibernatable() {
                             tracing::debug!("client websocket hibernating");
                             t.detach().await?;
                             // Messages the actor never acknowledged must still reach it: wake it
                             // now rather than at the client's next message.
-                            if !t.pending.is_empty() {
+                            if t.buffer.has_pending() {
                                 t.wake().await?;
                             }
                         } else {
@@ -372,7 +362,7 @@ async fn pump(
                     }
                     ToRivetTunnelMessageKind::ToRivetWebSocketOpen(open) => {
                         // The actor restored this socket after a restart.
-                        t.can_hibernate = open.can_hibernate;
+                        t.buffer.set_hibernatable(open.can_hibernate);
                         t.reattach().await;
                     }
                     ToRivetTunnelMessageKind::ToRivetResponseStart(_)
@@ -383,19 +373,5 @@ async fn pump(
                 },
             },
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_acked;
-
-    #[test]
-    fn acks_compare_with_wrapping() {
-        assert!(is_acked(5, 5));
-        assert!(is_acked(4, 5));
-        assert!(!is_acked(6, 5));
-        assert!(is_acked(65_535, 2));
-        assert!(!is_acked(3, 65_535));
     }
 }
