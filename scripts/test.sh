@@ -91,7 +91,7 @@ node_suite COMPAT_TARGET=rivulet bash tests/compat/run.sh
 step "Rust actors (lambda-runner) with the stock rivetkit client"
 node_suite RUST_RUNNER_BIN="$TARGET/debug/examples/test_runner" bash tests/compat/run-rust.sh
 
-step "rivetkit compatibility on the DynamoDB store (moto, installed into ~/.cache/rivulet)"
+step "rivetkit compatibility on the DynamoDB store (moto)"
 node_suite COMPAT_TARGET=rivulet COMPAT_STORE=dynamodb bash tests/compat/run.sh
 
 step "two gateway nodes on one DynamoDB table (stock rivetkit apps and clients; owner killed)"
