@@ -5,7 +5,8 @@
 #   3. the RivetKit compatibility test: stock rivetkit 2.3.19 app + client against Rivulet
 #      (Node 22 and the npm packages are installed into ~/.cache/rivulet on first use,
 #      into a fresh temporary cache on every CI run), on the
-#      embedded store and on DynamoDB (moto), including two gateway nodes on one table
+#      embedded store and on DynamoDB (moto), including two gateway nodes on one table, and
+#      three nodes killed and restarted in turn while clients write
 #   4. Rust actors (lambda-runner's test_runner) with the stock RivetKit client; the Lambda
 #      entry runs under cargo-lambda's emulator inside the cargo tests
 #   5. the Terraform check: terraform/ describes the table `rivulet schema` prints
@@ -96,6 +97,9 @@ node_suite COMPAT_TARGET=rivulet COMPAT_STORE=dynamodb bash tests/compat/run.sh
 
 step "two gateway nodes on one DynamoDB table (stock rivetkit apps and clients; owner killed)"
 node_suite bash tests/compat/run-cluster.sh
+
+step "three gateway nodes on one table, killed and restarted while clients write"
+node_suite bash tests/compat/run-churn.sh
 
 step "terraform matches the gateway's DynamoDB schema (python-hcl2, checkov; static)"
 set +e
