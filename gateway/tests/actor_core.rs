@@ -14,15 +14,21 @@ use rivulet_wire::envoy::{
     ToRivetWebSocketOpen,
 };
 
-/// `rivulet_actors_loaded` from `/metrics`.
-async fn loaded(gw: &TestGateway) -> u64 {
-    let text = reqwest::get(gw.url("/metrics"))
+/// The gateway's `/metrics` text.
+async fn metrics(gw: &TestGateway) -> String {
+    reqwest::get(gw.url("/metrics"))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+/// `rivulet_actors_loaded` from `/metrics`.
+async fn loaded(gw: &TestGateway) -> u64 {
+    metrics(gw)
+        .await
+        .lines()
         .find_map(|l| l.strip_prefix("rivulet_actors_loaded "))
         .expect("rivulet_actors_loaded in /metrics")
         .trim()
@@ -199,25 +205,20 @@ async fn a_burst_of_sockets_closing_at_once_slows_clients_and_keeps_the_runner()
 
 /// The store requests the gateway has made so far (`/metrics`).
 async fn store_requests(gw: &TestGateway) -> u64 {
-    let text = reqwest::get(gw.url("/metrics"))
+    metrics(gw)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter(|l| l.starts_with("rivulet_store_requests_total{"))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum()
 }
 
-#[tokio::test]
-async fn requests_by_key_to_an_awake_actor_read_nothing_from_the_store() {
-    let gw = TestGateway::start().await;
-    let mut runner = gw.runner().connect().await;
-    let path = "/gateway/counter/action/x?rvt-method=getOrCreate&rvt-runner=default&rvt-key=hot";
-
-    // The first request creates the actor and wakes it: that costs store requests.
+/// A request by key that creates and wakes its actor, answered; returns the start.
+async fn first_request(
+    gw: &TestGateway,
+    runner: &mut common::FakeRunner,
+    path: &str,
+) -> common::Started {
     let req = gw.request("POST", path, b"1");
     let started = runner.accept_start().await;
     let (id, _) = runner.expect_http().await;
@@ -227,6 +228,17 @@ async fn requests_by_key_to_an_awake_actor_read_nothing_from_the_store() {
         !a["connectable_ts"].is_null()
     })
     .await;
+    started
+}
+
+#[tokio::test]
+async fn requests_by_key_to_an_awake_actor_read_nothing_from_the_store() {
+    let gw = TestGateway::start().await;
+    let mut runner = gw.runner().connect().await;
+    let path = "/gateway/counter/action/x?rvt-method=getOrCreate&rvt-runner=default&rvt-key=hot";
+
+    // The first request creates the actor and wakes it: that costs store requests.
+    let started = first_request(&gw, &mut runner, path).await;
 
     let before = store_requests(&gw).await;
     for i in 0..20 {
@@ -254,11 +266,7 @@ async fn a_key_whose_actor_was_destroyed_gets_a_new_actor() {
     let gw = TestGateway::start().await;
     let mut runner = gw.runner().connect().await;
     let path = "/gateway/counter/action/x?rvt-method=getOrCreate&rvt-runner=default&rvt-key=gone";
-    let req = gw.request("POST", path, b"1");
-    let first = runner.accept_start().await;
-    let (id, _) = runner.expect_http().await;
-    runner.respond(&id, 200, b"1");
-    assert_eq!(reply(req).await.status, 200);
+    let first = first_request(&gw, &mut runner, path).await;
 
     let destroy = tokio::spawn({
         let url = gw.url(&format!("/actors/{}", first.actor_id));

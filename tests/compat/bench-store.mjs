@@ -80,7 +80,8 @@ async function pool(n, width, fn) {
 	);
 }
 
-async function onDynamo(out) {
+/** A gateway on a fresh table of a local moto server. */
+async function dynamoServer() {
 	const saved = process.env.COMPAT_STORE;
 	process.env.COMPAT_STORE = "dynamodb";
 	const workDir = makeWorkDir();
@@ -88,6 +89,11 @@ async function onDynamo(out) {
 	await server.init();
 	process.env.COMPAT_STORE = saved;
 	await server.start();
+	return { workDir, server };
+}
+
+async function onDynamo(out) {
+	const { workDir, server } = await dynamoServer();
 	const app = new App({ workDir, endpoint: server.url, sleepTimeoutMs: 600_000 });
 	await app.start();
 	const client = createClient({ endpoint: server.url, disableMetadataLookup: true });
@@ -149,13 +155,7 @@ async function onDynamo(out) {
  * per actor, which moto (its queries scan the table) cannot serve fast enough to wake 1,000
  * actors in a bench; what is measured here is the gateway's own idle traffic. */
 async function idleOnDynamo(out) {
-	const saved = process.env.COMPAT_STORE;
-	process.env.COMPAT_STORE = "dynamodb";
-	const workDir = makeWorkDir();
-	const server = new Server({ target: "rivulet", workDir });
-	await server.init();
-	process.env.COMPAT_STORE = saved;
-	await server.start();
+	const { workDir, server } = await dynamoServer();
 	const runner = new RustRunner({ workDir, endpoint: server.url, bin: process.env.RUST_RUNNER_BIN, extraEnv: { RIVET_LOG_LEVEL: "warn" } });
 	await runner.start();
 	const client = createClient({ endpoint: server.url, disableMetadataLookup: true });
