@@ -47,11 +47,21 @@ pub async fn run(gw: Gateway, mut lease: Option<NodeLease>) {
         }
         let started = Instant::now();
         let result = match &lease {
-            Some(held) => gw
-                .store
-                .renew_node(held, now_ms(), gw.node.lease_ttl_ms())
-                .await
-                .map(|renewed| renewed.ok_or("another process registered this node id")),
+            // A renewal may not outlive the registration it renews: past that, this node
+            // cannot know whether another one took its actors.
+            Some(held) => match tokio::time::timeout_at(
+                gw.node.valid_until(),
+                gw.store.renew_node(held, now_ms(), gw.node.lease_ttl_ms()),
+            )
+            .await
+            {
+                Ok(renewed) => {
+                    renewed.map(|renewed| renewed.ok_or("another process registered this node id"))
+                }
+                Err(_) => Err(crate::store::StoreError::Unavailable(
+                    "the renewal outlived the registration".into(),
+                )),
+            },
             None => gw
                 .store
                 .register_node(&gw.node.id, &gw.node.url, now_ms(), gw.node.lease_ttl_ms())
@@ -81,8 +91,9 @@ pub async fn run(gw: Gateway, mut lease: Option<NodeLease>) {
                 next = Instant::now() + ttl / 10;
             }
             Err(err) => {
-                let expired = gw.node.valid_until() <= Instant::now();
-                if expired && gw.node.current().is_some() {
+                // `lease` is what this task holds; the node's published view already hides an
+                // expired registration, so it cannot tell whether one was held.
+                if lease.is_some() && gw.node.valid_until() <= Instant::now() {
                     tracing::warn!(error = %err, "node registration expired while the store was unreachable; its actors stop here");
                     gw.node.publish(None, Instant::now());
                     lease = None;
