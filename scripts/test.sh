@@ -99,7 +99,7 @@ step "two gateway nodes on one DynamoDB table (stock rivetkit apps and clients; 
 node_suite bash tests/compat/run-cluster.sh
 
 step "three gateway nodes on one table, killed and restarted while clients write"
-node_suite bash tests/compat/run-churn.sh
+node_suite bash tests/compat/run-cluster.sh churn.test.mjs
 
 step "terraform matches the gateway's DynamoDB schema (python-hcl2, checkov; static)"
 set +e

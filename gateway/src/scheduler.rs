@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 
 use crate::actor::Msg;
 use crate::state::Gateway;
-use crate::util::now_ms;
+use crate::util::{now_ms, sleep_until_opt};
 
 /// Alarms taken per scan; the rest follow on the next one.
 const SCAN_BATCH: usize = 256;
@@ -115,13 +115,6 @@ async fn scan(gw: &Gateway) {
                 let _ = actor.send(Msg::Refresh);
             }
         }
-    }
-}
-
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

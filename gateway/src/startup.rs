@@ -258,11 +258,7 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, StartupEr
 
 /// The OS's words without Rust's "(os error N)" suffix.
 fn os_reason(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    match s.find(" (os error") {
-        Some(i) => s[..i].to_lowercase(),
-        None => s.to_lowercase(),
-    }
+    crate::util::without_os_error(&e.to_string()).to_lowercase()
 }
 
 fn one_line(s: &str) -> String {

@@ -9,3 +9,19 @@ pub fn now_ms() -> i64 {
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+/// Sleeps until `at`, or forever when there is no `at` (a disabled `select!` timer).
+pub async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// An error's text without Rust's "(os error N)" suffix, for messages people read.
+pub fn without_os_error(text: &str) -> &str {
+    match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => text,
+    }
+}

@@ -8,7 +8,7 @@
 //     start, the actor, its generation and the node.
 //
 // Env: RIVULET_BIN (default target/debug/rivulet), CHURN_LEASE_MS (default 2000),
-// CHURN_ROUNDS (default 3), COMPAT_KEEP=1 keeps logs. Run with tests/compat/run-churn.sh.
+// CHURN_ROUNDS (default 3), COMPAT_KEEP=1 keeps logs. Run with tests/compat/run-cluster.sh churn.test.mjs.
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";

@@ -120,12 +120,6 @@ impl ActorHandle {
         })
     }
 
-    /// Hands a runner event to the supervisor; the typed refusal lets the runner's
-    /// connection tell a gone actor (ignore) from a runner breaking the protocol.
-    pub fn send_event(&self, event: EventWrapper) -> Result<(), Refused> {
-        self.mailbox.put(Msg::Event(event))
-    }
-
     /// A receiver of status changes.
     pub fn watch(&self) -> watch::Receiver<Status> {
         self.status.clone()

@@ -22,7 +22,7 @@ use super::mailbox::{Batch, Mailbox};
 use super::{ActorHandle, Status};
 use crate::state::Gateway;
 use crate::store::{ActorRecord, Lease, LeaseClaim};
-use crate::util::now_ms;
+use crate::util::{now_ms, sleep_until_opt};
 
 /// How long a start may take before the actor counts as crashed.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -851,12 +851,5 @@ impl Supervisor {
                 true
             }
         });
-    }
-}
-
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

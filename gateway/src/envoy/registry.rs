@@ -93,11 +93,6 @@ impl EnvoyHandle {
         })
     }
 
-    /// Tunnel frames that could be queued now without waiting (for tests and metrics).
-    pub fn tunnel_room(&self) -> usize {
-        self.tunnel_slots.available_permits()
-    }
-
     fn enqueue(&self, out: Outbound) -> bool {
         match self.tx.try_send(out) {
             Ok(()) => true,

@@ -86,7 +86,7 @@ pub(super) async fn serve(
                 tracing::warn!(owner = %lease.node_id, error = %err, "owner node unreachable");
                 cluster::await_expiry(&lease, deadline).await?;
             }
-            Err(err) => return Err(super::forward_failed(&err)),
+            Err(err) => return Err(ApiError::forward_failed(&err)),
         }
     };
 

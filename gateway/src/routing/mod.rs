@@ -142,8 +142,3 @@ pub async fn place(
     let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
     actor.ready(gw, remaining).await
 }
-
-/// The error for a forward that left but got no answer.
-pub fn forward_failed(err: &crate::cluster::forward::ForwardError) -> ApiError {
-    ApiError::forward_failed(err)
-}

@@ -205,7 +205,7 @@ async fn run(
                 tracing::warn!(owner = %lease.node_id, error = %err, "owner node unreachable");
                 cluster::await_expiry(&lease, deadline).await?;
             }
-            Err(err) => return Err(super::forward_failed(&err)),
+            Err(err) => return Err(ApiError::forward_failed(&err)),
         }
     };
     let (request_id, mut rx) = gw.routes.open(&envoy.key);

@@ -177,9 +177,5 @@ fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
 
 /// The first line, without Rust's "(os error N)" suffix.
 fn first_line(s: &str) -> String {
-    let line = s.lines().next().unwrap_or("").trim();
-    match line.find(" (os error") {
-        Some(i) => line[..i].to_owned(),
-        None => line.to_owned(),
-    }
+    crate::util::without_os_error(s.lines().next().unwrap_or("").trim()).to_owned()
 }
