@@ -4,10 +4,10 @@
 //! - **This node's wheel.** A supervisor that unloads with an alarm set leaves the alarm here,
 //!   so it fires on time without asking the store (an in-memory ordered set, bounded by the
 //!   actors this node unloaded with an alarm pending).
-//! - **The store scan**, every `alarm_scan_interval_ms` (default 8 s): finds alarms no node has
-//!   in memory (set on a node that died, or before this process started). DynamoDB keeps the
-//!   alarm index in 8 shards, one query each, so the default costs one request per second per
-//!   node when nothing is due, however many actors there are. An alarm only the scan can see
+//! - **The store scan**, every `alarm_scan_interval_ms` (default 16 s): finds alarms no node
+//!   has in memory (set on a node that died, or before this process started). DynamoDB keeps
+//!   the alarm index in 8 shards, one query each, so the default costs half a request per
+//!   second per node when nothing is due, however many actors there are. An alarm only the scan can see
 //!   fires up to one interval late.
 //!
 //! With several nodes every node scans; the actor's lease decides which node's wake goes
