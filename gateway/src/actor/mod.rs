@@ -6,9 +6,11 @@
 //! - `lifecycle`: the pure state machine.
 //! - `mailbox`: the supervisor's input, coalesced so no lifecycle input is ever dropped.
 //! - `supervisor`: the task that feeds it and carries out its effects.
+//! - `ports`: what a supervisor talks to (store, runners, directory), as narrow traits.
 
 pub mod lifecycle;
 pub mod mailbox;
+pub mod ports;
 mod supervisor;
 
 use std::collections::HashMap;
@@ -317,7 +319,7 @@ impl Directory {
                 return handle.clone();
             }
         }
-        let handle = supervisor::spawn(gw.clone(), record);
+        let handle = supervisor::spawn(ports::Ports::of(gw), record, &gw.tasks);
         inner.insert(handle.actor_id.clone(), handle.clone());
         handle
     }

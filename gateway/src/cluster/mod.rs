@@ -129,7 +129,7 @@ impl Node {
     }
 
     /// Records the heartbeat's latest result.
-    fn publish(&self, lease: Option<NodeLease>, valid_until: tokio::time::Instant) {
+    pub(crate) fn publish(&self, lease: Option<NodeLease>, valid_until: tokio::time::Instant) {
         // Only a change of incarnation (or its loss) matters to supervisors; a renewal just
         // moves the deadline.
         self.registration.send_if_modified(|reg| {
