@@ -360,3 +360,54 @@ async fn a_node_whose_registration_is_taken_stops_its_actors() {
     assert_eq!(checkpoint.actor_id.as_str(), started.actor_id);
     assert_eq!(reason, rivulet_wire::envoy::StopActorReason::GoingAway);
 }
+
+#[tokio::test]
+async fn a_key_cached_on_one_node_follows_a_destroy_and_recreate_on_another() {
+    // Two nodes on one store. Node A served the key's first actor (and keeps key -> id in
+    // memory); node B destroys it and creates a new actor under the same key. A request by key
+    // through A must reach the new actor, wherever it runs.
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn rivulet_gateway::store::Store> = Arc::new(
+        rivulet_gateway::store::embedded::EmbeddedStore::open(&dir.path().join("s.redb")).unwrap(),
+    );
+    let node = |id: &'static str| {
+        TestGateway::builder()
+            .store(store.clone())
+            .configure(move |c| c.cluster.node_id = Some(id.into()))
+    };
+    let a = node("node-a").start().await;
+    let b = node("node-b").start().await;
+    let mut runner_a = a.runner().envoy_key("runner-a").connect().await;
+    let mut runner_b = b.runner().envoy_key("runner-b").connect().await;
+    let create =
+        "/gateway/counter/action/x?rvt-method=getOrCreate&rvt-runner=default&rvt-key=moving";
+
+    let first = first_request(&a, &mut runner_a, create).await;
+    runner_a
+        .sleep_actor(&first.actor_id, first.generation)
+        .await;
+    a.wait_actor(&first.actor_id, "asleep", |x| !x["sleep_ts"].is_null())
+        .await;
+    let status = b
+        .http
+        .delete(b.url(&format!("/actors/{}", first.actor_id)))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+
+    let second = first_request(&b, &mut runner_b, create).await;
+    assert_ne!(second.actor_id, first.actor_id);
+
+    let req = a.request(
+        "POST",
+        "/gateway/counter/action/y?rvt-method=get&rvt-key=moving",
+        b"",
+    );
+    let (id, start) = runner_b.expect_http().await;
+    assert_eq!(start.actor_id.as_str(), second.actor_id);
+    runner_b.respond(&id, 200, b"new");
+    let got = reply(req).await;
+    assert_eq!((got.status, got.body.as_slice()), (200, b"new".as_slice()));
+}

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rivulet_wire::envoy::{
-    HibernatingRequest, StopActorReason, ToEnvoyTunnelMessageKind, ToRivetTunnelMessageKind,
-    ToRivetWebSocketClose, ToRivetWebSocketMessage, ToRivetWebSocketMessageAck,
-    ToRivetWebSocketOpen,
+    HibernatingRequest, StopActorReason, ToEnvoy, ToEnvoyTunnelMessageKind, ToRivet,
+    ToRivetTunnelMessageKind, ToRivetWebSocketClose, ToRivetWebSocketMessage,
+    ToRivetWebSocketMessageAck, ToRivetWebSocketOpen,
 };
 use tokio_tungstenite::tungstenite::Message;
 
@@ -258,6 +258,101 @@ async fn hibernating_websocket_survives_sleep_and_gets_unacked_messages_resent()
         "{:?}",
         third.start.hibernating_requests
     );
+}
+
+/// A runner going away hands its actor to another runner. From the moment the gateway
+/// decides that (stop sent to the old instance), client messages are held for the next
+/// instance rather than sent to the stopping one, and requests wait for it; the next
+/// generation starts only once the old one reported stopped.
+#[tokio::test]
+async fn a_hand_over_holds_client_messages_for_the_next_instance() {
+    let gw = TestGateway::start().await;
+    let mut old = gw.runner().envoy_key("runner-old").connect().await;
+    let actor_id = gw.create_actor("counter", "handover").await;
+    let url = gw.ws_url(&format!("/gateway/{actor_id}/connect"));
+    let (mut client, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(old.accept_start().await.generation, 1);
+    let open = old.expect_tunnel().await;
+    let socket = (open.message_id.gateway_id, open.message_id.request_id);
+    let (gid, rid) = socket;
+    old.tunnel(
+        gid,
+        rid,
+        ToRivetTunnelMessageKind::ToRivetWebSocketOpen(ToRivetWebSocketOpen {
+            can_hibernate: true,
+        }),
+    );
+    client.send(Message::Text("m1".into())).await.unwrap();
+    assert_eq!(actor_receives(&mut old, socket).await, (1, "m1".into()));
+    old.tunnel(
+        gid,
+        rid,
+        ToRivetTunnelMessageKind::ToRivetWebSocketMessageAck(ToRivetWebSocketMessageAck {
+            index: 1,
+        }),
+    );
+
+    let mut new = gw.runner().envoy_key("runner-new").connect().await;
+    old.send(ToRivet::ToRivetStopping);
+    let (checkpoint, reason) = old.expect_stop().await;
+    assert_eq!(reason, StopActorReason::GoingAway);
+    assert_eq!(checkpoint.generation, 1);
+    old.ack(&checkpoint);
+
+    // Sent while the old instance stops: held, not sent to it.
+    client.send(Message::Text("m2".into())).await.unwrap();
+    let during = gw.request("POST", &format!("/gateway/{actor_id}/action/during"), b"");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    old.tunnel(
+        gid,
+        rid,
+        ToRivetTunnelMessageKind::ToRivetWebSocketClose(ToRivetWebSocketClose {
+            code: Some(1000),
+            reason: Some("hibernate".into()),
+            hibernate: true,
+        }),
+    );
+    let frames = old.frames_until_barrier().await;
+    assert!(
+        !frames
+            .iter()
+            .any(|f| matches!(f, ToEnvoy::ToEnvoyTunnelMessage(_))),
+        "the stopping instance got client traffic: {frames:?}"
+    );
+    old.stopped(&actor_id, 1, None);
+
+    let second = new.expect_start().await;
+    assert_eq!(second.generation, 2);
+    assert_eq!(
+        second.start.hibernating_requests,
+        vec![HibernatingRequest {
+            gateway_id: gid,
+            request_id: rid,
+        }]
+    );
+    new.ack(&second.checkpoint);
+    new.running(&actor_id, 2);
+    let (id, start) = new.expect_http().await;
+    assert_eq!(start.actor_generation, Some(2));
+    new.respond(&id, 200, b"moved");
+    let got = reply(during).await;
+    assert_eq!(
+        (got.status, got.body.as_slice()),
+        (200, b"moved".as_slice())
+    );
+    new.tunnel(
+        gid,
+        rid,
+        ToRivetTunnelMessageKind::ToRivetWebSocketOpen(ToRivetWebSocketOpen {
+            can_hibernate: true,
+        }),
+    );
+    assert_eq!(actor_receives(&mut new, socket).await, (2, "m2".into()));
+    new.tunnel(gid, rid, ws_text("echo m2"));
+    assert_eq!(client_text(&mut client).await, "echo m2");
 }
 
 #[tokio::test]

@@ -132,6 +132,16 @@ impl ActorHandle {
         self.status.borrow().clone()
     }
 
+    /// The delivery gate: whether traffic for the instance `generation` on `envoy_key` may
+    /// go to it now. Once the supervisor has decided to stop or hand over that instance it
+    /// publishes another status, and frames wait (see `routing::ws`).
+    pub fn delivers_to(&self, envoy_key: &str, generation: u32) -> bool {
+        matches!(
+            &*self.status.borrow(),
+            Status::Running { envoy_key: k, generation: g } if k == envoy_key && *g == generation
+        )
+    }
+
     /// Wakes the actor if needed and waits until it serves traffic here, or finds that
     /// another node serves it.
     pub async fn ready(&self, gw: &Gateway, timeout: Duration) -> Result<Ready, ApiError> {

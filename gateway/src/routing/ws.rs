@@ -70,6 +70,8 @@ struct Tunnel<'a> {
     actor: ActorHandle,
     request_id: [u8; 4],
     envoy: std::sync::Arc<EnvoyHandle>,
+    /// Generation of the instance holding the socket.
+    generation: u32,
     /// Indices, and the messages the actor has not acknowledged (see `socket_buffer`).
     buffer: SocketBuffer,
     /// Whether the actor currently has this socket open.
@@ -108,10 +110,20 @@ impl Tunnel<'_> {
                 ))
             }
         };
-        if self.attached
-            && !self.send(Self::message(data, binary), index).await
-            && !self.buffer.is_hibernatable()
+        if !self.attached {
+            return Ok(());
+        }
+        // The gate: once the supervisor decided to stop or hand over the instance that
+        // holds this socket, a kept message waits for the instance that restores the
+        // socket (which gets everything unacknowledged, in order). A socket that keeps
+        // nothing ends with its instance, so its messages still go there until it closes.
+        if self.buffer.is_hibernatable()
+            && !self.actor.delivers_to(&self.envoy.key, self.generation)
         {
+            tracing::debug!(index, "holding a client message while the actor moves");
+            return Ok(());
+        }
+        if !self.send(Self::message(data, binary), index).await && !self.buffer.is_hibernatable() {
             return Err(ApiError::runner_lost());
         }
         Ok(())
@@ -139,8 +151,8 @@ impl Tunnel<'_> {
     /// Wakes the actor so its runner restores this socket.
     async fn wake(&mut self) -> Result<(), ApiError> {
         let timeout = Duration::from_millis(self.gw.config.gateway.actor_ready_timeout_ms);
-        let envoy = match self.actor.ready(self.gw, timeout).await? {
-            Ready::Local { envoy, .. } => envoy,
+        let (envoy, generation) = match self.actor.ready(self.gw, timeout).await? {
+            Ready::Local { envoy, generation } => (envoy, generation),
             // Another node took the actor while this socket hibernated here; the client
             // reconnects and is forwarded there.
             Ready::Remote(lease) => {
@@ -156,15 +168,21 @@ impl Tunnel<'_> {
         };
         self.gw.routes.rebind(self.request_id, &envoy.key);
         self.envoy = envoy;
+        self.generation = generation;
         Ok(())
     }
 
     /// The actor reopened the socket: resend what it has not acknowledged.
     async fn reattach(&mut self) {
-        if let Status::Running { envoy_key, .. } = self.actor.status() {
+        if let Status::Running {
+            envoy_key,
+            generation,
+        } = self.actor.status()
+        {
             if let Some(envoy) = self.gw.envoys.get(&envoy_key) {
                 self.gw.routes.rebind(self.request_id, &envoy.key);
                 self.envoy = envoy;
+                self.generation = generation;
             }
         }
         self.attached = true;
@@ -218,6 +236,7 @@ async fn run(
         actor: actor.clone(),
         request_id,
         envoy,
+        generation,
         buffer: SocketBuffer::new(gw.config.gateway.max_pending_ws_messages),
         attached: true,
     };
