@@ -526,3 +526,132 @@ async fn staged_commit_of_large_segments_with_shrink() {
     let (_, m) = markers(&store, "a-1", [420, 450, 500, 600]).await;
     assert_eq!(m, vec![None, None, Some(3), None]);
 }
+
+// === the one-request commit ===
+
+/// Requests the store has sent so far, by kind.
+fn counts(store: &DynamoStore) -> std::collections::BTreeMap<&'static str, u64> {
+    store.request_counts().snapshot().into_iter().collect()
+}
+
+fn since(
+    before: &std::collections::BTreeMap<&'static str, u64>,
+    store: &DynamoStore,
+) -> Vec<(&'static str, u64)> {
+    counts(store)
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let d = v - before.get(k).copied().unwrap_or(0);
+            (d > 0).then_some((k, d))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_after_a_read_is_one_transaction() {
+    let store = fresh_dynamo().await;
+    store.create_actor(actor("a-1", None)).await.unwrap();
+    // The runner reads first (at start), as RivetKit does.
+    store.sqlite_get_pages("a-1", &[1, 2]).await.unwrap();
+    for head in 0..5u64 {
+        let before = counts(&store);
+        let pages = marked(1..=3 + head as u32, head + 1);
+        let got = store
+            .sqlite_commit(commit("a-1", head, pages, 3 + head as u32))
+            .await
+            .unwrap();
+        assert_eq!(got, head + 1);
+        assert_eq!(since(&before, &store), vec![("TransactWriteItems", 1)]);
+    }
+    assert_eq!(
+        markers(&store, "a-1", 1..=8).await,
+        (
+            5,
+            vec![
+                Some(5),
+                Some(5),
+                Some(5),
+                Some(5),
+                Some(5),
+                Some(5),
+                Some(5),
+                None
+            ]
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_view_falls_back_and_keeps_the_rules() {
+    // Two stores (two gateway processes) on one table: each one's view goes stale when the
+    // other commits, and a commit from a stale view must neither apply twice nor hide a head
+    // mismatch.
+    let a = fresh_dynamo().await;
+    let b = DynamoStore::from_client(client(moto()).await, a.table());
+    a.create_actor(actor("a-1", None)).await.unwrap();
+    a.sqlite_get_pages("a-1", &[1]).await.unwrap();
+    b.sqlite_get_pages("a-1", &[1]).await.unwrap();
+    assert_eq!(
+        a.sqlite_commit(commit("a-1", 0, marked([1, 2], 1), 2))
+            .await
+            .unwrap(),
+        1
+    );
+    // b still believes the head is 0.
+    let err = b
+        .sqlite_commit(commit("a-1", 0, marked([1], 9), 2))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::HeadMismatch { .. }), "{err:?}");
+    // With the right head, b's commit goes through (the multi-step path refreshes its view).
+    assert_eq!(
+        b.sqlite_commit(commit("a-1", 1, marked([2], 2), 2))
+            .await
+            .unwrap(),
+        2
+    );
+    // And a's view is stale now: its next commit still lands once, on the right head.
+    assert_eq!(
+        a.sqlite_commit(commit("a-1", 2, marked([1], 3), 2))
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        markers(&a, "a-1", 1..=3).await,
+        (3, vec![Some(3), Some(2), None])
+    );
+    // A stale generation is refused, not applied.
+    let mut stale = commit("a-1", 3, marked([1], 4), 2);
+    stale.generation = 0;
+    let err = a.sqlite_commit(stale).await.unwrap_err();
+    assert!(matches!(err, StoreError::StaleGeneration { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn superseded_versions_are_collected_in_batches() {
+    let store = fresh_dynamo().await;
+    store.create_actor(actor("a-1", None)).await.unwrap();
+    store.sqlite_get_pages("a-1", &[1]).await.unwrap();
+    for head in 0..40u64 {
+        store
+            .sqlite_commit(commit("a-1", head, marked([1], head + 1), 1))
+            .await
+            .unwrap();
+    }
+    // Collection runs in the background after every 16th commit.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let versions = store.page_item_keys("a-1").await.unwrap().len();
+        // 40 commits: collected after the 32nd down to two versions, plus 8 since.
+        if versions <= 10 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{versions} versions of page 1 left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(markers(&store, "a-1", [1]).await, (40, vec![Some(40)]));
+}

@@ -20,6 +20,7 @@ mod kv;
 mod leases;
 mod preflight;
 mod sqlite;
+mod sqlite_fast;
 mod table;
 
 use std::sync::Arc;
@@ -60,6 +61,8 @@ pub struct DynamoStore {
     gc: Arc<Semaphore>,
     /// Every request attempt sent, by operation.
     requests: Arc<super::RequestCounts>,
+    /// What this store last saw of each actor's SQLite state (see `sqlite_fast`).
+    sq_views: Arc<sqlite_fast::SqViews>,
 }
 
 impl std::fmt::Debug for DynamoStore {
@@ -159,6 +162,7 @@ impl DynamoStore {
             table: Arc::from(table),
             gc: Arc::new(Semaphore::new(GC_TASKS)),
             requests,
+            sq_views: Arc::default(),
         }
     }
 

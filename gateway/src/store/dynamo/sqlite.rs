@@ -27,6 +27,7 @@ use futures_util::future::join_all;
 
 use super::keys::*;
 use super::kv::{pending_intent, Intent, KvWrite};
+use super::sqlite_fast::Fast;
 use super::table::{
     self, b, batch_write, get_b, get_n, item, n, opt_b, opt_bool, opt_n, opt_s, s, sk_of, transact,
     tx_check, tx_put, BatchOp, Cond, Item, Query, Range, ITEM_MAX_VALUE_BYTES, TX_MAX_BYTES,
@@ -58,6 +59,8 @@ pub(super) struct SqState {
     pub head: u64,
     /// Database size in pages.
     pub size: u32,
+    /// The next version number.
+    pub nv: u64,
     /// The attempt currently allowed to write, if any.
     pub pend: Option<Pending>,
 }
@@ -134,6 +137,7 @@ impl SqState {
             fl: get_n(it, "fl")?,
             head: get_n(it, "head")?,
             size: get_n(it, "size")?,
+            nv: get_n(it, "nv")?,
             pend,
         })
     }
@@ -330,6 +334,7 @@ impl DynamoStore {
                     head_txid: 0,
                 });
             };
+            self.remember(actor_id, &st);
             let mut wanted: Vec<u32> = pgnos.iter().copied().filter(|p| *p <= st.size).collect();
             wanted.sort_unstable();
             wanted.dedup();
@@ -622,7 +627,7 @@ impl DynamoStore {
     }
 
     /// Starts the background deletion of versions that `new_hv` superseded.
-    fn spawn_gc(&self, pk: String, pgnos: Vec<u32>, fl: u64, new_hv: u64) {
+    pub(super) fn spawn_gc(&self, pk: String, pgnos: Vec<u32>, fl: u64, new_hv: u64) {
         if pgnos.is_empty() {
             return;
         }
@@ -680,8 +685,21 @@ impl DynamoStore {
         batch_write(&self.client, &self.table, ops).await
     }
 
+    /// Keeps what a read saw for the one-request commit (`sqlite_fast`).
+    fn remember(&self, actor_id: &str, st: &SqState) {
+        if st.pend.is_some() {
+            self.sq_views.forget(actor_id);
+        } else {
+            self.sq_views
+                .saw(actor_id, st.gen, st.head, st.nv, st.size, st.fl);
+        }
+    }
+
     pub(super) async fn sqlite_commit_impl(&self, c: SqliteCommit) -> StoreResult<u64> {
         check_page_sizes(&c.pages)?;
+        if let Fast::Done(head) = self.sqlite_commit_fast(&c).await? {
+            return Ok(head);
+        }
         let pk = actor_pk(&c.actor_id);
         let st = self
             .claim(&c.actor_id, c.generation, c.expected_head, PendKind::Commit)
@@ -733,7 +751,16 @@ impl DynamoStore {
         )
         .await?;
         self.spawn_gc(pk, touched, st.fl, vid);
-        Ok(c.expected_head.saturating_add(1))
+        let head = c.expected_head.saturating_add(1);
+        self.sq_views.saw(
+            &c.actor_id,
+            c.generation,
+            head,
+            st.nv,
+            c.db_size_pages,
+            st.fl,
+        );
+        Ok(head)
     }
 
     pub(super) async fn sqlite_stage_begin_impl(
