@@ -655,3 +655,95 @@ async fn superseded_versions_are_collected_in_batches() {
     }
     assert_eq!(markers(&store, "a-1", [1]).await, (40, vec![Some(40)]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_reads_skip_the_state_item_until_the_generation_changes() {
+    let a = fresh_dynamo().await;
+    let b = DynamoStore::from_client(client(moto()).await, a.table());
+    a.create_actor(actor("a-1", None)).await.unwrap();
+    a.kv_put("a-1", 1, vec![(b"k".to_vec(), b"1".to_vec())], 1)
+        .await
+        .unwrap();
+    // This store wrote last: its reads need only the data.
+    let before = counts(&a);
+    assert_eq!(a.kv_get("a-1", &[b"k".to_vec()]).await.unwrap().len(), 1);
+    assert_eq!(since(&before, &a), vec![("BatchGetItem", 1)]);
+    let before = counts(&a);
+    a.kv_list("a-1", KvQuery::All, false, 10).await.unwrap();
+    assert_eq!(since(&before, &a), vec![("Query", 1)]);
+
+    // Another node runs generation 2 and crashes half way through a large put (its intent
+    // is published, so the put counts).
+    let mut rec = b.get_actor("a-1").await.unwrap().unwrap();
+    rec.generation = 2;
+    b.update_actor(rec.clone(), rec.revision).await.unwrap();
+    let entries: Vec<(Vec<u8>, Vec<u8>)> = (0..128u32)
+        .map(|i| (i.to_be_bytes().to_vec(), vec![i as u8; 100]))
+        .collect();
+    b.crash_kv_put_before_apply("a-1", 2, entries, 7)
+        .await
+        .unwrap();
+
+    // The first node runs the actor again (generation 3): its first read must look for the
+    // intent and apply it, not trust what it knew.
+    let mut rec = a.get_actor("a-1").await.unwrap().unwrap();
+    rec.generation = 3;
+    a.update_actor(rec.clone(), rec.revision).await.unwrap();
+    let got = a.kv_list("a-1", KvQuery::All, false, 1000).await.unwrap();
+    assert_eq!(got.len(), 129);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_actors_first_start_reads_nothing_it_knows_is_empty() {
+    let store = fresh_dynamo().await;
+    let mut rec = actor("a-1", None);
+    rec.generation = 0;
+    store.create_actor(rec.clone()).await.unwrap();
+    rec.generation = 1;
+    store.update_actor(rec.clone(), rec.revision).await.unwrap();
+
+    let before = counts(&store);
+    assert!(store
+        .kv_list("a-1", KvQuery::All, false, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .kv_get("a-1", &[b"k".to_vec()])
+        .await
+        .unwrap()
+        .is_empty());
+    let read = store.sqlite_get_pages("a-1", &[1, 2]).await.unwrap();
+    assert_eq!(read.head_txid, 0);
+    assert_eq!(since(&before, &store), vec![]);
+    // Its first commit is one transaction, and what it wrote reads back.
+    let before = counts(&store);
+    store
+        .sqlite_commit(commit("a-1", 0, marked([1, 2], 1), 2))
+        .await
+        .unwrap();
+    assert_eq!(since(&before, &store), vec![("TransactWriteItems", 1)]);
+    assert_eq!(
+        markers(&store, "a-1", [1, 2]).await,
+        (1, vec![Some(1), Some(1)])
+    );
+    store
+        .kv_put("a-1", 1, vec![(b"k".to_vec(), b"v".to_vec())], 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.kv_get("a-1", &[b"k".to_vec()]).await.unwrap().len(),
+        1
+    );
+
+    // Another store (node) knows none of this and reads it all from the table.
+    let other = DynamoStore::from_client(client(moto()).await, store.table());
+    assert_eq!(
+        other.kv_get("a-1", &[b"k".to_vec()]).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        markers(&other, "a-1", [1, 2]).await,
+        (1, vec![Some(1), Some(1)])
+    );
+}

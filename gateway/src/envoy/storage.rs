@@ -104,7 +104,7 @@ async fn handle(gw: &Gateway, envoy: &EnvoyHandle, actor_id: &str, req: StorageR
             })
         }
         StorageRequest::GetPages(req) => {
-            let data = get_pages(gw, actor_id, &req)
+            let data = get_pages(gw, envoy, actor_id, &req)
                 .await
                 .unwrap_or_else(SqliteGetPagesResponse::SqliteErrorResponse);
             ToEnvoy::ToEnvoySqliteGetPagesResponse(ToEnvoySqliteGetPagesResponse {
@@ -439,12 +439,18 @@ fn kv_error(message: String) -> KvResponseData {
 
 async fn get_pages(
     gw: &Gateway,
+    envoy: &EnvoyHandle,
     actor_id: &str,
     req: &ToRivetSqliteGetPagesRequest,
 ) -> Result<SqliteGetPagesResponse, SqliteErrorResponse> {
     let d = &req.data;
     if let Some(expected) = d.expected_generation {
         let generation = fence(Some(expected))?;
+        // The supervisor assigns a generation to this runner only after persisting it, so a
+        // match needs no store read; anything else is checked against the record.
+        if envoy.generation_of(actor_id) == Some(generation) {
+            return read_pages(gw, actor_id, d).await;
+        }
         let current = gw
             .store
             .get_actor(actor_id)
@@ -458,6 +464,14 @@ async fn get_pages(
             }));
         }
     }
+    read_pages(gw, actor_id, d).await
+}
+
+async fn read_pages(
+    gw: &Gateway,
+    actor_id: &str,
+    d: &rivulet_wire::envoy::SqliteGetPagesRequest,
+) -> Result<SqliteGetPagesResponse, SqliteErrorResponse> {
     let read = gw
         .store
         .sqlite_get_pages(actor_id, &d.pgnos)

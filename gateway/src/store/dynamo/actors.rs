@@ -424,6 +424,11 @@ impl DynamoStore {
             .place_input(&actor.actor_id, actor.input.as_deref(), None)
             .await?;
         let res = self.create_actor_tx(&actor, &input).await;
+        if res.is_ok() {
+            // Nothing has run it: its KV and SQLite database are empty.
+            self.kv_clean.mark_empty(&actor.actor_id);
+            self.sq_views.created(&actor.actor_id, actor.generation);
+        }
         if res.is_err() {
             if let Some(blob) = blob {
                 self.drop_blob(&actor.actor_id, &blob).await;
@@ -635,6 +640,14 @@ impl DynamoStore {
             if old.revision != expected_revision {
                 return Err(conflict(&actor.actor_id, old.revision, expected_revision));
             }
+            // A generation moving from 0 is the actor's first start: nothing can have run it
+            // or written its data. Any later change may follow another node running it, so
+            // what this store remembers of its KV and SQLite state no longer holds.
+            let first_start = old.generation == 0 && actor.generation != 0;
+            if old.generation != actor.generation && !first_start {
+                self.kv_clean.unmark(&actor.actor_id);
+                self.sq_views.forget(&actor.actor_id);
+            }
             let new = ActorRecord {
                 revision: expected_revision + 1,
                 ..actor.clone()
@@ -647,6 +660,9 @@ impl DynamoStore {
                 .await
             {
                 Ok(true) => {
+                    if first_start {
+                        self.sq_views.set_gen(&new.actor_id, new.generation);
+                    }
                     // The old blob is unreachable unless the record still points at it.
                     if let InputRef::Blob { id: old_id, .. } = &old_input {
                         let kept = matches!(&input, InputRef::Blob { id, .. } if id == old_id);

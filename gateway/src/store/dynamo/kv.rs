@@ -385,6 +385,9 @@ impl DynamoStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        if self.kv_clean.is_empty(actor_id) {
+            return Ok(Vec::new());
+        }
         let pk = actor_pk(actor_id);
         let uniq = dedupe_keys(keys);
         for _ in 0..KV_ATTEMPTS {
@@ -392,14 +395,22 @@ impl DynamoStore {
                 .iter()
                 .map(|k| table::key(pk.clone(), kv_sk(k)))
                 .collect();
-            let (st, items) = tokio::try_join!(
-                self.get(&pk, STATE_SK),
-                batch_get(&self.client, &self.table, reads)
-            )?;
-            if let Some(id) = pending_intent(st.as_ref())? {
-                self.roll_forward(actor_id, &id).await?;
-                continue;
-            }
+            let items = if self.kv_clean.is_clean(actor_id) {
+                batch_get(&self.client, &self.table, reads).await?
+            } else {
+                let (st, items) = tokio::try_join!(
+                    self.get(&pk, STATE_SK),
+                    batch_get(&self.client, &self.table, reads)
+                )?;
+                if let Some(id) = pending_intent(st.as_ref())? {
+                    self.roll_forward(actor_id, &id).await?;
+                    continue;
+                }
+                if st.is_some() {
+                    self.kv_clean.mark(actor_id);
+                }
+                items
+            };
             let mut by_sk: HashMap<String, Item> = HashMap::new();
             for it in items {
                 by_sk.insert(sk_of(&it)?.to_owned(), it);
@@ -431,9 +442,16 @@ impl DynamoStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        if self.kv_clean.is_empty(actor_id) {
+            return Ok(Vec::new());
+        }
         let range = KvRange::from_query(query);
         let pk = actor_pk(actor_id);
         for _ in 0..KV_ATTEMPTS {
+            if self.kv_clean.is_clean(actor_id) {
+                let items = self.list_range(&pk, &range, reverse, limit, false).await?;
+                return items.iter().map(decode_entry).collect();
+            }
             let (st, items) = tokio::try_join!(
                 self.get(&pk, STATE_SK),
                 self.list_range(&pk, &range, reverse, limit, false)
@@ -441,6 +459,9 @@ impl DynamoStore {
             if let Some(id) = pending_intent(st.as_ref())? {
                 self.roll_forward(actor_id, &id).await?;
                 continue;
+            }
+            if st.is_some() {
+                self.kv_clean.mark(actor_id);
             }
             return items.iter().map(decode_entry).collect();
         }
@@ -526,8 +547,21 @@ impl DynamoStore {
         }
     }
 
-    /// Applies one KV write, fenced by `generation`.
+    /// Applies one KV write, fenced by `generation`. Once it returns `Ok`, no intent of it
+    /// is left on the state item (see `KvClean`).
     pub(super) async fn kv_write(
+        &self,
+        actor_id: &str,
+        write: KvWrite,
+        generation: Option<u32>,
+    ) -> StoreResult<()> {
+        self.kv_clean.unmark(actor_id);
+        self.kv_write_fenced(actor_id, write, generation).await?;
+        self.kv_clean.mark(actor_id);
+        Ok(())
+    }
+
+    async fn kv_write_fenced(
         &self,
         actor_id: &str,
         write: KvWrite,

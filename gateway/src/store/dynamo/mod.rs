@@ -22,6 +22,7 @@ mod preflight;
 mod sqlite;
 mod sqlite_fast;
 mod table;
+mod views;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,7 +63,9 @@ pub struct DynamoStore {
     /// Every request attempt sent, by operation.
     requests: Arc<super::RequestCounts>,
     /// What this store last saw of each actor's SQLite state (see `sqlite_fast`).
-    sq_views: Arc<sqlite_fast::SqViews>,
+    sq_views: Arc<views::SqViews>,
+    /// What this store knows of actors' KV (see `views::KvKnown`).
+    kv_clean: Arc<views::KvKnown>,
 }
 
 impl std::fmt::Debug for DynamoStore {
@@ -163,6 +166,7 @@ impl DynamoStore {
             gc: Arc::new(Semaphore::new(GC_TASKS)),
             requests,
             sq_views: Arc::default(),
+            kv_clean: Arc::default(),
         }
     }
 

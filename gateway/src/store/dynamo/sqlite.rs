@@ -326,6 +326,17 @@ impl DynamoStore {
         actor_id: &str,
         pgnos: &[u32],
     ) -> StoreResult<SqliteRead> {
+        if self
+            .sq_views
+            .get(actor_id)
+            .is_some_and(|v| v.head == 0 && v.size == 0)
+        {
+            // A database this store knows is empty (it created the actor, nothing committed).
+            return Ok(SqliteRead {
+                pages: pgnos.iter().map(|p| (*p, None)).collect(),
+                head_txid: 0,
+            });
+        }
         let pk = actor_pk(actor_id);
         for _ in 0..READ_ATTEMPTS {
             let Some(st) = self.sq_state(&pk).await? else {
@@ -382,6 +393,9 @@ impl DynamoStore {
         expected: u64,
         kind: PendKind,
     ) -> StoreResult<SqState> {
+        // The head moves by this attempt, not by a one-request commit; what this store saw
+        // is refreshed when it publishes (a commit) or dropped (a stage).
+        self.sq_views.forget(actor_id);
         let pk = actor_pk(actor_id);
         let tx = expected.saturating_add(1);
         let (update, mut vals) = match kind {
@@ -983,6 +997,8 @@ impl DynamoStore {
     }
 
     pub(super) async fn clear_actor_data_impl(&self, actor_id: &str) -> StoreResult<()> {
+        self.kv_clean.unmark(actor_id);
+        self.sq_views.forget(actor_id);
         let pk = actor_pk(actor_id);
         let drop_all = Intent {
             generation: 0,
@@ -1104,6 +1120,8 @@ pub mod crash {
             entries: Vec<(Vec<u8>, Vec<u8>)>,
             now_ms: i64,
         ) -> StoreResult<()> {
+            // As `kv_write` does when it starts.
+            self.kv_clean.unmark(actor_id);
             let intent = Intent {
                 generation,
                 write: KvWrite::Put { entries, now_ms },

@@ -22,10 +22,6 @@
 //! is dropped (evicted, process restart) the versions it had not collected yet stay until a
 //! later commit touches those pages and collects them.
 
-use std::collections::HashMap;
-
-use parking_lot::Mutex;
-
 use super::keys::{actor_pk, page_sk, STATE_SK};
 use super::table::{self, b, item, n, transact, tx_put, tx_update, TX_MAX_BYTES, TX_MAX_ITEMS};
 use super::{DynamoStore, StoreResult};
@@ -35,53 +31,6 @@ use crate::store::SqliteCommit;
 const GC_EVERY_COMMITS: u32 = 16;
 /// Pages touched since the last collection past which it runs early.
 const GC_MAX_TOUCHED: usize = 512;
-/// Actors whose state this store remembers; past it the views are dropped (each costs the
-/// next commit one multi-step attempt).
-const MAX_VIEWS: usize = 16_384;
-
-/// What this store last saw of an actor's SQLite state item.
-#[derive(Debug, Clone, Default)]
-pub(super) struct SqSeen {
-    pub gen: u32,
-    pub head: u64,
-    /// The next version number.
-    pub nv: u64,
-    pub size: u32,
-    /// Lowest visible version (for collection).
-    pub fl: u64,
-    /// Pages committed since their superseded versions were last collected.
-    pub touched: Vec<u32>,
-    pub commits: u32,
-}
-
-/// The views, per actor.
-#[derive(Debug, Default)]
-pub(super) struct SqViews(Mutex<HashMap<String, SqSeen>>);
-
-impl SqViews {
-    /// Records what a read or a multi-step commit saw (no pending attempt).
-    pub(super) fn saw(&self, actor_id: &str, gen: u32, head: u64, nv: u64, size: u32, fl: u64) {
-        let mut views = self.0.lock();
-        if views.len() >= MAX_VIEWS && !views.contains_key(actor_id) {
-            views.clear();
-        }
-        let view = views.entry(actor_id.to_owned()).or_default();
-        view.gen = gen;
-        view.head = head;
-        view.nv = nv;
-        view.size = size;
-        view.fl = fl;
-    }
-
-    /// Forgets an actor's view (its state changed in a way this store did not follow).
-    pub(super) fn forget(&self, actor_id: &str) {
-        self.0.lock().remove(actor_id);
-    }
-
-    fn get(&self, actor_id: &str) -> Option<SqSeen> {
-        self.0.lock().get(actor_id).cloned()
-    }
-}
 
 /// Outcome of a one-request attempt.
 pub(super) enum Fast {
@@ -179,7 +128,7 @@ impl DynamoStore {
         pages: &[(u32, &Vec<u8>)],
     ) {
         let collect = {
-            let mut views = self.sq_views.0.lock();
+            let mut views = self.sq_views.lock();
             let Some(view) = views.get_mut(actor_id) else {
                 return;
             };
