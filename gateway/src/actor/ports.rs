@@ -133,6 +133,9 @@ pub trait Home: Send + Sync + 'static {
     fn park_alarm(&self, ts: i64, actor_id: &str);
     /// Forgets a destroyed actor's key.
     fn forget_key(&self, namespace_id: &str, name: &str, key: &str);
+    /// Drops what is kept in memory for an actor that sleeps with no supervisor loaded: its
+    /// cached key (trusted only while the actor is awake here) and the store's hints.
+    fn forget_unloaded(&self, record: &ActorRecord);
 }
 
 impl Home for Gateway {
@@ -147,6 +150,13 @@ impl Home for Gateway {
     }
     fn forget_key(&self, namespace_id: &str, name: &str, key: &str) {
         self.names.forget_key(namespace_id, name, key);
+    }
+    fn forget_unloaded(&self, record: &ActorRecord) {
+        if let Some(key) = &record.key {
+            self.names
+                .forget_key(&record.namespace_id, &record.name, key);
+        }
+        self.store.forget_actor(&record.actor_id);
     }
 }
 

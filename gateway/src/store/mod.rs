@@ -41,6 +41,10 @@ pub trait Store: Send + Sync + 'static {
     /// The requests this backend sent so far, by kind (see `requests`).
     fn request_counts(&self) -> std::sync::Arc<RequestCounts>;
 
+    /// The gateway no longer holds this actor in memory (it sleeps and its supervisor
+    /// unloaded): whatever the backend remembers of it to save requests can go.
+    fn forget_actor(&self, _actor_id: &str) {}
+
     // === namespaces ===
 
     /// Inserts a namespace; fails with `AlreadyExists` if the name is taken.

@@ -176,6 +176,7 @@ impl Supervisor {
                         if let Some(ts) = self.record.alarm_ts {
                             self.ports.home.park_alarm(ts, &self.record.actor_id);
                         }
+                        self.ports.home.forget_unloaded(&self.record);
                         return;
                     }
                 }

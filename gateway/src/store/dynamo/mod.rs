@@ -355,6 +355,11 @@ impl Store for DynamoStore {
     fn request_counts(&self) -> Arc<super::RequestCounts> {
         self.requests.clone()
     }
+    fn forget_actor(&self, actor_id: &str) {
+        // The next start moves the generation, which would drop these anyway.
+        self.kv_clean.unmark(actor_id);
+        self.sq_views.forget(actor_id);
+    }
     async fn create_namespace(&self, ns: Namespace) -> StoreResult<()> {
         self.create_namespace_impl(ns).await
     }

@@ -182,6 +182,8 @@ impl Runners for FakeRunners {
 #[derive(Default)]
 pub struct FakeHome {
     pub unloaded: Mutex<bool>,
+    /// Actors whose in-memory leftovers were dropped at unload.
+    pub forgotten: Mutex<Vec<String>>,
     pub alarms: Mutex<Vec<(i64, String)>>,
 }
 
@@ -199,4 +201,7 @@ impl Home for FakeHome {
         self.alarms.lock().push((ts, actor_id.into()));
     }
     fn forget_key(&self, _namespace_id: &str, _name: &str, _key: &str) {}
+    fn forget_unloaded(&self, record: &ActorRecord) {
+        self.forgotten.lock().push(record.actor_id.clone());
+    }
 }

@@ -396,23 +396,35 @@ async fn another_nodes_lease_is_published_for_forwarding() {
 async fn a_sleeping_idle_actor_unloads_and_leaves_its_alarm_behind() {
     let mut h = Harness::start(record(), &["e"]);
     h.run_on("e", 1).await;
+    // An alarm far off: the supervisor unloads before it and hands it over.
+    h.events += 1;
+    h.send(super::super::Msg::Event(EventWrapper {
+        checkpoint: ActorCheckpoint {
+            actor_id: ACTOR.into(),
+            generation: 1,
+            index: h.events,
+        },
+        inner: Event::EventActorSetAlarm(rivulet_wire::envoy::EventActorSetAlarm {
+            alarm_ts: Some(now_ms() + 3_600_000),
+        }),
+    }));
     h.send(super::super::Msg::Sleep);
     h.command().await;
     h.stopped(1);
     h.status_becomes(|s| *s == Status::Sleeping).await;
-    // An alarm far off: the supervisor unloads before it and hands it over.
-    h.store
-        .records
-        .lock()
-        .get_mut(ACTOR)
-        .expect("record")
-        .alarm_ts = Some(now_ms() + 3_600_000);
+    assert!(h.stored().alarm_ts.is_some());
     tokio::time::sleep(Duration::from_secs(9)).await;
     assert!(!*h.home.unloaded.lock());
     tokio::time::sleep(Duration::from_secs(2)).await;
     h.settle().await;
     assert!(*h.home.unloaded.lock());
     assert!(h.handle.send(super::super::Msg::Wake).is_err(), "unloaded");
+    assert_eq!(
+        h.home.alarms.lock().len(),
+        1,
+        "the alarm outlives the supervisor"
+    );
+    assert_eq!(*h.home.forgotten.lock(), vec![ACTOR.to_string()]);
 }
 
 #[tokio::test(start_paused = true)]
