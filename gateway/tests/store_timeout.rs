@@ -25,6 +25,9 @@ impl Store for Hanging {
     fn request_counts(&self) -> std::sync::Arc<rivulet_gateway::store::RequestCounts> {
         self.inner.request_counts()
     }
+    fn forget_actor(&self, actor_id: &str) {
+        self.inner.forget_actor(actor_id);
+    }
     async fn create_actor(&self, actor: ActorRecord) -> StoreResult<()> {
         if self.hang.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;

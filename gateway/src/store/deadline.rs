@@ -46,6 +46,9 @@ impl Store for DeadlineStore {
     fn request_counts(&self) -> std::sync::Arc<crate::store::RequestCounts> {
         self.inner.request_counts()
     }
+    fn forget_actor(&self, actor_id: &str) {
+        self.inner.forget_actor(actor_id);
+    }
     async fn create_namespace(&self, ns: Namespace) -> StoreResult<()> {
         self.guard("create_namespace", self.inner.create_namespace(ns))
             .await

@@ -726,6 +726,9 @@ impl Store for EmbeddedStore {
     fn request_counts(&self) -> Arc<super::RequestCounts> {
         self.requests.clone()
     }
+    fn forget_actor(&self, _actor_id: &str) {
+        // It keeps nothing per actor besides redb's own bounded cache.
+    }
     async fn create_namespace(&self, ns: Namespace) -> StoreResult<()> {
         self.write("create namespace", move |txn| {
             let mut t = txn

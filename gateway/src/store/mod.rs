@@ -42,8 +42,9 @@ pub trait Store: Send + Sync + 'static {
     fn request_counts(&self) -> std::sync::Arc<RequestCounts>;
 
     /// The gateway no longer holds this actor in memory (it sleeps and its supervisor
-    /// unloaded): whatever the backend remembers of it to save requests can go.
-    fn forget_actor(&self, _actor_id: &str) {}
+    /// unloaded): whatever the backend remembers of it to save requests can go. Required,
+    /// so a wrapper cannot silently drop it.
+    fn forget_actor(&self, actor_id: &str);
 
     // === namespaces ===
 
