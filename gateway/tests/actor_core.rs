@@ -8,11 +8,15 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
 use common::{reply, run_actor, Incoming, TestGateway};
 use rivulet_wire::envoy::{
-    Event, EventActorSetAlarm, ToEnvoy, ToEnvoyTunnelMessageKind, ToRivetTunnelMessageKind,
-    ToRivetWebSocketOpen,
+    ActorCheckpoint, ActorIntent, Event, EventActorIntent, EventActorSetAlarm, EventWrapper,
+    ToEnvoy, ToEnvoyTunnelMessageKind, ToRivet, ToRivetTunnelMessageKind, ToRivetWebSocketOpen,
 };
+
+mod store_support;
 
 /// The gateway's `/metrics` text.
 async fn metrics(gw: &TestGateway) -> String {
@@ -410,4 +414,47 @@ async fn a_key_cached_on_one_node_follows_a_destroy_and_recreate_on_another() {
     runner_b.respond(&id, 200, b"new");
     let got = reply(req).await;
     assert_eq!((got.status, got.body.as_slice()), (200, b"new".as_slice()));
+}
+
+#[tokio::test]
+async fn a_runner_flooding_one_actor_with_events_is_disconnected_with_a_named_reason() {
+    // The supervisor is stuck on a record write (its store hangs), so the events a runner
+    // sends queue in its mailbox; past what the protocol can produce, the runner is broken
+    // and its connection ends with `ws.too_many_events` (it reconnects and replays).
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(store_support::hanging::Hanging::new(
+        rivulet_gateway::store::embedded::EmbeddedStore::open(&dir.path().join("s.redb")).unwrap(),
+    ));
+    let gw = TestGateway::builder()
+        .store(store.clone())
+        .configure(|c| c.store_timeout_ms = 30_000)
+        .start()
+        .await;
+    let mut runner = gw.runner().connect().await;
+    let started = run_actor(&gw, &mut runner, "flood").await;
+    store.hang_updates.store(true, Ordering::SeqCst);
+    // An alarm change makes the supervisor write the record, where it now waits.
+    runner.event(
+        &started.actor_id,
+        started.generation,
+        Event::EventActorSetAlarm(EventActorSetAlarm { alarm_ts: Some(1) }),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let flood: Vec<EventWrapper> = (0..=rivulet_gateway::actor::mailbox::MAX_EVENTS as i64)
+        .map(|i| EventWrapper {
+            checkpoint: ActorCheckpoint {
+                actor_id: started.actor_id.clone().into(),
+                generation: started.generation,
+                index: 1_000 + i,
+            },
+            inner: Event::EventActorIntent(EventActorIntent {
+                intent: ActorIntent::ActorIntentSleep,
+            }),
+        })
+        .collect();
+    runner.send(ToRivet::ToRivetEvents(flood));
+    let (code, reason) = runner.expect_close().await;
+    assert_eq!(code, 1008);
+    assert!(reason.starts_with("ws.too_many_events"), "{reason}");
+    store.hang_updates.store(false, Ordering::SeqCst);
 }

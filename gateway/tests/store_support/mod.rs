@@ -1,6 +1,8 @@
 //! Record builders shared by the store test binaries (`store_embedded`, `store_dynamo`).
 #![allow(dead_code)]
 
+pub mod hanging;
+
 use rivulet_gateway::store::conformance::marker_page;
 use rivulet_gateway::store::{ActorRecord, CrashPolicy, SqliteCommit};
 
