@@ -747,3 +747,36 @@ async fn a_new_actors_first_start_reads_nothing_it_knows_is_empty() {
         (1, vec![Some(1), Some(1)])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_left_uncollected_are_collected_when_the_actor_is_forgotten() {
+    // An actor that commits a few times per wake and then unloads never reaches a batch of
+    // 16 commits: forgetting it must still collect what its commits superseded.
+    let store = fresh_dynamo().await;
+    store.create_actor(actor("a-1", None)).await.unwrap();
+    store.sqlite_get_pages("a-1", &[1]).await.unwrap();
+    for wake in 0..3u64 {
+        for i in 0..5u64 {
+            let head = wake * 5 + i;
+            store
+                .sqlite_commit(commit("a-1", head, marked([1], head + 1), 1))
+                .await
+                .unwrap();
+        }
+        store.forget_actor("a-1");
+        store.sqlite_get_pages("a-1", &[1]).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let versions = store.page_item_keys("a-1").await.unwrap().len();
+        if versions <= 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{versions} versions of page 1 left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(markers(&store, "a-1", [1]).await, (15, vec![Some(15)]));
+}

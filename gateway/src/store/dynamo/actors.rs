@@ -646,7 +646,7 @@ impl DynamoStore {
             let first_start = old.generation == 0 && actor.generation != 0;
             if old.generation != actor.generation && !first_start {
                 self.kv_clean.unmark(&actor.actor_id);
-                self.sq_views.forget(&actor.actor_id);
+                self.drop_sq_view(&actor.actor_id);
             }
             let new = ActorRecord {
                 revision: expected_revision + 1,

@@ -358,7 +358,7 @@ impl Store for DynamoStore {
     fn forget_actor(&self, actor_id: &str) {
         // The next start moves the generation, which would drop these anyway.
         self.kv_clean.unmark(actor_id);
-        self.sq_views.forget(actor_id);
+        self.drop_sq_view(actor_id);
     }
     async fn create_namespace(&self, ns: Namespace) -> StoreResult<()> {
         self.create_namespace_impl(ns).await

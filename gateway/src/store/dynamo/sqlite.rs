@@ -395,7 +395,7 @@ impl DynamoStore {
     ) -> StoreResult<SqState> {
         // The head moves by this attempt, not by a one-request commit; what this store saw
         // is refreshed when it publishes (a commit) or dropped (a stage).
-        self.sq_views.forget(actor_id);
+        self.drop_sq_view(actor_id);
         let pk = actor_pk(actor_id);
         let tx = expected.saturating_add(1);
         let (update, mut vals) = match kind {
@@ -702,7 +702,7 @@ impl DynamoStore {
     /// Keeps what a read saw for the one-request commit (`sqlite_fast`).
     fn remember(&self, actor_id: &str, st: &SqState) {
         if st.pend.is_some() {
-            self.sq_views.forget(actor_id);
+            self.drop_sq_view(actor_id);
         } else {
             self.sq_views
                 .saw(actor_id, st.gen, st.head, st.nv, st.size, st.fl);
@@ -998,7 +998,8 @@ impl DynamoStore {
 
     pub(super) async fn clear_actor_data_impl(&self, actor_id: &str) -> StoreResult<()> {
         self.kv_clean.unmark(actor_id);
-        self.sq_views.forget(actor_id);
+        // Everything goes below `fl` and is deleted by the clear itself.
+        let _ = self.sq_views.forget(actor_id);
         let pk = actor_pk(actor_id);
         let drop_all = Intent {
             generation: 0,

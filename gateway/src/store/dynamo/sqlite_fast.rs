@@ -110,12 +110,24 @@ impl DynamoStore {
                         return Ok(Fast::Done(head));
                     }
                 }
-                self.sq_views.forget(&c.actor_id);
+                self.drop_sq_view(&c.actor_id);
                 return Ok(Fast::Fallback);
             }
         }
         self.after_fast_commit(&c.actor_id, &pk, head, vid, c.db_size_pages, &pages);
         Ok(Fast::Done(head))
+    }
+
+    /// Drops what this store saw of an actor's SQLite state, first collecting the versions
+    /// its one-request commits superseded (else a page written a few times per wake would
+    /// keep every version).
+    pub(super) fn drop_sq_view(&self, actor_id: &str) {
+        if let Some(view) = self.sq_views.forget(actor_id) {
+            if !view.touched.is_empty() {
+                let hv = view.nv.saturating_sub(1);
+                self.spawn_gc(actor_pk(actor_id), view.touched, view.fl, hv);
+            }
+        }
     }
 
     fn after_fast_commit(

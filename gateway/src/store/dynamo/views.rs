@@ -47,8 +47,9 @@ impl SqViews {
     }
 
     /// Forgets an actor's view (its state changed in a way this store did not follow).
-    pub(super) fn forget(&self, actor_id: &str) {
-        self.0.lock().remove(actor_id);
+    /// Drops an actor's view and returns it (its pages still to collect).
+    pub(super) fn forget(&self, actor_id: &str) -> Option<SqSeen> {
+        self.0.lock().remove(actor_id)
     }
 
     /// This store created the actor: an empty database at generation `gen`.
