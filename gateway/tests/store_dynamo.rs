@@ -780,3 +780,41 @@ async fn versions_left_uncollected_are_collected_when_the_actor_is_forgotten() {
     }
     assert_eq!(markers(&store, "a-1", [1]).await, (15, vec![Some(15)]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updating_a_record_this_store_wrote_needs_no_read_and_keeps_the_revision_rule() {
+    let a = fresh_dynamo().await;
+    let b = DynamoStore::from_client(client(moto()).await, a.table());
+    let mut rec = actor("a-1", Some("k"));
+    a.create_actor(rec.clone()).await.unwrap();
+    for _ in 0..3 {
+        let before = counts(&a);
+        rec.generation += 1;
+        a.update_actor(rec.clone(), rec.revision).await.unwrap();
+        rec.revision += 1;
+        assert_eq!(since(&before, &a), vec![("TransactWriteItems", 1)]);
+    }
+    // Another process writes the record: the first one's expectation is stale, and its update
+    // is refused exactly as a read would have refused it.
+    let mut theirs = b.get_actor("a-1").await.unwrap().unwrap();
+    assert_eq!(theirs, rec);
+    theirs.alarm_ts = Some(5);
+    b.update_actor(theirs.clone(), theirs.revision)
+        .await
+        .unwrap();
+    rec.generation += 1;
+    let err = a.update_actor(rec.clone(), rec.revision).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    // From the stored revision it goes through, and the key and alarm index stay right.
+    let mut fresh = a.get_actor("a-1").await.unwrap().unwrap();
+    assert_eq!(fresh.alarm_ts, Some(5));
+    fresh.alarm_ts = None;
+    a.update_actor(fresh.clone(), fresh.revision).await.unwrap();
+    let by_key = b
+        .get_actor_by_key("ns", "counter", "k")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_key.revision, fresh.revision + 1);
+    assert!(b.due_alarms(i64::MAX, 10).await.unwrap().is_empty());
+}

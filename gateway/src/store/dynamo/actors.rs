@@ -30,6 +30,39 @@ const BLOB_CHUNK_BYTES: usize = 300_000;
 /// Attempts of a read or write that raced a concurrent change and can simply run again.
 const RACE_ATTEMPTS: u32 = 8;
 
+/// Records this process last wrote or read, each with where its input lives, so updating a
+/// record it just wrote (the supervisor's writes at every start and sleep) needs no read
+/// first. One is used only when its revision is the one the caller expects; the update's
+/// condition on that revision turns anything else into the same conflict a read would have
+/// found. Bounded like the other per-actor hints (`views`); dropped when the actor unloads.
+#[derive(Debug, Default)]
+pub(super) struct RecordViews(parking_lot::Mutex<HashMap<String, (ActorRecord, InputRef)>>);
+
+/// Records remembered; past it the map is dropped.
+const MAX_RECORD_VIEWS: usize = 16_384;
+
+impl RecordViews {
+    fn get(&self, actor_id: &str, revision: u64) -> Option<(ActorRecord, InputRef)> {
+        self.0
+            .lock()
+            .get(actor_id)
+            .filter(|(r, _)| r.revision == revision)
+            .cloned()
+    }
+
+    fn put(&self, record: &ActorRecord, input: &InputRef) {
+        let mut map = self.0.lock();
+        if map.len() >= MAX_RECORD_VIEWS && !map.contains_key(&record.actor_id) {
+            map.clear();
+        }
+        map.insert(record.actor_id.clone(), (record.clone(), input.clone()));
+    }
+
+    pub(super) fn forget(&self, actor_id: &str) {
+        self.0.lock().remove(actor_id);
+    }
+}
+
 /// Where an actor's input lives, as recorded on its record item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum InputRef {
@@ -425,6 +458,7 @@ impl DynamoStore {
             .await?;
         let res = self.create_actor_tx(&actor, &input).await;
         if res.is_ok() {
+            self.records.put(&actor, &input);
             // Nothing has run it: its KV and SQLite database are empty.
             self.kv_clean.mark_empty(&actor.actor_id);
             self.sq_views.created(&actor.actor_id, actor.generation);
@@ -525,6 +559,7 @@ impl DynamoStore {
             };
             // `None`: an update replaced the input between our two reads; read again.
             if let Some(rec) = self.load_record(&it).await? {
+                self.records.put(&rec, &InputRef::read(&it)?);
                 return Ok(Some(rec));
             }
         }
@@ -631,12 +666,22 @@ impl DynamoStore {
     ) -> StoreResult<()> {
         let pk = actor_pk(&actor.actor_id);
         for attempt in 0..RACE_ATTEMPTS {
-            let Some(old_item) = self.get(&pk, REC_SK).await? else {
-                return Err(StoreError::NotFound {
-                    what: format!("actor {}", actor.actor_id),
-                });
+            let known = if attempt == 0 {
+                self.records.get(&actor.actor_id, expected_revision)
+            } else {
+                None
             };
-            let (old, old_input) = decode_record(&old_item)?;
+            let (old, old_input) = match known {
+                Some(known) => known,
+                None => {
+                    let Some(old_item) = self.get(&pk, REC_SK).await? else {
+                        return Err(StoreError::NotFound {
+                            what: format!("actor {}", actor.actor_id),
+                        });
+                    };
+                    decode_record(&old_item)?
+                }
+            };
             if old.revision != expected_revision {
                 return Err(conflict(&actor.actor_id, old.revision, expected_revision));
             }
@@ -663,6 +708,7 @@ impl DynamoStore {
                     if first_start {
                         self.sq_views.set_gen(&new.actor_id, new.generation);
                     }
+                    self.records.put(&new, &input);
                     // The old blob is unreachable unless the record still points at it.
                     if let InputRef::Blob { id: old_id, .. } = &old_input {
                         let kept = matches!(&input, InputRef::Blob { id, .. } if id == old_id);
@@ -680,6 +726,7 @@ impl DynamoStore {
                     table::backoff(attempt).await;
                 }
                 Err(err) => {
+                    self.records.forget(&new.actor_id);
                     if let Some(blob) = blob {
                         self.drop_blob(&new.actor_id, &blob).await;
                     }

@@ -66,6 +66,8 @@ pub struct DynamoStore {
     sq_views: Arc<views::SqViews>,
     /// What this store knows of actors' KV (see `views::KvKnown`).
     kv_clean: Arc<views::KvKnown>,
+    /// Records this process last wrote or read (see `actors::RecordViews`).
+    records: Arc<actors::RecordViews>,
 }
 
 impl std::fmt::Debug for DynamoStore {
@@ -167,6 +169,7 @@ impl DynamoStore {
             requests,
             sq_views: Arc::default(),
             kv_clean: Arc::default(),
+            records: Arc::default(),
         }
     }
 
@@ -359,6 +362,7 @@ impl Store for DynamoStore {
         // The next start moves the generation, which would drop these anyway.
         self.kv_clean.unmark(actor_id);
         self.drop_sq_view(actor_id);
+        self.records.forget(actor_id);
     }
     async fn create_namespace(&self, ns: Namespace) -> StoreResult<()> {
         self.create_namespace_impl(ns).await
