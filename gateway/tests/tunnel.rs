@@ -121,6 +121,27 @@ async fn actor_receives(runner: &mut FakeRunner, socket: ([u8; 4], [u8; 4])) -> 
     }
 }
 
+/// The actor accepts (or restores) a socket as hibernatable.
+fn hibernatable_open() -> ToRivetTunnelMessageKind {
+    ToRivetTunnelMessageKind::ToRivetWebSocketOpen(ToRivetWebSocketOpen {
+        can_hibernate: true,
+    })
+}
+
+/// The actor lets go of a socket for the gateway to hold while it sleeps or moves.
+fn hibernate_close() -> ToRivetTunnelMessageKind {
+    ToRivetTunnelMessageKind::ToRivetWebSocketClose(ToRivetWebSocketClose {
+        code: Some(1000),
+        reason: Some("hibernate".into()),
+        hibernate: true,
+    })
+}
+
+/// The actor has durably handled the client's messages up to `index`.
+fn ack(index: u16) -> ToRivetTunnelMessageKind {
+    ToRivetTunnelMessageKind::ToRivetWebSocketMessageAck(ToRivetWebSocketMessageAck { index })
+}
+
 fn ws_text(text: &str) -> ToRivetTunnelMessageKind {
     ToRivetTunnelMessageKind::ToRivetWebSocketMessage(ToRivetWebSocketMessage {
         data: text.as_bytes().to_vec().into(),
@@ -153,13 +174,7 @@ async fn hibernating_websocket_survives_sleep_and_gets_unacked_messages_resent()
     }
     let socket = (open.message_id.gateway_id, open.message_id.request_id);
     let (gid, rid) = socket;
-    runner.tunnel(
-        gid,
-        rid,
-        ToRivetTunnelMessageKind::ToRivetWebSocketOpen(ToRivetWebSocketOpen {
-            can_hibernate: true,
-        }),
-    );
+    runner.tunnel(gid, rid, hibernatable_open());
 
     for (n, text) in [(1u16, "m1"), (2, "m2")] {
         client.send(Message::Text(text.into())).await.unwrap();
@@ -172,22 +187,8 @@ async fn hibernating_websocket_survives_sleep_and_gets_unacked_messages_resent()
     }
 
     // The actor has durably handled message 1 only, then hibernates the socket and sleeps.
-    runner.tunnel(
-        gid,
-        rid,
-        ToRivetTunnelMessageKind::ToRivetWebSocketMessageAck(ToRivetWebSocketMessageAck {
-            index: 1,
-        }),
-    );
-    runner.tunnel(
-        gid,
-        rid,
-        ToRivetTunnelMessageKind::ToRivetWebSocketClose(ToRivetWebSocketClose {
-            code: Some(1000),
-            reason: Some("hibernate".into()),
-            hibernate: true,
-        }),
-    );
+    runner.tunnel(gid, rid, ack(1));
+    runner.tunnel(gid, rid, hibernate_close());
     runner.sleep_actor(&actor_id, 1).await;
     gw.wait_actor(&actor_id, "asleep", |a| !a["sleep_ts"].is_null())
         .await;
@@ -205,13 +206,7 @@ async fn hibernating_websocket_survives_sleep_and_gets_unacked_messages_resent()
     );
     runner.ack(&second.checkpoint);
     runner.running(&actor_id, 2);
-    runner.tunnel(
-        gid,
-        rid,
-        ToRivetTunnelMessageKind::ToRivetWebSocketOpen(ToRivetWebSocketOpen {
-            can_hibernate: true,
-        }),
-    );
+    runner.tunnel(gid, rid, hibernatable_open());
 
     // Exactly the unacknowledged messages, with their original indices, in order: no new
     // open (index 0) and nothing at or below the acknowledged index 1.
@@ -278,22 +273,10 @@ async fn a_hand_over_holds_client_messages_for_the_next_instance() {
     let open = old.expect_tunnel().await;
     let socket = (open.message_id.gateway_id, open.message_id.request_id);
     let (gid, rid) = socket;
-    old.tunnel(
-        gid,
-        rid,
-        ToRivetTunnelMessageKind::ToRivetWebSocketOpen(ToRivetWebSocketOpen {
-            can_hibernate: true,
-        }),
-    );
+    old.tunnel(gid, rid, hibernatable_open());
     client.send(Message::Text("m1".into())).await.unwrap();
     assert_eq!(actor_receives(&mut old, socket).await, (1, "m1".into()));
-    old.tunnel(
-        gid,
-        rid,
-        ToRivetTunnelMessageKind::ToRivetWebSocketMessageAck(ToRivetWebSocketMessageAck {
-            index: 1,
-        }),
-    );
+    old.tunnel(gid, rid, ack(1));
 
     let mut new = gw.runner().envoy_key("runner-new").connect().await;
     old.send(ToRivet::ToRivetStopping);
@@ -306,15 +289,7 @@ async fn a_hand_over_holds_client_messages_for_the_next_instance() {
     client.send(Message::Text("m2".into())).await.unwrap();
     let during = gw.request("POST", &format!("/gateway/{actor_id}/action/during"), b"");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    old.tunnel(
-        gid,
-        rid,
-        ToRivetTunnelMessageKind::ToRivetWebSocketClose(ToRivetWebSocketClose {
-            code: Some(1000),
-            reason: Some("hibernate".into()),
-            hibernate: true,
-        }),
-    );
+    old.tunnel(gid, rid, hibernate_close());
     let frames = old.frames_until_barrier().await;
     assert!(
         !frames
@@ -343,13 +318,7 @@ async fn a_hand_over_holds_client_messages_for_the_next_instance() {
         (got.status, got.body.as_slice()),
         (200, b"moved".as_slice())
     );
-    new.tunnel(
-        gid,
-        rid,
-        ToRivetTunnelMessageKind::ToRivetWebSocketOpen(ToRivetWebSocketOpen {
-            can_hibernate: true,
-        }),
-    );
+    new.tunnel(gid, rid, hibernatable_open());
     assert_eq!(actor_receives(&mut new, socket).await, (2, "m2".into()));
     new.tunnel(gid, rid, ws_text("echo m2"));
     assert_eq!(client_text(&mut client).await, "echo m2");

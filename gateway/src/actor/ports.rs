@@ -87,18 +87,18 @@ pub trait Runners: Send + Sync + 'static {
     fn subscribe(&self) -> watch::Receiver<u64>;
 }
 
-impl Runners for crate::envoy::Registry {
+impl Runners for Gateway {
     fn pick(&self, namespace_id: &str, pool: &str) -> Option<String> {
-        crate::envoy::Registry::pick(self, namespace_id, pool).map(|h| h.key.clone())
+        self.envoys.pick(namespace_id, pool).map(|h| h.key.clone())
     }
     fn is_connected(&self, envoy: &str) -> bool {
-        self.get(envoy).is_some()
+        self.envoys.get(envoy).is_some()
     }
     fn send_command(&self, envoy: &str, cmd: CommandWrapper) -> bool {
-        crate::envoy::Registry::send_command(self, envoy, cmd)
+        self.envoys.send_command(envoy, cmd)
     }
     fn assign(&self, envoy: &str, actor_id: &str, generation: u32) -> bool {
-        let Some(handle) = self.get(envoy) else {
+        let Some(handle) = self.envoys.get(envoy) else {
             return false;
         };
         handle
@@ -108,7 +108,7 @@ impl Runners for crate::envoy::Registry {
         true
     }
     fn unassign(&self, actor_id: &str, generation: u32) {
-        for envoy in self.list() {
+        for envoy in self.envoys.list() {
             let mut assigned = envoy.assigned.lock();
             if assigned.get(actor_id) == Some(&generation) {
                 assigned.remove(actor_id);
@@ -116,10 +116,10 @@ impl Runners for crate::envoy::Registry {
         }
     }
     fn forget_commands(&self, actor_id: &str) {
-        self.forget_actor(actor_id);
+        self.envoys.forget_actor(actor_id);
     }
     fn subscribe(&self) -> watch::Receiver<u64> {
-        crate::envoy::Registry::subscribe(self)
+        self.envoys.subscribe()
     }
 }
 
@@ -196,7 +196,7 @@ impl Ports {
         let lost = u64::try_from(gw.config.envoy.lost_threshold_ms).unwrap_or(0);
         Ports {
             store: Arc::new(StoreActors(gw.store.clone())),
-            runners: Arc::new(RegistryRunners(gw.clone())),
+            runners: Arc::new(gw.clone()),
             home: Arc::new(gw.clone()),
             node: gw.node.clone(),
             timing: Timing {
@@ -207,33 +207,5 @@ impl Ports {
             },
             cancel: gw.stopping.clone(),
         }
-    }
-}
-
-/// The gateway's runner registry behind [`Runners`] (the registry lives inside the shared
-/// state, so this holds the state).
-struct RegistryRunners(Gateway);
-
-impl Runners for RegistryRunners {
-    fn pick(&self, namespace_id: &str, pool: &str) -> Option<String> {
-        Runners::pick(&self.0.envoys, namespace_id, pool)
-    }
-    fn is_connected(&self, envoy: &str) -> bool {
-        self.0.envoys.is_connected(envoy)
-    }
-    fn send_command(&self, envoy: &str, cmd: CommandWrapper) -> bool {
-        Runners::send_command(&self.0.envoys, envoy, cmd)
-    }
-    fn assign(&self, envoy: &str, actor_id: &str, generation: u32) -> bool {
-        self.0.envoys.assign(envoy, actor_id, generation)
-    }
-    fn unassign(&self, actor_id: &str, generation: u32) {
-        self.0.envoys.unassign(actor_id, generation)
-    }
-    fn forget_commands(&self, actor_id: &str) {
-        self.0.envoys.forget_commands(actor_id)
-    }
-    fn subscribe(&self) -> watch::Receiver<u64> {
-        Runners::subscribe(&self.0.envoys)
     }
 }

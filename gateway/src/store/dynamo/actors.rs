@@ -20,6 +20,7 @@ use super::table::{
     sk_of, transact, tx_delete, tx_delete_if, tx_put, tx_put_if, tx_update, BatchOp, Cond, Item,
     Query, Range,
 };
+use super::views::Bounded;
 use super::{DynamoStore, StoreError, StoreResult};
 use crate::store::{ActorRecord, Namespace, RunnerConfigRecord};
 
@@ -36,30 +37,24 @@ const RACE_ATTEMPTS: u32 = 8;
 /// condition on that revision turns anything else into the same conflict a read would have
 /// found. Bounded like the other per-actor hints (`views`); dropped when the actor unloads.
 #[derive(Debug, Default)]
-pub(super) struct RecordViews(parking_lot::Mutex<HashMap<String, (ActorRecord, InputRef)>>);
-
-/// Records remembered; past it the map is dropped.
-const MAX_RECORD_VIEWS: usize = 16_384;
+pub(super) struct RecordViews(Bounded<Option<(ActorRecord, InputRef)>>);
 
 impl RecordViews {
     fn get(&self, actor_id: &str, revision: u64) -> Option<(ActorRecord, InputRef)> {
         self.0
-            .lock()
             .get(actor_id)
+            .flatten()
             .filter(|(r, _)| r.revision == revision)
-            .cloned()
     }
 
     fn put(&self, record: &ActorRecord, input: &InputRef) {
-        let mut map = self.0.lock();
-        if map.len() >= MAX_RECORD_VIEWS && !map.contains_key(&record.actor_id) {
-            map.clear();
-        }
-        map.insert(record.actor_id.clone(), (record.clone(), input.clone()));
+        self.0.update(&record.actor_id, |known| {
+            *known = Some((record.clone(), input.clone()));
+        });
     }
 
     pub(super) fn forget(&self, actor_id: &str) {
-        self.0.lock().remove(actor_id);
+        self.0.remove(actor_id);
     }
 }
 

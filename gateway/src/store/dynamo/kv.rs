@@ -395,21 +395,9 @@ impl DynamoStore {
                 .iter()
                 .map(|k| table::key(pk.clone(), kv_sk(k)))
                 .collect();
-            let items = if self.kv_clean.is_clean(actor_id) {
-                batch_get(&self.client, &self.table, reads).await?
-            } else {
-                let (st, items) = tokio::try_join!(
-                    self.get(&pk, STATE_SK),
-                    batch_get(&self.client, &self.table, reads)
-                )?;
-                if let Some(id) = pending_intent(st.as_ref())? {
-                    self.roll_forward(actor_id, &id).await?;
-                    continue;
-                }
-                if st.is_some() {
-                    self.kv_clean.mark(actor_id);
-                }
-                items
+            let read = batch_get(&self.client, &self.table, reads);
+            let Some(items) = self.read_checked(actor_id, &pk, read).await? else {
+                continue;
             };
             let mut by_sk: HashMap<String, Item> = HashMap::new();
             for it in items {
@@ -448,26 +436,38 @@ impl DynamoStore {
         let range = KvRange::from_query(query);
         let pk = actor_pk(actor_id);
         for _ in 0..KV_ATTEMPTS {
-            if self.kv_clean.is_clean(actor_id) {
-                let items = self.list_range(&pk, &range, reverse, limit, false).await?;
-                return items.iter().map(decode_entry).collect();
-            }
-            let (st, items) = tokio::try_join!(
-                self.get(&pk, STATE_SK),
-                self.list_range(&pk, &range, reverse, limit, false)
-            )?;
-            if let Some(id) = pending_intent(st.as_ref())? {
-                self.roll_forward(actor_id, &id).await?;
+            let read = self.list_range(&pk, &range, reverse, limit, false);
+            let Some(items) = self.read_checked(actor_id, &pk, read).await? else {
                 continue;
-            }
-            if st.is_some() {
-                self.kv_clean.mark(actor_id);
-            }
+            };
             return items.iter().map(decode_entry).collect();
         }
         Err(StoreError::Unavailable(format!(
             "kv of actor {actor_id} kept changing while being read"
         )))
+    }
+
+    /// Runs `read` together with the intent check on the state item, unless this store knows
+    /// no intent is pending (`views::KvKnown`). `None`: an intent was found and rolled
+    /// forward, so read again.
+    async fn read_checked<T>(
+        &self,
+        actor_id: &str,
+        pk: &str,
+        read: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> StoreResult<Option<T>> {
+        if self.kv_clean.is_clean(actor_id) {
+            return read.await.map(Some);
+        }
+        let (st, out) = tokio::try_join!(self.get(pk, STATE_SK), read)?;
+        if let Some(id) = pending_intent(st.as_ref())? {
+            self.roll_forward(actor_id, &id).await?;
+            return Ok(None);
+        }
+        if st.is_some() {
+            self.kv_clean.mark(actor_id);
+        }
+        Ok(Some(out))
     }
 
     /// The items of the keys in `range`, in key order (or reverse), at most `limit`. Long keys

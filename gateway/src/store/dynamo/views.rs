@@ -9,8 +9,42 @@ use std::collections::HashMap;
 
 use parking_lot::{Mutex, MutexGuard};
 
-/// Actors remembered; past it the whole map is dropped.
+/// Actors remembered per map; past it the whole map is dropped.
 const MAX_VIEWS: usize = 16_384;
+
+/// A per-actor map of hints, bounded at [`MAX_VIEWS`] actors: a new actor arriving when it is
+/// full clears it.
+#[derive(Debug)]
+pub(super) struct Bounded<V>(Mutex<HashMap<String, V>>);
+
+impl<V> Default for Bounded<V> {
+    fn default() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<V: Clone + Default> Bounded<V> {
+    pub(super) fn get(&self, actor_id: &str) -> Option<V> {
+        self.0.lock().get(actor_id).cloned()
+    }
+
+    pub(super) fn remove(&self, actor_id: &str) -> Option<V> {
+        self.0.lock().remove(actor_id)
+    }
+
+    /// Changes an actor's entry, creating it (default) if needed.
+    pub(super) fn update(&self, actor_id: &str, f: impl FnOnce(&mut V)) {
+        let mut map = self.0.lock();
+        if map.len() >= MAX_VIEWS && !map.contains_key(actor_id) {
+            map.clear();
+        }
+        f(map.entry(actor_id.to_owned()).or_default());
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, HashMap<String, V>> {
+        self.0.lock()
+    }
+}
 
 /// What this store last saw of an actor's SQLite state item.
 #[derive(Debug, Clone, Default)]
@@ -29,27 +63,23 @@ pub(super) struct SqSeen {
 
 /// The views, per actor.
 #[derive(Debug, Default)]
-pub(super) struct SqViews(Mutex<HashMap<String, SqSeen>>);
+pub(super) struct SqViews(Bounded<SqSeen>);
 
 impl SqViews {
     /// Records what a read or a multi-step commit saw (no pending attempt).
     pub(super) fn saw(&self, actor_id: &str, gen: u32, head: u64, nv: u64, size: u32, fl: u64) {
-        let mut views = self.0.lock();
-        if views.len() >= MAX_VIEWS && !views.contains_key(actor_id) {
-            views.clear();
-        }
-        let view = views.entry(actor_id.to_owned()).or_default();
-        view.gen = gen;
-        view.head = head;
-        view.nv = nv;
-        view.size = size;
-        view.fl = fl;
+        self.0.update(actor_id, |view| {
+            view.gen = gen;
+            view.head = head;
+            view.nv = nv;
+            view.size = size;
+            view.fl = fl;
+        });
     }
 
-    /// Forgets an actor's view (its state changed in a way this store did not follow).
     /// Drops an actor's view and returns it (its pages still to collect).
     pub(super) fn forget(&self, actor_id: &str) -> Option<SqSeen> {
-        self.0.lock().remove(actor_id)
+        self.0.remove(actor_id)
     }
 
     /// This store created the actor: an empty database at generation `gen`.
@@ -69,14 +99,15 @@ impl SqViews {
     }
 
     pub(super) fn get(&self, actor_id: &str) -> Option<SqSeen> {
-        self.0.lock().get(actor_id).cloned()
+        self.0.get(actor_id)
     }
 }
 
 /// What this store knows of an actor's KV.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Kv {
     /// No intent is pending on its state item.
+    #[default]
     Clean,
     /// It has no entries at all (created by this store, never written since).
     Empty,
@@ -91,38 +122,30 @@ enum Kv {
 /// a destroy and a change of generation after the first (another node may have run the actor
 /// since) drop what is known.
 #[derive(Debug, Default)]
-pub(super) struct KvKnown(Mutex<HashMap<String, Kv>>);
+pub(super) struct KvKnown(Bounded<Kv>);
 
 impl KvKnown {
     /// Whether no intent can be pending.
     pub(super) fn is_clean(&self, actor_id: &str) -> bool {
-        self.0.lock().contains_key(actor_id)
+        self.0.get(actor_id).is_some()
     }
 
     /// Whether the KV is known to be empty.
     pub(super) fn is_empty(&self, actor_id: &str) -> bool {
-        self.0.lock().get(actor_id) == Some(&Kv::Empty)
+        self.0.get(actor_id) == Some(Kv::Empty)
     }
 
     /// A read saw no intent, or this store's write finished.
     pub(super) fn mark(&self, actor_id: &str) {
-        self.set(actor_id, Kv::Clean);
+        self.0.update(actor_id, |kv| *kv = Kv::Clean);
     }
 
     /// This store created the actor.
     pub(super) fn mark_empty(&self, actor_id: &str) {
-        self.set(actor_id, Kv::Empty);
+        self.0.update(actor_id, |kv| *kv = Kv::Empty);
     }
 
     pub(super) fn unmark(&self, actor_id: &str) {
-        self.0.lock().remove(actor_id);
-    }
-
-    fn set(&self, actor_id: &str, kv: Kv) {
-        let mut map = self.0.lock();
-        if map.len() >= MAX_VIEWS && !map.contains_key(actor_id) {
-            map.clear();
-        }
-        map.insert(actor_id.to_owned(), kv);
+        self.0.remove(actor_id);
     }
 }
