@@ -92,6 +92,9 @@ node_suite COMPAT_TARGET=rivulet bash tests/compat/run.sh
 step "Rust actors (lambda-runner) with the stock rivetkit client"
 node_suite RUST_RUNNER_BIN="$TARGET/debug/examples/test_runner" bash tests/compat/run-rust.sh
 
+step "reliability defects (gateway, Rust runner and stock client as real processes)"
+node_suite RUST_RUNNER_BIN="$TARGET/debug/examples/test_runner" bash tests/compat/run-rust.sh reliability.test.mjs
+
 step "rivetkit compatibility on the DynamoDB store (moto)"
 node_suite COMPAT_TARGET=rivulet COMPAT_STORE=dynamodb bash tests/compat/run.sh
 

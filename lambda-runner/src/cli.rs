@@ -52,7 +52,10 @@ struct ServeArgs {
     /// Token the gateway requires, if any.
     #[arg(long, env = "RIVET_TOKEN")]
     token: Option<String>,
-    /// Stable runner key; a restarted runner with the same key keeps its actors [default: random].
+    /// Runner key shown in `GET /envoys` [default: random per process]. A process restarted
+    /// under the same key is known to the gateway as a new process: the actors the old one
+    /// ran are restarted or put to sleep at once (their crash policy), never waited on.
+    /// Two live processes must not share a key: the newer evicts the older, which exits.
     #[arg(long, env = "RIVET_ENVOY_KEY")]
     envoy_key: Option<String>,
 }

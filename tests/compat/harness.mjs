@@ -408,16 +408,18 @@ export function makeWorkDir() {
 
 /** The Rust runner (`rivulet-runner` or the `test_runner` example) in long-lived mode. */
 export class RustRunner {
-	constructor({ workDir, endpoint, bin, name = "rust-runner", extraEnv = {} }) {
+	/** `envoyKey` fixes the runner's key (as `--envoy-key` does); default: a new one per start. */
+	constructor({ workDir, endpoint, bin, name = "rust-runner", extraEnv = {}, envoyKey }) {
 		this.workDir = workDir;
 		this.endpoint = endpoint;
 		this.bin = bin;
 		this.name = name;
 		this.extraEnv = extraEnv;
+		this.fixedKey = envoyKey;
 	}
 
 	async start({ timeout = 30_000 } = {}) {
-		this.envoyKey = `${this.name}-${Date.now().toString(36)}`;
+		this.envoyKey = this.fixedKey ?? `${this.name}-${Date.now().toString(36)}`;
 		const env = {
 			...process.env,
 			RIVET_ENDPOINT: this.endpoint,

@@ -51,10 +51,19 @@ pub(super) async fn serve(gw: Gateway, params: ConnectParams, socket: WebSocket)
             namespace_id: namespace.namespace_id,
             pool_name: params.pool_name.clone(),
             version: params.version,
+            instance: params.instance.clone(),
         },
         &gw.stopping,
     );
     let handle = reg.handle;
+    if let Some(orphaned) = &reg.orphaned {
+        lose_actors(
+            &gw,
+            &handle.key,
+            orphaned,
+            "runner restarted under the same envoy_key",
+        );
+    }
     let span = tracing::info_span!(
         "envoy",
         envoy_key = %handle.key,
@@ -424,16 +433,21 @@ async fn on_disconnect(gw: Gateway, handle: Arc<EnvoyHandle>) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(lost_after) => {}
         }
-        if gw.envoys.get(&handle.key).is_some() {
-            return; // it came back
-        }
-        tracing::warn!(envoy_key = %handle.key, "runner lost");
-        gw.routes.runner_lost(&handle.key);
-        let actors: Vec<String> = handle.assigned.lock().keys().cloned().collect();
-        for actor_id in actors {
-            if let Some(actor) = gw.actors.get(&actor_id) {
-                let _ = actor.send(Msg::RunnerLost(handle.key.clone()));
-            }
+        // None: it came back, and a reconnect of the same process keeps its actors (one of
+        // another process already lost them at once).
+        if let Some(actors) = gw.envoys.unpark(&handle) {
+            lose_actors(&gw, &handle.key, &actors, "runner lost");
         }
     });
+}
+
+/// Tells the requests and actors a runner process served that it is gone.
+fn lose_actors(gw: &Gateway, envoy_key: &str, actors: &[String], why: &str) {
+    tracing::warn!(envoy_key = %envoy_key, actors = actors.len(), "{why}");
+    gw.routes.runner_lost(envoy_key);
+    for actor_id in actors {
+        if let Some(actor) = gw.actors.get(actor_id) {
+            let _ = actor.send(Msg::RunnerLost(envoy_key.to_string()));
+        }
+    }
 }

@@ -50,6 +50,10 @@ pub struct ConnectParams {
     pub version: u32,
     /// Pool name.
     pub pool_name: String,
+    /// The runner process, if it names itself (`instance`, Rivulet's runner does): a
+    /// connection with a known key but another instance is a restarted process that runs
+    /// none of the actors the key had.
+    pub instance: Option<String>,
 }
 
 /// Checks the query of `/envoys/connect`.
@@ -96,7 +100,14 @@ pub fn parse_connect(query: &HashMap<String, String>) -> Result<ConnectParams, R
             .map_err(|_| invalid(format!("version {v:?} is not a number")))?,
         None => 1,
     };
+    let instance = match query.get("instance") {
+        Some(i) if i.is_empty() || i.len() > 128 => {
+            return Err(invalid("instance must be 1 to 128 characters".into()));
+        }
+        other => other.cloned(),
+    };
     Ok(ConnectParams {
+        instance,
         namespace: query
             .get("namespace")
             .cloned()

@@ -5,6 +5,15 @@
 //! runner drops duplicates by checkpoint index. A newer connection with the same key evicts
 //! the older one.
 //!
+//! A key alone does not say whether the process behind it survived: Rivulet's runner can be
+//! given a fixed key and restarted under it. A runner that names its process (`instance`)
+//! and comes back under a known key with another instance is a new process: the actors the
+//! key had are lost at once (not after the lost threshold, and never waited on), and the
+//! commands kept for the old process are dropped rather than replayed to the new one. A
+//! connection that names no instance is taken to be the same process, as the engine does;
+//! RivetKit's runners pick a fresh random key per process, so for them a new process is a
+//! new key.
+//!
 //! Frames towards a runner share one ordered queue, in two classes. Control frames (commands,
 //! acks, storage replies, pings) never wait: a full queue means the runner stopped reading,
 //! and its connection is cut so it reconnects and gets its commands replayed. Tunnel frames
@@ -36,6 +45,8 @@ pub struct EnvoyHandle {
     pub version: u32,
     /// Distinguishes this connection from earlier ones with the same key.
     pub conn_id: u64,
+    /// The runner process, if it names itself.
+    pub instance: Option<String>,
     /// Frames towards the runner; bounded, see [`EnvoyHandle::send`].
     tx: mpsc::Sender<Outbound>,
     /// Room tunnel frames may take in `tx` (half of it), see [`EnvoyHandle::send_tunnel`].
@@ -143,6 +154,9 @@ pub struct Registry {
 #[derive(Debug, Default)]
 struct Inner {
     live: HashMap<String, Arc<EnvoyHandle>>,
+    /// The last connection of a key that dropped, until the key reconnects or the lost
+    /// threshold passes: a reconnect of the same process takes over its actors.
+    parked: HashMap<String, Arc<EnvoyHandle>>,
     /// Commands not yet acknowledged, per envoy key, in send order.
     unacked: HashMap<String, Vec<CommandWrapper>>,
 }
@@ -155,6 +169,9 @@ pub struct Registration {
     pub rx: mpsc::Receiver<Outbound>,
     /// Commands to replay right after init.
     pub replay: Vec<CommandWrapper>,
+    /// Set when the key was last served by another process: the actors it ran there, now
+    /// lost.
+    pub orphaned: Option<Vec<String>>,
 }
 
 /// Identity of a connecting runner.
@@ -167,6 +184,8 @@ pub struct EnvoyIdentity {
     pub pool_name: String,
     /// Application version.
     pub version: u32,
+    /// The runner process, if it names itself.
+    pub instance: Option<String>,
 }
 
 impl Registry {
@@ -191,6 +210,7 @@ impl Registry {
             pool_name: id.pool_name,
             version: id.version,
             conn_id: self.next_conn_id.fetch_add(1, Ordering::Relaxed),
+            instance: id.instance,
             tx,
             connected_ts: now_ms(),
             last_ping_ts: AtomicI64::new(now_ms()),
@@ -201,23 +221,46 @@ impl Registry {
             cancel: parent.child_token(),
             close_reason: Mutex::new(None),
         });
-        let (old, replay) = {
+        let (old, previous, replay) = {
             let mut inner = self.inner.lock();
+            let parked = inner.parked.remove(&id.key);
             let old = inner.live.insert(id.key.clone(), handle.clone());
+            let previous = old.clone().or(parked);
+            let restarted = previous
+                .as_ref()
+                .is_some_and(|p| p.instance != handle.instance);
+            if restarted {
+                // Those commands were for a process that no longer exists.
+                inner.unacked.remove(&id.key);
+            }
             let replay = inner.unacked.get(&id.key).cloned().unwrap_or_default();
-            (old, replay)
+            (old, previous, replay)
         };
+        let mut orphaned = None;
+        if let Some(previous) = previous {
+            let carried = std::mem::take(&mut *previous.assigned.lock());
+            if previous.instance == handle.instance {
+                // Same process: its actors carry on over the new connection.
+                handle.assigned.lock().extend(carried);
+            } else {
+                orphaned = Some(carried.into_keys().collect());
+            }
+        }
         if let Some(old) = old {
-            // The actors it ran continue on the new connection: same runner process.
-            let carried = std::mem::take(&mut *old.assigned.lock());
-            handle.assigned.lock().extend(carried);
-            old.close(
-                1000,
-                "ws.eviction#replaced by a newer connection with the same envoy_key",
-            );
+            let reason = if orphaned.is_some() {
+                "ws.eviction#replaced by another process with the same envoy_key"
+            } else {
+                "ws.eviction#replaced by a newer connection with the same envoy_key"
+            };
+            old.close(1000, reason);
         }
         self.changed.send_modify(|v| *v += 1);
-        Registration { handle, rx, replay }
+        Registration {
+            handle,
+            rx,
+            replay,
+            orphaned,
+        }
     }
 
     /// Removes a connection if it is still the live one for its key; returns whether it was.
@@ -228,13 +271,33 @@ impl Registry {
             .get(&handle.key)
             .is_some_and(|h| h.conn_id == handle.conn_id);
         if is_live {
-            inner.live.remove(&handle.key);
+            if let Some(gone) = inner.live.remove(&handle.key) {
+                inner.parked.insert(handle.key.clone(), gone);
+            }
         }
         drop(inner);
         if is_live {
             self.changed.send_modify(|v| *v += 1);
         }
         is_live
+    }
+
+    /// Forgets a dropped connection once its runner is declared lost; returns its actors
+    /// unless the key reconnected meanwhile (the new connection took them over).
+    pub fn unpark(&self, handle: &EnvoyHandle) -> Option<Vec<String>> {
+        let mut inner = self.inner.lock();
+        if inner.live.contains_key(&handle.key) {
+            return None;
+        }
+        if inner
+            .parked
+            .get(&handle.key)
+            .is_some_and(|p| p.conn_id == handle.conn_id)
+        {
+            inner.parked.remove(&handle.key);
+        }
+        drop(inner);
+        Some(handle.assigned.lock().keys().cloned().collect())
     }
 
     /// The live connection of a runner.
@@ -306,5 +369,82 @@ impl Registry {
         }
         // Runners that never come back leave empty lists behind; drop them.
         inner.unacked.retain(|_, list| !list.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(instance: Option<&str>) -> EnvoyIdentity {
+        EnvoyIdentity {
+            key: "k".into(),
+            namespace_id: "ns".into(),
+            pool_name: "default".into(),
+            version: 1,
+            instance: instance.map(str::to_string),
+        }
+    }
+
+    /// Registers, assigns one actor, and drops the connection as a crash would.
+    fn served_then_dropped(reg: &Registry, instance: Option<&str>, parent: &CancellationToken) {
+        let first = reg.register(id(instance), parent).handle;
+        first.assigned.lock().insert("a1".into(), 3);
+        assert!(reg.unregister(&first));
+    }
+
+    #[test]
+    fn a_reconnect_of_the_same_process_keeps_its_actors() {
+        let parent = CancellationToken::new();
+        for instance in [Some("p1"), None] {
+            let reg = Registry::new(8);
+            served_then_dropped(&reg, instance, &parent);
+            let again = reg.register(id(instance), &parent);
+            assert!(again.orphaned.is_none());
+            assert_eq!(again.handle.generation_of("a1"), Some(3));
+        }
+    }
+
+    #[test]
+    fn another_process_under_the_same_key_orphans_the_actors_and_their_commands() {
+        let parent = CancellationToken::new();
+        let reg = Registry::new(8);
+        served_then_dropped(&reg, Some("p1"), &parent);
+        reg.inner.lock().unacked.insert("k".into(), Vec::new());
+        let next = reg.register(id(Some("p2")), &parent);
+        assert_eq!(next.orphaned, Some(vec!["a1".to_string()]));
+        assert_eq!(next.handle.generation_of("a1"), None);
+        assert!(!reg.inner.lock().unacked.contains_key("k"));
+        // Once declared lost, the dropped connection has nothing left to report.
+        assert!(reg.unpark(&next.handle).is_none(), "the key is live again");
+    }
+
+    #[test]
+    fn a_live_connection_evicted_by_another_process_is_closed_with_the_reason() {
+        let parent = CancellationToken::new();
+        let reg = Registry::new(8);
+        let first = reg.register(id(Some("p1")), &parent).handle;
+        first.assigned.lock().insert("a1".into(), 1);
+        let next = reg.register(id(Some("p2")), &parent);
+        assert!(first.cancel.is_cancelled());
+        assert_eq!(
+            first.close_reason(),
+            (
+                1000,
+                "ws.eviction#replaced by another process with the same envoy_key".to_string()
+            )
+        );
+        assert_eq!(next.orphaned, Some(vec!["a1".to_string()]));
+    }
+
+    #[test]
+    fn a_runner_lost_for_good_reports_its_actors_once() {
+        let parent = CancellationToken::new();
+        let reg = Registry::new(8);
+        let first = reg.register(id(Some("p1")), &parent).handle;
+        first.assigned.lock().insert("a1".into(), 1);
+        assert!(reg.unregister(&first));
+        assert_eq!(reg.unpark(&first), Some(vec!["a1".to_string()]));
+        assert!(reg.inner.lock().parked.is_empty());
     }
 }

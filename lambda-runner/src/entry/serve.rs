@@ -23,7 +23,14 @@ pub async fn run(
     )
     .await?;
     tracing::info!(%endpoint, envoy_key = %client.envoy_key(), actors = ?runner.registry().names(), "runner connected");
-    stop.cancelled().await;
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        // Another process took the key: serving on would fight it for the actors.
+        err = client.ended() => {
+            cancel.cancel();
+            return Err(err);
+        }
+    }
     tracing::info!("runner leaving");
     client.shutdown().await;
     cancel.cancel();

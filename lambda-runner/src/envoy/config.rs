@@ -20,6 +20,10 @@ pub struct EnvoyConfig {
     /// Stable identity across reconnects: 3 to 128 characters of `[A-Za-z0-9-_.]`. The
     /// gateway keeps this envoy's actors while it reconnects under the same key.
     pub envoy_key: String,
+    /// This process, random per [`EnvoyConfig::new`]: a gateway that sees the key again with
+    /// another instance knows the actors it had under that key are gone (see the gateway's
+    /// `envoy::registry`), instead of waiting on them.
+    pub instance: String,
     /// Application version, used by the gateway to prefer newer runners.
     pub version: u32,
     /// Actor names this envoy can run, with their metadata (shown by `GET /actors/names`).
@@ -62,6 +66,7 @@ impl EnvoyConfig {
             namespace: "default".to_string(),
             pool_name: "default".to_string(),
             envoy_key: random_key(),
+            instance: random_key(),
             version: 1,
             actor_names: Vec::new(),
             metadata: serde_json::json!({
@@ -110,7 +115,7 @@ impl EnvoyConfig {
     }
 
     /// `ws(s)://…/envoys/connect?protocol_version=8&namespace=…&envoy_key=…&version=…&pool_name=…`,
-    /// parameters in the order RivetKit sends them.
+    /// parameters in the order RivetKit sends them, then `instance`.
     pub(crate) fn connect_url(&self) -> Result<String, EnvoyError> {
         let endpoint = self.endpoint.trim().trim_end_matches('/');
         let base = if let Some(rest) = endpoint.strip_prefix("http://") {
@@ -126,12 +131,13 @@ impl EnvoyConfig {
             )));
         };
         Ok(format!(
-            "{base}/envoys/connect?protocol_version={}&namespace={}&envoy_key={}&version={}&pool_name={}",
+            "{base}/envoys/connect?protocol_version={}&namespace={}&envoy_key={}&version={}&pool_name={}&instance={}",
             rivulet_wire::ENVOY_PROTOCOL_VERSION,
             encode(&self.namespace),
             encode(&self.envoy_key),
             self.version,
             encode(&self.pool_name),
+            encode(&self.instance),
         ))
     }
 

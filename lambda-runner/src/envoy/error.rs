@@ -48,7 +48,7 @@ pub enum EnvoyError {
     #[error("the gateway was unreachable past the lost threshold; actors were stopped")]
     Lost,
     /// Another connection with the same envoy key replaced this one; the client stopped.
-    #[error("evicted: another envoy connected with the same key")]
+    #[error("evicted (ws.eviction): another runner process connected with the same envoy key")]
     Evicted,
     /// The client was shut down or its cancel token fired.
     #[error("the envoy client is shut down")]

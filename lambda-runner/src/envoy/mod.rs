@@ -27,6 +27,7 @@
 //! client.tunnel_send(ToRivetTunnelMessage) -> Result<(), EnvoyError>
 //! client.inject_commands(Vec<CommandWrapper>)          // a serverless request's start command
 //! client.envoy_key() -> &str; client.is_connected() -> bool;
+//! client.ended().await -> EnvoyError                  // the client ended by itself (evicted)
 //! client.protocol_metadata() -> Option<ProtocolMetadata>
 //! client.shutdown().await
 //! ```
@@ -231,6 +232,18 @@ impl EnvoyClient {
                 Err(err)
             }
         }
+    }
+
+    /// Resolves when the client ended by itself, with the reason: another process connected
+    /// with this key (`Evicted`). Pending while it is connected or reconnecting.
+    pub async fn ended(&self) -> EnvoyError {
+        self.inner.conn_done.cancelled().await;
+        self.inner
+            .state
+            .lock()
+            .closed()
+            .cloned()
+            .unwrap_or(EnvoyError::Shutdown)
     }
 
     /// The key this envoy connects with.

@@ -17,9 +17,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use rivulet_wire::envoy::{
-    ActorCheckpoint, ActorState, Command, CommandWrapper, Event, EventActorStateUpdate,
-    EventWrapper, KvRequestData, KvResponseData, StopActorReason, ToRivet, ToRivetAckCommands,
-    ToRivetKvRequest, ToRivetTunnelMessage,
+    ActorCheckpoint, ActorState, ActorStateStopped, Command, CommandWrapper, Event,
+    EventActorStateUpdate, EventWrapper, KvRequestData, KvResponseData, StopActorReason, StopCode,
+    ToRivet, ToRivetAckCommands, ToRivetKvRequest, ToRivetTunnelMessage,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -265,6 +265,7 @@ impl State {
     pub(crate) fn on_commands(&mut self, commands: Vec<CommandWrapper>) -> Vec<NewLane> {
         let mut acks: BTreeMap<(String, u32), i64> = BTreeMap::new();
         let mut lanes = Vec::new();
+        let mut stopped_unknown = Vec::new();
         for cmd in commands {
             let cp = cmd.checkpoint;
             let actor_id = cp.actor_id.to_string();
@@ -313,7 +314,11 @@ impl State {
                         .get_mut(&actor_id)
                         .and_then(|g| g.get_mut(&cp.generation))
                     else {
-                        tracing::debug!(actor_id = %actor_id, generation = cp.generation, "stop for an unknown generation");
+                        // Not running here (this process started after it was placed, or
+                        // it ended long ago): say it is stopped, so the gateway never waits
+                        // on an instance that does not exist.
+                        tracing::info!(actor_id = %actor_id, generation = cp.generation, "stop for a generation not running here; reporting it stopped");
+                        stopped_unknown.push((actor_id, cp.generation, cp.index));
                         continue;
                     };
                     if cp.index <= gen.last_command {
@@ -331,6 +336,29 @@ impl State {
                     }
                 }
             }
+        }
+        for (actor_id, generation, index) in stopped_unknown {
+            self.actors.entry(actor_id.clone()).or_default().insert(
+                generation,
+                Generation {
+                    next_event: 0,
+                    history: VecDeque::new(),
+                    last_command: index,
+                    stop_delivered: true,
+                    stopped: false,
+                    lost: false,
+                    lane: None,
+                    warned_history_full: false,
+                },
+            );
+            let stopped = Event::EventActorStateUpdate(EventActorStateUpdate {
+                state: ActorState::ActorStateStopped(ActorStateStopped {
+                    code: StopCode::Ok,
+                    message: None,
+                }),
+            });
+            // Only fails once the client is closed, when nothing is sent anyway.
+            let _ = self.record_event(&actor_id, generation, stopped);
         }
         if !acks.is_empty() {
             let checkpoints = acks

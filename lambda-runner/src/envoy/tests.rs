@@ -10,16 +10,18 @@ use super::{EnvoyConfig, EnvoyError};
 fn config(endpoint: &str) -> EnvoyConfig {
     EnvoyConfig {
         envoy_key: "171682c3-ce9c-4a7e-9d1e-2b5f0a000000".into(),
+        instance: "p1".into(),
         ..EnvoyConfig::new(endpoint)
     }
 }
 
+/// RivetKit's parameters in its order, then the process instance (which the engine ignores).
 #[test]
 fn url_is_the_one_rivetkit_opens() {
     let url = config("http://127.0.0.1:6420/").connect_url().unwrap();
     assert_eq!(
         url,
-        "ws://127.0.0.1:6420/envoys/connect?protocol_version=8&namespace=default&envoy_key=171682c3-ce9c-4a7e-9d1e-2b5f0a000000&version=1&pool_name=default"
+        "ws://127.0.0.1:6420/envoys/connect?protocol_version=8&namespace=default&envoy_key=171682c3-ce9c-4a7e-9d1e-2b5f0a000000&version=1&pool_name=default&instance=p1"
     );
     let url = config("https://gw.example.com/prefix")
         .connect_url()

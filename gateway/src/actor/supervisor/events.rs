@@ -40,10 +40,17 @@ impl Supervisor {
             );
             return;
         }
-        if cp.index <= self.last_event_index {
+        // A stop is final for its generation, so applying it twice changes nothing; and a
+        // runner that no longer knows the generation (restarted under the same key) answers
+        // a stop with a fresh index.
+        let final_stop = matches!(
+            &event.inner,
+            Event::EventActorStateUpdate(u) if matches!(u.state, ActorState::ActorStateStopped(_))
+        );
+        if cp.index <= self.last_event_index && !final_stop {
             return; // replayed after a reconnect; already applied
         }
-        self.last_event_index = cp.index;
+        self.last_event_index = self.last_event_index.max(cp.index);
         let generation = cp.generation;
         let input = match event.inner {
             Event::EventActorIntent(intent) => Input::Intent {

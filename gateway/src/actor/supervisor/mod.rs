@@ -251,10 +251,15 @@ impl Supervisor {
     /// nothing is left; then publishes the status.
     async fn apply(&mut self, input: Input) {
         let mut queue: VecDeque<_> = self.lifecycle.handle(input).into();
+        // The gate follows the phase at once: an instance the machine has left (lost,
+        // stopping, handed over) must get no request while the effects (store writes)
+        // are still being carried out.
+        self.publish();
         loop {
             while let Some(effect) = queue.pop_front() {
                 if let Some(next) = self.carry_out(effect).await {
                     queue.extend(self.lifecycle.handle(next));
+                    self.publish();
                 }
             }
             if !std::mem::take(&mut self.fenced) {

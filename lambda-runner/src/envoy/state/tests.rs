@@ -188,6 +188,34 @@ fn a_second_stop_of_a_generation_is_not_delivered() {
     assert!(lane.rx.try_recv().is_err());
 }
 
+/// A process restarted under its old key gets stops for generations it never ran: it says
+/// they are stopped (once), so the gateway does not wait on them.
+#[test]
+fn a_stop_for_a_generation_not_running_here_is_answered_stopped() {
+    let mut s = state();
+    connect(&mut s, 1);
+    drain(&mut s);
+    assert!(s
+        .on_commands(vec![stop("gone", 4, 9, StopActorReason::SleepIntent)])
+        .is_empty());
+    let frames = drain(&mut s);
+    assert_eq!(event_indices(&frames), vec![("gone".to_string(), 4, 0)]);
+    let stops = frames
+        .iter()
+        .filter_map(|f| match f {
+            ToRivet::ToRivetEvents(events) => Some(events),
+            _ => None,
+        })
+        .flatten()
+        .filter(|e| e.inner == stopped())
+        .count();
+    assert_eq!(stops, 1);
+    assert!(!s.is_live("gone", Some(4)));
+    // The same stop replayed after a reconnect is acknowledged, not answered again.
+    s.on_commands(vec![stop("gone", 4, 9, StopActorReason::SleepIntent)]);
+    assert!(event_indices(&drain(&mut s)).is_empty());
+}
+
 #[test]
 fn a_start_of_an_older_generation_is_ignored() {
     let mut s = state();
