@@ -110,8 +110,13 @@ pub struct GatewayConfig {
     pub websocket_open_timeout_ms: u64,
     /// Largest request body accepted from a client.
     pub max_body_bytes: usize,
-    /// Largest WebSocket message accepted from a client.
+    /// Largest WebSocket message accepted from a client; a larger one closes the socket
+    /// with 1009 `message.incoming_too_long`.
     pub max_ws_message_bytes: usize,
+    /// Request bodies all clients together may have buffered in the gateway at once; past
+    /// it a request is refused with 503 `guard.overloaded` (and `retry-after`) instead of
+    /// growing memory without bound.
+    pub max_buffered_body_bytes: usize,
     /// Client-to-actor messages kept per hibernatable socket until the actor acknowledges them.
     pub max_pending_ws_messages: usize,
     /// How long a sleeping actor with nothing held for it keeps its supervisor in memory
@@ -137,6 +142,7 @@ impl Default for GatewayConfig {
             websocket_open_timeout_ms: 15_000,
             max_body_bytes: 20 * 1024 * 1024,
             max_ws_message_bytes: 32 * 1024 * 1024,
+            max_buffered_body_bytes: 256 * 1024 * 1024,
             max_pending_ws_messages: 65_535,
             actor_unload_after_ms: 10_000,
             alarm_scan_interval_ms: 16_000,
@@ -322,6 +328,31 @@ impl Config {
             return Err(ConfigError::Invalid {
                 field: "store_timeout_ms",
                 reason: "must be non-zero".into(),
+            });
+        }
+        let room = rivulet_wire::ENVOY_MAX_FRAME_BYTES - rivulet_wire::ENVOY_FRAME_ENVELOPE_BYTES;
+        for (field, value) in [
+            ("gateway.max_body_bytes", self.gateway.max_body_bytes),
+            (
+                "gateway.max_ws_message_bytes",
+                self.gateway.max_ws_message_bytes,
+            ),
+        ] {
+            // One client payload travels to the runner in one envoy frame.
+            if value == 0 || value > room {
+                return Err(ConfigError::Invalid {
+                    field,
+                    reason: format!(
+                        "must be between 1 and {room} bytes (an envoy frame holds at most {} bytes, envelope included)",
+                        rivulet_wire::ENVOY_MAX_FRAME_BYTES
+                    ),
+                });
+            }
+        }
+        if self.gateway.max_buffered_body_bytes < self.gateway.max_body_bytes {
+            return Err(ConfigError::Invalid {
+                field: "gateway.max_buffered_body_bytes",
+                reason: "must be at least gateway.max_body_bytes".into(),
             });
         }
         if self.gateway.actor_ready_timeout_ms == 0 {

@@ -233,9 +233,35 @@ impl ApiError {
         .with_status(StatusCode::BAD_GATEWAY)
     }
 
-    /// The WebSocket close frame for this error: 1011 and `group.code#message`.
+    /// A client WebSocket message over the limit.
+    pub fn ws_message_too_large(limit: usize) -> Self {
+        Self::new(
+            "message",
+            "incoming_too_long",
+            format!("WebSocket message is larger than {limit} bytes."),
+        )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+    }
+
+    /// Client request bodies fill the gateway's buffer budget.
+    pub fn bodies_over_budget() -> Self {
+        Self::new(
+            "guard",
+            "overloaded",
+            "The gateway is holding too many request bodies; retry shortly.",
+        )
+        .with_status(StatusCode::SERVICE_UNAVAILABLE)
+    }
+
+    /// The WebSocket close frame for this error: `group.code#message`, with 1009 (message
+    /// too big) for a payload over a limit and 1011 otherwise.
     pub fn to_close(&self) -> (u16, String) {
-        (1011, format!("{}#{}", self.reason(), self.message))
+        let code = if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            1009
+        } else {
+            1011
+        };
+        (code, format!("{}#{}", self.reason(), self.message))
     }
 
     /// Something failed inside the gateway; the detail goes to the log only.
@@ -278,7 +304,16 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let retry = self.status == StatusCode::SERVICE_UNAVAILABLE;
+        let mut resp = (self.status, axum::Json(self.body())).into_response();
+        if retry {
+            // Every 503 here is temporary (overload, shutdown, a runner away).
+            resp.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+        }
+        resp
     }
 }
 

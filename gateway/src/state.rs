@@ -53,6 +53,9 @@ pub struct Inner {
     pub stopping: CancellationToken,
     /// Every spawned long-running task, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Bytes of client request bodies buffered at once, one permit per byte
+    /// (`gateway.max_buffered_body_bytes`).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::ops::Deref for Gateway {
@@ -71,6 +74,12 @@ impl Gateway {
         shutdown: CancellationToken,
     ) -> Self {
         let outbound = config.envoy.outbound_queue_frames;
+        let body_budget = Arc::new(tokio::sync::Semaphore::new(
+            config
+                .gateway
+                .max_buffered_body_bytes
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         Gateway(Arc::new(Inner {
             config,
             store,
@@ -84,6 +93,7 @@ impl Gateway {
             shutdown,
             stopping: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            body_budget,
         }))
     }
 }

@@ -3,7 +3,8 @@
 // RivetKit 2.3.19 client. Each test names the defect it covers.
 //
 // The gateway runs with a lost threshold of 120 s, far longer than any wait below, so a test
-// that passes shows the gateway acted on what it knew, not that a timer ran out.
+// that passes shows the gateway acted on what it knew, not that a timer ran out; with 40 MiB
+// for all buffered request bodies together; and waits 5 s for an actor to be ready.
 //
 // Env: RIVULET_BIN (gateway), RUST_RUNNER_BIN (default target/debug/examples/test_runner),
 // COMPAT_KEEP=1 keeps logs. Run with tests/compat/run-rust.sh reliability.test.mjs.
@@ -19,7 +20,12 @@ const RUN = Date.now().toString(36);
 const LOST_THRESHOLD_MS = 120_000;
 const workDir = makeWorkDir();
 const configPath = path.join(workDir, "rivulet.toml");
-fs.writeFileSync(configPath, `[envoy]\nlost_threshold_ms = ${LOST_THRESHOLD_MS}\n`);
+const BODY_BUDGET = 40 * 1024 * 1024;
+fs.writeFileSync(
+	configPath,
+	`[envoy]\nlost_threshold_ms = ${LOST_THRESHOLD_MS}\n\n` +
+		`[gateway]\nmax_buffered_body_bytes = ${BODY_BUDGET}\nactor_ready_timeout_ms = 5000\n`,
+);
 const server = new Server({ target: "rivulet", workDir, extraArgs: ["--config", configPath] });
 const runnerBin = path.resolve(REPO, process.env.RUST_RUNNER_BIN || "target/debug/examples/test_runner");
 const runners = [];
@@ -100,6 +106,96 @@ describe("reliability defects (real gateway, Rust runner, stock client)", () => 
 		assert.ok(res.status < 300, `sleep answered ${res.status}: ${await res.text()}`);
 		assert.equal(await call(counter.increment(1), "increment after sleeping"), 7);
 		await second.stop();
+	});
+
+	check("defect 2: a large body or socket message never costs the runner its connection", async () => {
+		const r = runner();
+		await r.start();
+		const connectedTs = async () => (await envoys()).find((e) => e.envoy_key === r.envoyKey)?.last_connected_ts;
+		const since = await connectedTs();
+		assert.ok(since, "runner listed");
+		// A bystander: another actor with an open connection, which must keep working.
+		const other = client.counter.getOrCreate([`bystander-${RUN}`]);
+		const conn = other.connect();
+		const seen = [];
+		conn.on("newCount", (v) => seen.push(v));
+		assert.equal(await call(conn.increment(1), "bystander increment"), 1);
+		const big = client.counter.getOrCreate([`big-${RUN}`]);
+		assert.equal(await call(big.increment(1), "wake the target"), 1);
+		const bigId = await call(big.resolve(), "resolve");
+		const MiB = 1024 * 1024;
+
+		// 17 MiB body: over tungstenite's default frame limit, under the gateway's 20 MiB.
+		// The actor answers it (here: not an action it knows), and the runner stays.
+		const res17 = await call(
+			fetch(`${server.url}/gateway/${bigId}/action/nothing`, { method: "POST", body: new Uint8Array(17 * MiB) }),
+			"17 MiB body answered",
+		);
+		await res17.arrayBuffer();
+		assert.notEqual(res17.status, 503, "not refused for lack of a runner");
+		// 21 MiB body: refused at the edge with the named error, before it reaches a runner.
+		const res21 = await call(
+			fetch(`${server.url}/gateway/${bigId}/action/nothing`, { method: "POST", body: new Uint8Array(21 * MiB) }),
+			"21 MiB body answered",
+		);
+		assert.equal(res21.status, 413);
+		assert.equal((await res21.json()).code, "incoming_too_long");
+
+		// Socket messages: 17 MiB reaches the actor (which closes that socket as it cannot
+		// decode it); 33 MiB is over the gateway's limit and closes that socket with 1009.
+		const wsUrl = `${server.url.replace("http", "ws")}/gateway/${bigId}/connect`;
+		const closeOf = (size) =>
+			new Promise((resolve, reject) => {
+				const ws = new WebSocket(wsUrl, ["rivet", "rivet_encoding.json"]);
+				ws.binaryType = "arraybuffer";
+				ws.onopen = () => ws.send(new Uint8Array(size));
+				ws.onclose = (e) => resolve({ code: e.code, reason: e.reason });
+				ws.onerror = () => {};
+				setTimeout(() => reject(new Error(`socket with a ${size}-byte message not closed`)), 30_000);
+			});
+		const closed17 = await closeOf(17 * MiB);
+		assert.notEqual(closed17.code, 1006, `17 MiB: closed with a code (${JSON.stringify(closed17)})`);
+		const closed33 = await closeOf(33 * MiB);
+		assert.equal(closed33.code, 1009, `33 MiB: ${JSON.stringify(closed33)}`);
+		assert.match(closed33.reason, /^message\.incoming_too_long#/);
+
+		// None of that touched the runner's connection or the bystander.
+		assert.equal(await connectedTs(), since, "the runner never reconnected");
+		assert.equal(await call(conn.increment(1), "bystander after the big inputs"), 2);
+		await waitFor(() => seen.includes(2), { timeout: 10_000, what: "bystander event" });
+		await conn.dispose();
+		await r.stop();
+	});
+
+	check("defect 6: request bodies buffered at once have a gateway-wide cap", async () => {
+		// An actor of a pool no runner serves: requests to it wait (5 s) holding their bodies.
+		const created = await fetch(`${server.url}/actors?namespace=${NS}`, {
+			method: "POST",
+			headers: { "content-type": "application/json" },
+			body: JSON.stringify({ name: "counter", key: `stuck-${RUN}`, runner_name_selector: `nobody-${RUN}` }),
+		});
+		assert.equal(created.status, 200, await created.clone().text());
+		const stuckId = (await created.json()).actor.actor_id;
+		const MiB = 1024 * 1024;
+		const upload = () =>
+			fetch(`${server.url}/gateway/${stuckId}/action/x`, { method: "POST", body: new Uint8Array(15 * MiB) }).then(
+				async (r) => ({ status: r.status, retryAfter: r.headers.get("retry-after"), body: await r.json() }),
+			);
+		// Two 15 MiB bodies fit in 40 MiB; the third does not, and is refused at once while
+		// the first two are still waiting.
+		const first = [upload(), upload()];
+		await sleep(1000);
+		const third = await call(upload(), "third upload answered", 4000);
+		assert.equal(third.status, 503, JSON.stringify(third));
+		assert.equal(third.body.code, "overloaded");
+		assert.equal(third.retryAfter, "1");
+		for (const r of await Promise.all(first)) {
+			assert.equal(r.status, 503, "no runner for the pool: a ready timeout, not a crash");
+			assert.equal(r.body.code, "actor_ready_timeout");
+		}
+		// Once they ended, their bytes are free again.
+		const after = await call(upload(), "upload after the others ended", 10_000);
+		assert.equal(after.body.code, "actor_ready_timeout");
 	});
 
 	check("defect 4: a runner evicted by another process with its key exits with a named reason", async () => {

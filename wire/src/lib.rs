@@ -19,3 +19,12 @@ pub use rivet_envoy_protocol as envoy;
 
 /// The envoy protocol version this build speaks.
 pub const ENVOY_PROTOCOL_VERSION: u16 = rivet_envoy_protocol::PROTOCOL_VERSION;
+
+/// Largest envoy WebSocket message (and frame) either end of a Rivulet link accepts. One
+/// message carries at most one client request body or socket message plus its envelope, so
+/// the gateway's client limits stay at least [`ENVOY_FRAME_ENVELOPE_BYTES`] below it: no
+/// client input can make a frame the other end refuses, which would cut the whole runner.
+pub const ENVOY_MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+
+/// Room kept in an envoy frame for everything around a client payload (ids, headers, path).
+pub const ENVOY_FRAME_ENVELOPE_BYTES: usize = 1024 * 1024;

@@ -144,6 +144,10 @@ pub async fn connect(
 ) -> Response {
     let token = token_from(&headers);
     ws.protocols(["rivet"])
+        // A client payload arrives in one frame from a runner too (a response body chunk or
+        // socket message); the same bound both ways.
+        .max_message_size(rivulet_wire::ENVOY_MAX_FRAME_BYTES)
+        .max_frame_size(rivulet_wire::ENVOY_MAX_FRAME_BYTES)
         .on_upgrade(move |socket| async move {
             let checked = parse_connect(&query)
                 .and_then(|params| check_token(&gw, token.as_deref()).map(|()| params));

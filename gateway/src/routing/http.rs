@@ -44,18 +44,56 @@ impl Drop for RouteGuard {
     }
 }
 
+/// Reads a client's body within the per-request limit and the gateway-wide budget. A body
+/// declared too large is refused before any of it is read.
+async fn read_body(
+    gw: &Gateway,
+    body: Body,
+) -> Result<(bytes::Bytes, Option<tokio::sync::OwnedSemaphorePermit>), ApiError> {
+    let limit = gw.config.gateway.max_body_bytes;
+    let mut body = http_body_util::Limited::new(body, limit);
+    if axum::body::HttpBody::size_hint(&body)
+        .upper()
+        .is_some_and(|n| n > limit as u64)
+    {
+        return Err(ApiError::body_too_large(limit));
+    }
+    let mut buf = bytes::BytesMut::new();
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| {
+            if err.is::<http_body_util::LengthLimitError>() {
+                ApiError::body_too_large(limit)
+            } else {
+                ApiError::bad_request(format!("reading the request body failed: {err}"))
+            }
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers carry nothing the actor gets
+        };
+        let n = u32::try_from(data.len()).map_err(|_| ApiError::body_too_large(limit))?;
+        let permit = gw
+            .body_budget
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| ApiError::bodies_over_budget())?;
+        match &mut held {
+            Some(h) => h.merge(permit),
+            None => held = Some(permit),
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((buf.freeze(), held))
+}
+
 pub(super) async fn serve(
     gw: Gateway,
     target: Target,
     req: Request<Body>,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let limit = gw.config.gateway.max_body_bytes;
-    let body = http_body_util::Limited::new(body, limit)
-        .collect()
-        .await
-        .map_err(|_| ApiError::body_too_large(limit))?
-        .to_bytes();
+    // Held until the request ends: the body lives in the gateway that long.
+    let (body, _budget) = read_body(&gw, body).await?;
 
     let actor = super::resolve(&gw, &target).await?;
     let ready_timeout = Duration::from_millis(gw.config.gateway.actor_ready_timeout_ms);

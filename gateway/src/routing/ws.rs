@@ -38,13 +38,13 @@ pub(super) fn serve(
     parts: Parts,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let max = gw.config.gateway.max_ws_message_bytes;
+    let hard = read_bound(gw.config.gateway.max_ws_message_bytes);
     let headers = parts.headers;
     let uri = parts.uri;
     upgrade
         .protocols(["rivet"])
-        .max_message_size(max)
-        .max_frame_size(max)
+        .max_message_size(hard)
+        .max_frame_size(hard)
         .on_upgrade(move |socket| async move {
             let (mut sink, stream) = socket.split();
             if let Err(err) = run(&gw, &target, &uri, &headers, &mut sink, stream).await {
@@ -53,6 +53,16 @@ pub(super) fn serve(
                 close(&mut sink, code, reason).await;
             }
         })
+}
+
+/// What the socket reads at most. Messages between the configured limit and this bound are
+/// read whole and then refused with a clean 1009 close; refusing in the middle of a message
+/// would leave the client's unread bytes behind, and the close would arrive as a reset.
+fn read_bound(limit: usize) -> usize {
+    limit
+        .saturating_mul(2)
+        .min(rivulet_wire::ENVOY_MAX_FRAME_BYTES)
+        .max(limit)
 }
 
 async fn close(sink: &mut ClientSink, code: u16, reason: String) {
@@ -99,6 +109,18 @@ impl Tunnel<'_> {
     }
 
     /// Forwards a client message, keeping it until acknowledged if the socket hibernates.
+    /// Tells the actor the client's side ended with `code`, if the actor has the socket.
+    async fn tell_closed(&mut self, code: u16) {
+        if self.attached {
+            let index = self.buffer.next_index();
+            let close = ToEnvoyTunnelMessageKind::ToEnvoyWebSocketClose(ToEnvoyWebSocketClose {
+                code: Some(code),
+                reason: None,
+            });
+            self.send(close, index).await;
+        }
+    }
+
     async fn forward(&mut self, data: bytes::Bytes, binary: bool) -> Result<(), ApiError> {
         let index = match self.buffer.push(data.clone(), binary) {
             Ok(index) => index,
@@ -298,6 +320,22 @@ async fn wait_open(
     }
 }
 
+/// Whether a read failed because the client's message or frame exceeded the limit.
+fn is_too_long(err: &axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::{error::CapacityError, Error};
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(Error::Capacity(
+            CapacityError::MessageTooLong { .. } | CapacityError::TooManyHeaders,
+        )) = e.downcast_ref::<Error>()
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 async fn pump(
     t: &mut Tunnel<'_>,
     rx: &mut mpsc::Receiver<Inbound>,
@@ -328,17 +366,20 @@ async fn pump(
                         return Ok(());
                     }
                     Some(Err(_)) | None => {
-                        if t.attached {
-                            let index = t.buffer.next_index();
-                            let close = ToEnvoyTunnelMessageKind::ToEnvoyWebSocketClose(ToEnvoyWebSocketClose {
-                                code: Some(1006),
-                                reason: None,
-                            });
-                            t.send(close, index).await;
+                        let too_long = matches!(&frame, Some(Err(err)) if is_too_long(err));
+                        t.tell_closed(if too_long { 1009 } else { 1006 }).await;
+                        if too_long {
+                            // Only this socket ends, with the code that names why.
+                            return Err(ApiError::ws_message_too_large(t.gw.config.gateway.max_ws_message_bytes));
                         }
                         return Ok(());
                     }
                 };
+                let limit = t.gw.config.gateway.max_ws_message_bytes;
+                if data.len() > limit {
+                    t.tell_closed(1009).await;
+                    return Err(ApiError::ws_message_too_large(limit));
+                }
                 t.forward(data, binary).await?;
                 if !t.attached {
                     t.wake().await?;

@@ -203,9 +203,16 @@ async fn connect(inner: &Inner) -> Result<(Ws, ProtocolMetadata), EnvoyError> {
         .headers_mut()
         .insert("sec-websocket-protocol", protocols);
     let handshake = async {
-        let (mut ws, _resp) = tokio_tungstenite::connect_async(request)
-            .await
-            .map_err(connect_error)?;
+        // The gateway sends a client's request body or socket message in one frame, up to
+        // this bound (tungstenite's default frame limit, 16 MiB, is below the gateway's
+        // client limits and would cut the connection over one client's large message).
+        let limits = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(rivulet_wire::ENVOY_MAX_FRAME_BYTES))
+            .max_frame_size(Some(rivulet_wire::ENVOY_MAX_FRAME_BYTES));
+        let (mut ws, _resp) =
+            tokio_tungstenite::connect_async_with_config(request, Some(limits), false)
+                .await
+                .map_err(connect_error)?;
         send(&mut ws, &metadata_frame(config)).await?;
         loop {
             let frame = ws
