@@ -125,6 +125,11 @@ fn load(args: &ServeArgs) -> Result<Config, StartupError> {
     Ok(Config::load(args.config.as_deref(), overrides)?)
 }
 
+/// jemalloc, because glibc's per-thread arenas keep the memory of actors that woke and slept
+/// (see docs/ARCHITECTURE.md, "Memory").
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();

@@ -66,6 +66,25 @@ async fn requests_after_stop_are_refused() {
 #[derive(Clone, Default, Serialize, Deserialize)]
 struct Saved {
     value: i64,
+    #[serde(with = "serde_bytes_compat")]
+    blob: Vec<u8>,
+}
+
+/// The blob as one CBOR byte string (not an array of numbers), so its size is its length.
+mod serde_bytes_compat {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let value = ciborium::Value::deserialize(d)?;
+        match value {
+            ciborium::Value::Bytes(b) => Ok(b),
+            _ => Err(serde::de::Error::custom("expected bytes")),
+        }
+    }
 }
 
 fn saving_actor(interval: Duration) -> ActorDef<Saved> {
@@ -77,6 +96,14 @@ fn saving_actor(interval: Duration) -> ActorDef<Saved> {
         })
         .action("set", |c, (value,): (i64,)| async move {
             c.update(|s| s.value = value);
+            Ok(())
+        })
+        .action_unsaved("set_unsaved", |c, (value,): (i64,)| async move {
+            c.update(|s| s.value = value);
+            Ok(())
+        })
+        .action("grow", |c, (bytes,): (usize,)| async move {
+            c.update(|s| s.blob = vec![7; bytes]);
             Ok(())
         })
         .action("set_and_save", |c, (value,): (i64,)| async move {
@@ -104,17 +131,37 @@ fn puts(host: &MemHost) -> usize {
 }
 
 #[tokio::test]
-async fn changes_wait_for_the_interval_and_explicit_saves_do_not() {
-    // An interval longer than the test: automatic saves cannot happen during it.
+async fn an_action_replies_only_once_its_change_is_saved() {
+    // An interval longer than the test: no background save can be what wrote it.
     let registry = Registry::new().register("saved", saving_actor(HOUR));
     let host = MemHost::fresh();
     let runtime = start(&registry, "saved", &host, 1).await;
     // Creation saved the initial state, once.
     assert_eq!(puts(&host), 1);
-    assert_eq!(stored_value(&host.store).await, 0);
+    for value in 1..=3 {
+        call_ok(&runtime, "set", &[int(value)]).await;
+        assert_eq!(
+            stored_value(&host.store).await,
+            value,
+            "durable at the reply"
+        );
+    }
+    assert_eq!(puts(&host), 4, "one save per changing action");
+    // A read changes nothing and writes nothing.
+    call_ok(&runtime, "get", &[]).await;
+    assert_eq!(puts(&host), 4);
+    runtime.abort();
+}
+
+#[tokio::test]
+async fn unsaved_actions_wait_for_the_interval_and_explicit_saves_do_not() {
+    let registry = Registry::new().register("saved", saving_actor(HOUR));
+    let host = MemHost::fresh();
+    let runtime = start(&registry, "saved", &host, 1).await;
+    assert_eq!(puts(&host), 1);
 
     for value in 1..=10 {
-        call_ok(&runtime, "set", &[int(value)]).await;
+        call_ok(&runtime, "set_unsaved", &[int(value)]).await;
     }
     assert_eq!(
         puts(&host),
@@ -129,11 +176,44 @@ async fn changes_wait_for_the_interval_and_explicit_saves_do_not() {
     assert_eq!(stored_value(&host.store).await, 42);
 
     // Unsaved changes are written once, by the stop.
-    call_ok(&runtime, "set", &[int(43)]).await;
-    call_ok(&runtime, "set", &[int(44)]).await;
+    call_ok(&runtime, "set_unsaved", &[int(43)]).await;
+    call_ok(&runtime, "set_unsaved", &[int(44)]).await;
     runtime.stop(StopReason::Sleep).await.expect("stop saves");
     assert_eq!(puts(&host), 3);
     assert_eq!(stored_value(&host.store).await, 44);
+}
+
+#[tokio::test]
+async fn a_change_too_large_to_save_fails_its_action_and_is_undone() {
+    let registry = Registry::new().register("saved", saving_actor(HOUR));
+    let host = MemHost::fresh();
+    let runtime = start(&registry, "saved", &host, 1).await;
+    call_ok(&runtime, "set", &[int(5)]).await;
+    call_ok(&runtime, "grow", &[int(100_000)]).await;
+
+    let (status, outcome) = actor_support::call(
+        &runtime,
+        rivulet_lambda_runner::protocol::Encoding::Json,
+        "grow",
+        &[int(2_000_000)],
+        None,
+    )
+    .await;
+    let error = outcome.expect_err("a 2 MB state cannot be saved");
+    assert_eq!(
+        (error.group.as_str(), error.code.as_str()),
+        ("state", "too_large"),
+        "{status} {error:?}"
+    );
+    assert!(error.message.contains("undone"), "{}", error.message);
+    // The actor goes on from its last saved state, and keeps working.
+    assert_eq!(call_ok(&runtime, "get", &[]).await, int(5));
+    call_ok(&runtime, "set", &[int(6)]).await;
+    runtime
+        .stop(StopReason::Sleep)
+        .await
+        .expect("the stop saves");
+    assert_eq!(stored_value(&host.store).await, 6);
 }
 
 #[tokio::test]

@@ -74,6 +74,10 @@ pub trait Runners: Send + Sync + 'static {
     fn pick(&self, namespace_id: &str, pool: &str) -> Option<String>;
     /// Whether a runner is connected.
     fn is_connected(&self, envoy: &str) -> bool;
+    /// The process a connected runner named (`instance`), if any.
+    fn instance_of(&self, _envoy: &str) -> Option<String> {
+        None
+    }
     /// Sends a command, kept until acknowledged; `false` if the runner is not connected.
     fn send_command(&self, envoy: &str, cmd: CommandWrapper) -> bool;
     /// Records that `envoy` runs `generation` of the actor (its storage requests are
@@ -93,6 +97,9 @@ impl Runners for Gateway {
     }
     fn is_connected(&self, envoy: &str) -> bool {
         self.envoys.get(envoy).is_some()
+    }
+    fn instance_of(&self, envoy: &str) -> Option<String> {
+        self.envoys.get(envoy).and_then(|h| h.instance.clone())
     }
     fn send_command(&self, envoy: &str, cmd: CommandWrapper) -> bool {
         self.envoys.send_command(envoy, cmd)

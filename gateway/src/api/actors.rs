@@ -132,6 +132,7 @@ fn new_record(ns: &Namespace, spec: CreateSpec) -> ActorRecord {
         error: None,
         generation: 0,
         envoy_key: None,
+        envoy_instance: None,
         alarm_ts: None,
         revision: 0,
     }

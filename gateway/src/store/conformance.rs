@@ -139,6 +139,7 @@ fn actor(id: &str, name: &str, key: Option<&str>) -> ActorRecord {
         error: None,
         generation: 1,
         envoy_key: None,
+        envoy_instance: None,
         alarm_ts: None,
         revision: 0,
     }

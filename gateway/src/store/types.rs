@@ -82,6 +82,11 @@ pub struct ActorRecord {
     /// that restarts uses it to adopt the running actor instead of starting a second copy.
     #[serde(default)]
     pub envoy_key: Option<String>,
+    /// The runner process (its `instance`) the current generation was started on, if it
+    /// named one: a gateway that restarts adopts the actor only from that same process, not
+    /// from a new one that reconnected under the same key.
+    #[serde(default)]
+    pub envoy_instance: Option<String>,
     /// Durable alarm: when the actor must be woken, ms since the epoch.
     pub alarm_ts: Option<i64>,
     /// Optimistic-concurrency counter, bumped by every `update_actor`.

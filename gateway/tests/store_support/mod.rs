@@ -25,6 +25,7 @@ pub fn actor(id: &str, key: Option<&str>) -> ActorRecord {
         error: None,
         generation: 1,
         envoy_key: None,
+        envoy_instance: None,
         alarm_ts: None,
         revision: 0,
     }

@@ -91,7 +91,23 @@ where
 
     /// Saves the state now if it changed; durable when this returns.
     pub(crate) async fn save_now(&self) -> Result<(), SaveError> {
-        self.saver.save(&*self.host, &|| self.snapshot()).await
+        self.save_through(self.saver.version()).await
+    }
+
+    /// Returns once change version `need` is saved (see [`Saver::save_through`]).
+    pub(crate) async fn save_through(&self, need: u64) -> Result<(), SaveError> {
+        self.saver
+            .save_through(&*self.host, &|| self.snapshot(), &|b| self.restore(b), need)
+            .await
+    }
+
+    /// Puts an encoded state back (a rollback); returns the change version it stands at.
+    pub(crate) fn restore(&self, encoded: &[u8]) -> Result<u64, SaveError> {
+        let state: S = ciborium::from_reader(encoded)
+            .map_err(|error| SaveError::Encode(format!("saved state does not decode: {error}")))?;
+        let slot = self.state.lock();
+        *slot.value.borrow_mut() = state;
+        Ok(self.saver.version())
     }
 
     /// Whether any client keeps the actor awake.

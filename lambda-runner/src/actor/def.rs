@@ -6,7 +6,7 @@
 //! `|c, (n,): (i64,)| async move { ... }`. The runtime calls them one at a time per actor.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,6 +168,9 @@ pub(crate) struct DefInner<S, CP, CS, V> {
     pub(crate) on_websocket_message: Option<RawMessageFn<Ctx<S, CP, CS, V>>>,
     pub(crate) on_websocket_close: Option<RawCloseFn<Ctx<S, CP, CS, V>>>,
     pub(crate) actions: HashMap<String, ActionFn<Ctx<S, CP, CS, V>>>,
+    /// Actions declared with [`ActorDef::action_unsaved`]: they reply before their state
+    /// change is saved.
+    pub(crate) unsaved_actions: HashSet<String>,
     pub(crate) options: ActorOptions,
 }
 
@@ -226,6 +229,7 @@ where
                 on_websocket_message: None,
                 on_websocket_close: None,
                 actions: HashMap::new(),
+                unsaved_actions: HashSet::new(),
                 options: ActorOptions::default(),
             },
         }
@@ -415,7 +419,41 @@ where
     /// Adds an action. Its arguments decode from the client's argument array into `A`
     /// (usually a tuple, see [`FromArgs`]); arguments that do not fit give the client
     /// `actor.validation_error`. Its output is serialized for the client.
-    pub fn action<A, O, F, Fu>(mut self, name: &str, f: F) -> Self
+    ///
+    /// **Its reply means its effects are durable**: if it changed the state, the reply waits
+    /// until the state is saved (actions finishing meanwhile share one save). A change that
+    /// makes the state too large to save is undone and the action fails with
+    /// `state.too_large`; a save the store refused fails it with `state.save_failed`.
+    pub fn action<A, O, F, Fu>(self, name: &str, f: F) -> Self
+    where
+        A: FromArgs,
+        O: Serialize + Send + 'static,
+        F: Fn(Ctx<S, CP, CS, V>, A) -> Fu + Send + Sync + 'static,
+        Fu: Future<Output = Result<O, ActorError>> + Send + 'static,
+    {
+        let mut def = self.add_action(name, f);
+        def.inner.unsaved_actions.remove(name);
+        def
+    }
+
+    /// Adds an action that **replies before its state change is saved**: the save follows
+    /// within `state_save_interval` (RivetKit's behaviour for every action). A crash of the
+    /// runner in between loses the change although the caller saw success. For changes a
+    /// caller can afford to lose (presence, counters of views), where the extra store write
+    /// per action is not worth it.
+    pub fn action_unsaved<A, O, F, Fu>(self, name: &str, f: F) -> Self
+    where
+        A: FromArgs,
+        O: Serialize + Send + 'static,
+        F: Fn(Ctx<S, CP, CS, V>, A) -> Fu + Send + Sync + 'static,
+        Fu: Future<Output = Result<O, ActorError>> + Send + 'static,
+    {
+        let mut def = self.add_action(name, f);
+        def.inner.unsaved_actions.insert(name.to_owned());
+        def
+    }
+
+    fn add_action<A, O, F, Fu>(mut self, name: &str, f: F) -> Self
     where
         A: FromArgs,
         O: Serialize + Send + 'static,

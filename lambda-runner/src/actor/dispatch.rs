@@ -916,13 +916,24 @@ where
         return Err(ActorError::action_not_found(name));
     };
     let ctx = Ctx::new(Arc::clone(shared), conn);
-    guarded(
+    let before = shared.saver.version();
+    let output = guarded(
         action(ctx, args),
         shared.def.options.action_timeout,
         ActorError::action_timed_out,
         "action",
     )
-    .await
+    .await?;
+    // The reply says the action happened: if it changed the state, that change must be
+    // saved first (an `action_unsaved` opted out of this).
+    let after = shared.saver.version();
+    if after != before && !shared.def.unsaved_actions.contains(name) {
+        shared
+            .save_through(after)
+            .await
+            .map_err(ActorError::state_not_saved)?;
+    }
+    Ok(output)
 }
 
 /// Runs every scheduled action that is due.

@@ -173,6 +173,31 @@ impl ActorError {
         )
     }
 
+    /// An action whose state change could not be saved, so its reply cannot say it happened.
+    pub(crate) fn state_not_saved(error: SaveError) -> Self {
+        match error {
+            SaveError::TooLarge { bytes, limit } => Self::public(
+                "state",
+                "too_large",
+                format!(
+                    "The action's changes would make the state {bytes} bytes; at most {limit} can be saved. They were undone."
+                ),
+            ),
+            SaveError::Encode(detail) => Self::public(
+                "state",
+                "not_serializable",
+                format!("The action's changes cannot be saved ({detail}). They were undone."),
+            ),
+            SaveError::Host(detail) => Self::public(
+                "state",
+                "save_failed",
+                format!(
+                    "The action ran but saving its changes failed ({detail}); they are retried in the background and are not durable yet."
+                ),
+            ),
+        }
+    }
+
     pub(crate) fn action_timed_out() -> Self {
         Self::public("actor", "action_timed_out", "Action timed out".to_owned())
     }

@@ -33,9 +33,15 @@
 //! ```
 //!
 //! - **State** (`S`) is any serde type. Read it with [`Ctx::state`], change it with
-//!   [`Ctx::update`]; changes are saved automatically, at most once per
-//!   `state_save_interval` (1 s), and on stop. [`Ctx::save_state`] saves at once and returns
-//!   when the write is durable. A new actor gets its state from [`ActorDef::state`] (a value
+//!   [`Ctx::update`]. **An action's reply means its state change is durable**: an action
+//!   that changed the state replies once it is saved (actions finishing meanwhile share one
+//!   write). A change that makes the state too large to save (864 KiB encoded) or not
+//!   encodable is undone and fails its action with `state.too_large` /
+//!   `state.not_serializable`; a store that refuses the write fails it with
+//!   `state.save_failed`. [`ActorDef::action_unsaved`] opts one action out: it replies first
+//!   and its change is saved within `state_save_interval` (1 s), as RivetKit does for every
+//!   action. Changes outside actions (hooks, scheduled actions) are saved within the interval
+//!   and on stop. [`Ctx::save_state`] saves at once and returns when the write is durable. A new actor gets its state from [`ActorDef::state`] (a value
 //!   cloned per actor) or [`ActorDef::create_state`] (from the creation input).
 //! - **Actions** take the context and a tuple of typed arguments decoded from the client's
 //!   argument array ([`FromArgs`]), and return `Result<impl Serialize, ActorError>`. They run

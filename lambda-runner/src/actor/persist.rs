@@ -1,5 +1,5 @@
-//! How an actor's data lies in its KV, and the [`Saver`] that writes the state: throttled in
-//! the background after changes, or at once when asked.
+//! How an actor's data lies in its KV, and the [`Saver`] that writes the state: at once for
+//! an action waiting to reply, throttled in the background otherwise.
 //!
 //! # KV layout (every key of an actor starts with one tag byte)
 //! - `01 00`: state header, CBOR `{v: 1, len, chunks}`.
@@ -10,6 +10,7 @@
 //! - `02 <id>`: one pending scheduled action (see `schedule`).
 //! - `03 <key>`: the actor's own KV (`ctx.kv()`).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -127,11 +128,17 @@ pub(crate) async fn load_state(host: &dyn Host) -> Result<Option<(Vec<u8>, u32)>
 
 // === impl Saver ===
 
-/// Writes the state when it changed: at most once per interval in the background, or at once
-/// on request. Saves are serialized by one lock and each writes a snapshot taken under it,
-/// so an older snapshot never overwrites a newer one.
+/// Writes the state when it changed: at once for an action that waits for it (see
+/// [`Saver::save_through`]), else at most once per interval in the background. Saves are
+/// serialized by one lock and each writes a snapshot taken under it, so an older snapshot
+/// never overwrites a newer one, and callers that queued behind a save it already covers
+/// return without writing (one write for many actions).
+///
+/// A state that cannot be saved (too large, or not encodable) is rolled back in memory to the
+/// last saved one, and every change since fails: nothing that could not be kept is ever
+/// reported as done.
 pub(crate) struct Saver {
-    /// Bumped on every change; a save records the version it wrote.
+    /// Bumped on every change (under the state's lock); a save records the version it wrote.
     version: AtomicU64,
     meta: tokio::sync::Mutex<SaveMeta>,
     dirty: Notify,
@@ -142,20 +149,47 @@ struct SaveMeta {
     saved_version: u64,
     chunks_on_disk: u32,
     last_attempt: Option<Instant>,
+    /// The encoded state as last saved (or as created, before the first save): what a
+    /// rollback restores.
+    last_saved: Vec<u8>,
+    /// Versions undone by rollbacks, newest last; an action whose change falls in one fails.
+    undone: VecDeque<Undone>,
 }
+
+/// Changes after `from` up to `through` were rolled back because of `error`.
+struct Undone {
+    from: u64,
+    through: u64,
+    error: SaveError,
+}
+
+/// Rollbacks remembered; an action waits for its save right after it ran, so only the last
+/// few can concern one still waiting.
+const UNDONE_KEPT: usize = 16;
 
 /// Encodes the current state.
 pub(crate) type Snapshot<'a> = &'a (dyn Fn() -> Result<Vec<u8>, SaveError> + Send + Sync);
 
+/// Puts the given encoded state back in memory; returns the change version it stands at
+/// (read under the state's lock, so no change slips between).
+pub(crate) type Restore<'a> = &'a (dyn Fn(&[u8]) -> Result<u64, SaveError> + Send + Sync);
+
 impl Saver {
-    /// A saver for a state that is on disk as loaded (`unsaved == false`) or not yet written.
-    pub(crate) fn new(interval: Duration, chunks_on_disk: u32, unsaved: bool) -> Self {
+    /// A saver for `encoded`, the state as loaded (`unsaved == false`) or as just created.
+    pub(crate) fn new(
+        interval: Duration,
+        chunks_on_disk: u32,
+        unsaved: bool,
+        encoded: Vec<u8>,
+    ) -> Self {
         Self {
             version: AtomicU64::new(u64::from(unsaved)),
             meta: tokio::sync::Mutex::new(SaveMeta {
                 saved_version: 0,
                 chunks_on_disk,
                 last_attempt: None,
+                last_saved: encoded,
+                undone: VecDeque::new(),
             }),
             dirty: Notify::new(),
             interval,
@@ -168,23 +202,71 @@ impl Saver {
         self.dirty.notify_one();
     }
 
+    /// The current change version.
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
+    }
+
     /// Writes the state now unless the last save already holds every change; returns once it
     /// is durable.
     pub(crate) async fn save(
         &self,
         host: &dyn Host,
         snapshot: Snapshot<'_>,
+        restore: Restore<'_>,
+    ) -> Result<(), SaveError> {
+        self.save_through(host, snapshot, restore, self.version())
+            .await
+    }
+
+    /// Returns once change version `need` is durable: at once if a save already covered it,
+    /// else after writing the current state. Fails if that change was rolled back.
+    pub(crate) async fn save_through(
+        &self,
+        host: &dyn Host,
+        snapshot: Snapshot<'_>,
+        restore: Restore<'_>,
+        need: u64,
     ) -> Result<(), SaveError> {
         let mut meta = self.meta.lock().await;
+        if let Some(undone) = meta
+            .undone
+            .iter()
+            .find(|u| need > u.from && need <= u.through)
+        {
+            return Err(undone.error.clone());
+        }
+        if meta.saved_version >= need {
+            return Ok(());
+        }
         // Read the version before the snapshot: a change racing with it bumps the version
         // again, so it is saved next time rather than marked saved without being written.
         let version = self.version.load(Ordering::SeqCst);
-        if version == meta.saved_version {
-            return Ok(());
-        }
         meta.last_attempt = Some(Instant::now());
-        let bytes = snapshot()?;
-        let (entries, chunks) = state_entries(&bytes)?;
+        let encoded = snapshot().and_then(|bytes| {
+            let entries = state_entries(&bytes)?;
+            Ok((bytes, entries))
+        });
+        let (bytes, (entries, chunks)) = match encoded {
+            Ok(encoded) => encoded,
+            Err(error) => {
+                // This state can never be saved: go back to the last one that was, and fail
+                // every change since, rather than keep a state that is lost at the next stop.
+                let through = restore(&meta.last_saved)?;
+                let from = meta.saved_version;
+                tracing::warn!(%error, undone_changes = through - from, "state rolled back to its last save");
+                if meta.undone.len() == UNDONE_KEPT {
+                    meta.undone.pop_front();
+                }
+                meta.undone.push_back(Undone {
+                    from,
+                    through,
+                    error: error.clone(),
+                });
+                meta.saved_version = through;
+                return Err(error);
+            }
+        };
         host.kv_put(entries).await?;
         if meta.chunks_on_disk > chunks {
             // The header already says how many chunks count; stale ones are only garbage.
@@ -195,6 +277,7 @@ impl Saver {
         }
         meta.chunks_on_disk = chunks;
         meta.saved_version = version;
+        meta.last_saved = bytes;
         Ok(())
     }
 
@@ -204,6 +287,7 @@ impl Saver {
         &self,
         host: &dyn Host,
         snapshot: Snapshot<'_>,
+        restore: Restore<'_>,
         cancel: CancellationToken,
     ) {
         loop {
@@ -223,9 +307,14 @@ impl Saver {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
             }
-            if let Err(error) = self.save(host, snapshot).await {
-                tracing::warn!(%error, "state save failed; retrying");
-                self.dirty.notify_one();
+            match self.save(host, snapshot, restore).await {
+                Ok(()) => {}
+                // Rolled back: nothing left to save.
+                Err(SaveError::TooLarge { .. } | SaveError::Encode(_)) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "state save failed; retrying");
+                    self.dirty.notify_one();
+                }
             }
         }
     }

@@ -400,11 +400,11 @@ where
         generation: info.generation,
     };
 
-    let (state, chunks, is_new) = match persist::load_state(&*host).await? {
+    let (state, chunks, is_new, encoded) = match persist::load_state(&*host).await? {
         Some((bytes, chunks)) => {
             let state = ciborium::from_reader::<S, _>(bytes.as_slice())
                 .map_err(|error| StartError::Corrupt(format!("state does not decode: {error}")))?;
-            (state, chunks, false)
+            (state, chunks, false, bytes)
         }
         None => {
             let state = match &def.create_state {
@@ -428,7 +428,13 @@ where
                             .to_owned(),
                 })?,
             };
-            (state, 0, true)
+            // What a rollback before the first save goes back to.
+            let mut encoded = Vec::new();
+            ciborium::into_writer(&state, &mut encoded).map_err(|error| StartError::Hook {
+                hook: "create_state",
+                message: format!("the state is not serializable: {error}"),
+            })?;
+            (state, 0, true, encoded)
         }
     };
     let schedule = ScheduleStore::load(&*host).await?;
@@ -445,7 +451,7 @@ where
         vars: ReentrantMutex::new(std::cell::RefCell::new(None)),
         conns: Mutex::new(Default::default()),
         schedule,
-        saver: Saver::new(options.state_save_interval, chunks, is_new),
+        saver: Saver::new(options.state_save_interval, chunks, is_new, encoded),
         control: Arc::clone(&control),
         sleep_requested: false.into(),
         destroy_requested: false.into(),
@@ -506,9 +512,10 @@ where
         tokio::spawn(
             async move {
                 let snapshot = || shared.snapshot();
+                let restore = |b: &[u8]| shared.restore(b);
                 shared
                     .saver
-                    .run(&*shared.host, &snapshot, saver_token)
+                    .run(&*shared.host, &snapshot, &restore, saver_token)
                     .await;
             }
             .instrument(span.clone()),

@@ -62,11 +62,18 @@ impl Supervisor {
                     Some(Input::RunnerLost { envoy })
                 }
             }
-            Effect::CheckRunner { envoy } => self
-                .ports
-                .runners
-                .is_connected(&envoy)
-                .then_some(Input::RunnerConnected { envoy }),
+            Effect::CheckRunner { envoy } => {
+                if !self.ports.runners.is_connected(&envoy) {
+                    return None;
+                }
+                let now = self.ports.runners.instance_of(&envoy);
+                if self.record.envoy_instance.is_some() && now != self.record.envoy_instance {
+                    // Another process under the same key: it does not run this actor.
+                    tracing::warn!(envoy_key = %envoy, "the runner's process changed; the actor it ran is lost");
+                    return Some(Input::RunnerLost { envoy });
+                }
+                Some(Input::RunnerConnected { envoy })
+            }
             Effect::Arm(timer) => {
                 let timing = &self.ports.timing;
                 let wait = match timer {
@@ -98,6 +105,7 @@ impl Supervisor {
             Effect::MarkSleeping => {
                 self.release_runner();
                 self.record.envoy_key = None;
+                self.record.envoy_instance = None;
                 self.record.sleep_ts = Some(now_ms());
                 self.record.connectable_ts = None;
                 self.record.pending_allocation_ts = None;
@@ -109,6 +117,7 @@ impl Supervisor {
             Effect::MarkDestroyed => {
                 self.release_runner();
                 self.record.envoy_key = None;
+                self.record.envoy_instance = None;
                 self.record.destroy_ts = Some(now_ms());
                 self.record.connectable_ts = None;
                 self.record.alarm_ts = None;
@@ -158,6 +167,7 @@ impl Supervisor {
         tracing::Span::current().record("generation", generation);
         self.record.generation = generation;
         self.record.envoy_key = Some(envoy.clone());
+        self.record.envoy_instance = self.ports.runners.instance_of(&envoy);
         if !self.persist().await {
             // Without the new generation on disk the fence would not protect it.
             return Some(Input::RunnerLost { envoy });

@@ -63,6 +63,7 @@ fn record() -> ActorRecord {
         error: None,
         generation: 0,
         envoy_key: None,
+        envoy_instance: None,
         alarm_ts: None,
         revision: 1,
     }
