@@ -167,6 +167,41 @@ describe("reliability defects (real gateway, Rust runner, stock client)", () => 
 		await r.stop();
 	});
 
+	check("defect 5: forcing an actor with 2,000 open sockets to sleep closes every one of them", async () => {
+		const r = runner();
+		await r.start();
+		const counter = client.counter.getOrCreate([`crowd-${RUN}`]);
+		assert.equal(await call(counter.increment(1), "wake"), 1);
+		const id = await call(counter.resolve(), "resolve");
+		const url = `${server.url.replace("http", "ws")}/gateway/${id}/connect`;
+		const N = 2000;
+		const sockets = [];
+		const closes = [];
+		for (let i = 0; i < N; i++) {
+			const ws = new WebSocket(url, ["rivet", "rivet_encoding.json"]);
+			ws.onerror = () => {};
+			ws.onclose = (e) => closes.push(e.code);
+			sockets.push(new Promise((resolve) => {
+				ws.onmessage = () => resolve(ws); // the connection's init: the actor has it
+			}));
+		}
+		const open = await withTimeout(Promise.all(sockets), 60_000, `${N} sockets initialised`);
+		assert.equal(open.length, N);
+		const res = await fetch(`${server.url}/actors/${id}/sleep?namespace=${NS}`, { method: "POST" });
+		assert.ok(res.status < 300, `sleep answered ${res.status}`);
+		// Every socket ends with a close the client sees; none is left open with nothing behind.
+		await waitFor(() => closes.length === N, {
+			timeout: 60_000,
+			interval: 200,
+			what: `all ${N} sockets closed (closed so far: ${closes.length})`,
+		}).catch((e) => {
+			throw new Error(`${e.message}; still open: ${open.filter((ws) => ws.readyState === WebSocket.OPEN).length}`);
+		});
+		assert.equal(closes.filter((c) => c === 1006).length, 0, "closed with a code, not dropped");
+		assert.equal(await call(counter.increment(1), "the actor wakes again"), 2);
+		await r.stop();
+	});
+
 	check("defect 6: request bodies buffered at once have a gateway-wide cap", async () => {
 		// An actor of a pool no runner serves: requests to it wait (5 s) holding their bodies.
 		const created = await fetch(`${server.url}/actors?namespace=${NS}`, {

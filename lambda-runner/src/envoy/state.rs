@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use rivulet_wire::envoy::{
     ActorCheckpoint, ActorState, ActorStateStopped, Command, CommandWrapper, Event,
     EventActorStateUpdate, EventWrapper, KvRequestData, KvResponseData, StopActorReason, StopCode,
-    ToRivet, ToRivetAckCommands, ToRivetKvRequest, ToRivetTunnelMessage,
+    ToRivet, ToRivetAckCommands, ToRivetKvRequest, ToRivetTunnelMessage, ToRivetTunnelMessageKind,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -533,12 +533,21 @@ impl State {
 
     // === tunnel ===
 
-    /// Queues an outgoing tunnel message (kept across reconnects).
+    /// Queues an outgoing tunnel message (kept across reconnects). The message that ends a
+    /// request or socket (a response, an abort, a close) is always taken: dropping it would
+    /// leave the client waiting on nothing, and there is at most one per open request, so
+    /// the open requests bound them. Other messages count against the queue's bound.
     pub(crate) fn push_tunnel(&mut self, msg: ToRivetTunnelMessage) -> Result<(), EnvoyError> {
         if let Some(err) = &self.closed {
             return Err(err.clone());
         }
-        if self.queued_tunnel >= self.limits.queued_tunnel {
+        let ends_request = matches!(
+            msg.message_kind,
+            ToRivetTunnelMessageKind::ToRivetResponseStart(_)
+                | ToRivetTunnelMessageKind::ToRivetResponseAbort(_)
+                | ToRivetTunnelMessageKind::ToRivetWebSocketClose(_)
+        );
+        if !ends_request && self.queued_tunnel >= self.limits.queued_tunnel {
             return Err(EnvoyError::Overloaded("outgoing tunnel queue is full"));
         }
         self.queued_tunnel += 1;

@@ -8,10 +8,12 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use rivulet_wire::envoy::{MessageId, ToRivetTunnelMessage, ToRivetTunnelMessageKind};
+use rivulet_wire::envoy::{
+    MessageId, ToRivetTunnelMessage, ToRivetTunnelMessageKind, ToRivetWebSocketClose,
+};
 
 use crate::actor::SocketId;
-use crate::envoy::EnvoyClient;
+use crate::envoy::{EnvoyClient, EnvoyError};
 
 /// (gateway id, request id) of a tunnelled request.
 pub(crate) type RequestKey = ([u8; 4], [u8; 4]);
@@ -82,8 +84,33 @@ impl Sockets {
             },
             message_kind: kind,
         };
-        if let Err(err) = client.tunnel_send(msg) {
-            tracing::warn!(socket = socket.0, error = %err, "websocket message not sent");
+        match client.tunnel_send(msg) {
+            Ok(()) => {}
+            Err(EnvoyError::Overloaded(why)) => {
+                // Dropping one message would corrupt the socket's stream: end the socket
+                // with a code that says so (a close is always accepted), and send nothing
+                // more on it.
+                tracing::warn!(socket = socket.0, "{why}; closing the socket");
+                self.next_index.lock().remove(&socket);
+                let close = ToRivetTunnelMessage {
+                    message_id: MessageId {
+                        gateway_id,
+                        request_id,
+                        message_index: 0,
+                    },
+                    message_kind: ToRivetTunnelMessageKind::ToRivetWebSocketClose(
+                        ToRivetWebSocketClose {
+                            code: Some(1013),
+                            reason: Some("envoy.tunnel_overloaded".into()),
+                            hibernate: false,
+                        },
+                    ),
+                };
+                let _ = client.tunnel_send(close);
+            }
+            Err(err) => {
+                tracing::debug!(socket = socket.0, error = %err, "websocket message not sent");
+            }
         }
     }
 

@@ -444,6 +444,30 @@ fn tunnel_messages_survive_a_reconnect_and_are_bounded() {
     s.push_tunnel(tunnel(3)).unwrap();
 }
 
+/// A full queue still takes the message that ends a socket: without it the client would
+/// wait on a socket nothing is behind.
+#[test]
+fn a_close_is_queued_even_when_the_tunnel_queue_is_full() {
+    let mut s = state();
+    s.push_tunnel(tunnel(0)).unwrap();
+    s.push_tunnel(tunnel(1)).unwrap();
+    let mut close = tunnel(2);
+    close.message_kind = ToRivetTunnelMessageKind::ToRivetWebSocketClose(
+        rivulet_wire::envoy::ToRivetWebSocketClose {
+            code: Some(1000),
+            reason: None,
+            hibernate: false,
+        },
+    );
+    s.push_tunnel(close).unwrap();
+    assert!(matches!(
+        s.push_tunnel(tunnel(3)),
+        Err(EnvoyError::Overloaded(_))
+    ));
+    connect(&mut s, 1);
+    assert_eq!(drain(&mut s).len(), 3);
+}
+
 #[test]
 fn lost_stops_every_live_generation_and_fails_kv() {
     let mut s = state();
