@@ -82,6 +82,16 @@ impl ApiError {
             .with_status(StatusCode::NOT_FOUND)
     }
 
+    /// A wrong token on actor traffic (`@token`, `rvt-token`).
+    pub fn forbidden_token() -> Self {
+        Self::new(
+            "api",
+            "forbidden",
+            "The token given for this gateway is not valid.",
+        )
+        .with_status(StatusCode::FORBIDDEN)
+    }
+
     /// Missing or wrong token.
     pub fn unauthorized() -> Self {
         Self::new(

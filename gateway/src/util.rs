@@ -25,3 +25,9 @@ pub fn without_os_error(text: &str) -> &str {
         None => text,
     }
 }
+
+/// Compares two secrets in time that depends only on their lengths, so a caller cannot find
+/// a token byte by byte from how fast it is refused.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

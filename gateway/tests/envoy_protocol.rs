@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{run_actor, Incoming, TestGateway};
+use common::{reply, run_actor, Incoming, TestGateway};
 use rivulet_wire::codec::encode_to_rivet;
 use rivulet_wire::envoy::{
     Command, KvDeleteRangeRequest, KvDeleteRequest, KvGetRequest, KvListPrefixQuery, KvListQuery,
@@ -144,6 +144,27 @@ async fn wrong_or_missing_token_is_refused_when_auth_is_on() {
 
     let runner = gw.runner().connect().await;
     assert!(runner.init.is_some());
+}
+
+/// Actor traffic is public as on the Rivet engine, but a token a client presents must be the
+/// gateway's: a wrong `@token` is refused before anything is looked up.
+#[tokio::test]
+async fn a_wrong_token_on_actor_traffic_is_refused() {
+    let gw = TestGateway::builder().auth_token("s3cret").start().await;
+    let wrong = reply(gw.request("GET", "/gateway/nosuchactor@wrong/x", b"")).await;
+    assert_eq!(wrong.status, 403);
+    assert_eq!(wrong.json()["code"], "forbidden");
+    let wrong_query = reply(gw.request(
+        "GET",
+        "/gateway/counter/x?rvt-namespace=default&rvt-method=get&rvt-key=k&rvt-token=nope",
+        b"",
+    ))
+    .await;
+    assert_eq!(wrong_query.status, 403, "{:?}", wrong_query.json());
+    for path in ["/gateway/nosuchactor@s3cret/x", "/gateway/nosuchactor/x"] {
+        let found = reply(gw.request("GET", path, b"")).await;
+        assert_eq!(found.status, 404, "{path}: {:?}", found.json());
+    }
 }
 
 // === malformed frames ===

@@ -62,13 +62,9 @@ async fn require_token(State(gw): State<Gateway>, req: Request, next: Next) -> R
                 .get("x-rivet-token")
                 .and_then(|v| v.to_str().ok())
         });
-    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+    if given.is_some_and(|g| crate::util::constant_time_eq(g.as_bytes(), expected.as_bytes())) {
         next.run(req).await
     } else {
         ApiError::unauthorized().into_response()
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

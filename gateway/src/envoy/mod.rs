@@ -161,7 +161,13 @@ pub async fn connect(
 fn check_token(gw: &Gateway, token: Option<&str>) -> Result<(), Refusal> {
     match &gw.config.auth_token {
         None => Ok(()),
-        Some(expected) if token == Some(expected.as_str()) => Ok(()),
+        Some(expected)
+            if token.is_some_and(|t| {
+                crate::util::constant_time_eq(t.as_bytes(), expected.as_bytes())
+            }) =>
+        {
+            Ok(())
+        }
         Some(_) => Err(Refusal {
             code: "ws.unauthorized",
             detail: "missing or wrong rivet_token".into(),

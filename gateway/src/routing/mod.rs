@@ -30,6 +30,14 @@ pub async fn handle(State(gw): State<Gateway>, req: Request<Body>) -> Response {
         Ok(t) => t,
         Err(err) => return err.into_response(),
     };
+    // Actor traffic is public, as on the Rivet engine (actors authorise their clients
+    // themselves, e.g. in onBeforeConnect); but a token a client does present must be the
+    // gateway's, so a wrong one is never silently taken for none.
+    if let (Some(expected), Some(given)) = (&gw.config.auth_token, &target.token) {
+        if !crate::util::constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            return ApiError::forbidden_token().into_response();
+        }
+    }
     let is_upgrade = req
         .headers()
         .get("upgrade")

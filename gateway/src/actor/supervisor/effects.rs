@@ -164,7 +164,6 @@ impl Supervisor {
     }
 
     async fn start(&mut self, envoy: String, generation: u32) -> Option<Input> {
-        tracing::Span::current().record("generation", generation);
         self.record.generation = generation;
         self.record.envoy_key = Some(envoy.clone());
         self.record.envoy_instance = self.ports.runners.instance_of(&envoy);
@@ -203,7 +202,7 @@ impl Supervisor {
             preloaded_kv: None,
         };
         let cmd = self.command(generation, Command::CommandStartActor(start));
-        tracing::info!(envoy_key = %envoy, "starting actor");
+        tracing::info!(envoy_key = %envoy, generation, "starting actor");
         if self.ports.runners.send_command(&envoy, cmd) {
             None
         } else {

@@ -119,6 +119,15 @@ struct Supervisor {
     record_dirty: bool,
 }
 
+/// What the supervisor does after one input.
+enum Step {
+    Continue,
+    /// Destroyed, shut down, or its mailbox closed.
+    End,
+    /// Unloaded while asleep; the directory already forgot it.
+    Unloaded,
+}
+
 impl Supervisor {
     fn span(&self) -> tracing::Span {
         tracing::info_span!(
@@ -126,73 +135,93 @@ impl Supervisor {
             actor_id = %self.record.actor_id,
             name = %self.record.name,
             key = self.record.key.as_deref().unwrap_or(""),
-            generation = self.record.generation,
         )
     }
 
     async fn run(mut self) {
         let mut runners_changed = self.ports.runners.subscribe();
         let mut node_changed = self.ports.node.watch();
-        let cancel = self.ports.cancel.clone();
         if std::mem::take(&mut self.adopting) {
             self.apply(Input::Adopt).await;
         }
         loop {
-            let alarm = self.alarm_at();
-            let waits_for_runner = matches!(
-                self.lifecycle.phase,
-                Phase::Pending { .. } | Phase::Adopting { .. }
-            );
-            tokio::select! {
-                // In-flight work is abandoned on shutdown: runners keep their actors and the
-                // next gateway process resumes from the stored record.
-                _ = cancel.cancelled() => break,
-                batch = self.mailbox.recv() => match batch {
-                    Some(batch) => self.on_batch(batch).await,
-                    None => break,
-                },
-                _ = runners_changed.changed(), if waits_for_runner => {
-                    self.apply(Input::RunnersChanged).await;
-                }
-                _ = node_changed.changed(), if self.lease.is_some() => {
-                    if !self.lease_still_binds() {
-                        self.apply(Input::OwnershipLost).await;
-                    }
-                }
-                _ = sleep_until_opt(self.timers.next()), if self.timers.next().is_some() => {
-                    for timer in self.timers.take_due(tokio::time::Instant::now()) {
-                        self.apply(Input::Timeout(timer)).await;
-                    }
-                }
-                _ = sleep_until_opt(alarm), if alarm.is_some() => {
-                    tracing::debug!("alarm due, waking");
-                    self.record.alarm_ts = None;
-                    self.apply(Input::Wake).await;
-                }
-                _ = sleep_until_opt(self.unload_at), if self.unload_at.is_some() => {
-                    self.unload_at = None;
-                    if self.idle() && self.ports.home.unload(&self.record.actor_id, &self.mailbox) {
-                        tracing::debug!("unloading the supervisor of a sleeping actor");
-                        if let Some(ts) = self.record.alarm_ts {
-                            self.ports.home.park_alarm(ts, &self.record.actor_id);
-                        }
-                        self.ports.home.forget_unloaded(&self.record);
-                        return;
-                    }
-                }
+            // The generation is a span of its own under the actor's span: recording it on the
+            // actor's span would append a field per wake to every log line.
+            let span = tracing::info_span!("gen", generation = self.lifecycle.generation);
+            match self
+                .step(&mut runners_changed, &mut node_changed)
+                .instrument(span)
+                .await
+            {
+                Step::Continue => {}
+                Step::End => break,
+                Step::Unloaded => return,
             }
-            self.replay_early_events().await;
-            if self.lifecycle.phase == Phase::Destroyed {
-                break;
-            }
-            self.unload_at = match (self.idle(), self.unload_at) {
-                (false, _) => None,
-                (true, Some(at)) => Some(at),
-                (true, None) => Some(tokio::time::Instant::now() + self.ports.timing.unload_after),
-            };
         }
         self.mailbox.close();
         self.ports.home.remove(&self.record.actor_id, &self.mailbox);
+    }
+
+    /// Waits for the next input and handles it.
+    async fn step(
+        &mut self,
+        runners_changed: &mut tokio::sync::watch::Receiver<u64>,
+        node_changed: &mut tokio::sync::watch::Receiver<crate::cluster::Registration>,
+    ) -> Step {
+        let cancel = self.ports.cancel.clone();
+        let alarm = self.alarm_at();
+        let waits_for_runner = matches!(
+            self.lifecycle.phase,
+            Phase::Pending { .. } | Phase::Adopting { .. }
+        );
+        tokio::select! {
+            // In-flight work is abandoned on shutdown: runners keep their actors and the
+            // next gateway process resumes from the stored record.
+            _ = cancel.cancelled() => return Step::End,
+            batch = self.mailbox.recv() => match batch {
+                Some(batch) => self.on_batch(batch).await,
+                None => return Step::End,
+            },
+            _ = runners_changed.changed(), if waits_for_runner => {
+                self.apply(Input::RunnersChanged).await;
+            }
+            _ = node_changed.changed(), if self.lease.is_some() => {
+                if !self.lease_still_binds() {
+                    self.apply(Input::OwnershipLost).await;
+                }
+            }
+            _ = sleep_until_opt(self.timers.next()), if self.timers.next().is_some() => {
+                for timer in self.timers.take_due(tokio::time::Instant::now()) {
+                    self.apply(Input::Timeout(timer)).await;
+                }
+            }
+            _ = sleep_until_opt(alarm), if alarm.is_some() => {
+                tracing::debug!("alarm due, waking");
+                self.record.alarm_ts = None;
+                self.apply(Input::Wake).await;
+            }
+            _ = sleep_until_opt(self.unload_at), if self.unload_at.is_some() => {
+                self.unload_at = None;
+                if self.idle() && self.ports.home.unload(&self.record.actor_id, &self.mailbox) {
+                    tracing::debug!("unloading the supervisor of a sleeping actor");
+                    if let Some(ts) = self.record.alarm_ts {
+                        self.ports.home.park_alarm(ts, &self.record.actor_id);
+                    }
+                    self.ports.home.forget_unloaded(&self.record);
+                    return Step::Unloaded;
+                }
+            }
+        }
+        self.replay_early_events().await;
+        if self.lifecycle.phase == Phase::Destroyed {
+            return Step::End;
+        }
+        self.unload_at = match (self.idle(), self.unload_at) {
+            (false, _) => None,
+            (true, Some(at)) => Some(at),
+            (true, None) => Some(tokio::time::Instant::now() + self.ports.timing.unload_after),
+        };
+        Step::Continue
     }
 
     /// Whether nothing but the stored record describes this actor: asleep, no socket held
@@ -251,15 +280,12 @@ impl Supervisor {
     /// nothing is left; then publishes the status.
     async fn apply(&mut self, input: Input) {
         let mut queue: VecDeque<_> = self.lifecycle.handle(input).into();
-        // The gate follows the phase at once: an instance the machine has left (lost,
-        // stopping, handed over) must get no request while the effects (store writes)
-        // are still being carried out.
-        self.publish();
+        self.close_gate_if_left();
         loop {
             while let Some(effect) = queue.pop_front() {
                 if let Some(next) = self.carry_out(effect).await {
                     queue.extend(self.lifecycle.handle(next));
-                    self.publish();
+                    self.close_gate_if_left();
                 }
             }
             if !std::mem::take(&mut self.fenced) {
@@ -274,6 +300,30 @@ impl Supervisor {
             self.lifecycle.phase
         );
         self.publish();
+    }
+
+    /// Closes the delivery gate as soon as the machine leaves the instance it published as
+    /// running (lost, stopping, handed over): no request may reach it while the effects
+    /// (store writes) are still carried out. Every other status is published once the
+    /// effects are done, so nobody sees a sleep, a destroy or a start before it is stored.
+    fn close_gate_if_left(&self) {
+        let left = match (&*self.status.borrow(), &self.lifecycle.phase) {
+            (
+                Status::Running {
+                    envoy_key,
+                    generation,
+                },
+                Phase::Running {
+                    envoy,
+                    generation: g,
+                },
+            ) => envoy_key != envoy || generation != g,
+            (Status::Running { .. }, _) => true,
+            _ => false,
+        };
+        if left {
+            self.status.send_replace(Status::Stopping);
+        }
     }
 
     fn publish(&self) {
