@@ -292,12 +292,20 @@ mod dev {
     pub fn start_runner(runner: Option<String>, endpoint: &str) -> anyhow::Result<Child> {
         let cmd = runner.unwrap_or_else(default_runner);
         tracing::info!(command = %cmd, "starting demo runner");
-        // Its own process group, so stopping it also stops whatever it started.
+        // Its own process group, so stopping it also stops whatever it started. The shell
+        // in front holds a pipe from this process: when `rivulet dev` ends in any way, even
+        // SIGKILL, the pipe closes and the shell stops the runner, so none is left behind.
         Command::new("sh")
             .arg("-c")
-            .arg(format!("exec {cmd}"))
+            .arg(format!(
+                "{cmd} </dev/null & r=$!\n\
+                 trap 'kill -TERM $r 2>/dev/null; wait $r; exit' TERM INT\n\
+                 read _parent_gone\n\
+                 kill -TERM $r 2>/dev/null; wait $r"
+            ))
             .env("RIVET_ENDPOINT", endpoint)
             .env("RIVET_RUN_SERVICES", "0")
+            .stdin(std::process::Stdio::piped())
             .process_group(0)
             .kill_on_drop(true)
             .spawn()

@@ -387,3 +387,47 @@ fn unknown_store_kind() {
         &["store", "postgres", "embedded or dynamodb"],
     );
 }
+
+/// `rivulet dev` killed outright (SIGKILL, no chance to clean up) takes its demo runner with
+/// it: a developer who kills and restarts it does not collect orphan runners.
+#[test]
+fn dev_killed_with_sigkill_leaves_no_runner_behind() {
+    let home = tempfile::tempdir().unwrap();
+    let pid_file = home.path().join("runner.pid");
+    let runner = format!("sh -c 'echo $$ > {}; exec sleep 1000'", pid_file.display());
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["dev", "--port", "0", "--runner", &runner, "--data-dir"])
+        .arg(home.path().join("data"))
+        .env("RIVET_LOG_LEVEL", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn rivulet dev");
+    let started = Instant::now();
+    let runner_pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        {
+            break pid;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the demo runner never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
+    assert!(alive(runner_pid));
+    dev.kill().expect("SIGKILL rivulet dev");
+    dev.wait().expect("reap rivulet dev");
+    let killed = Instant::now();
+    while alive(runner_pid) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "the demo runner outlived `rivulet dev`"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
