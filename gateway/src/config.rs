@@ -113,6 +113,10 @@ pub struct GatewayConfig {
     /// Largest WebSocket message accepted from a client; a larger one closes the socket
     /// with 1009 `message.incoming_too_long`.
     pub max_ws_message_bytes: usize,
+    /// How long a client may take to send a request's head (line and headers); a connection
+    /// that sends none in time is closed, so idle or trickling sockets cannot pile up.
+    /// Upgraded WebSockets are not affected.
+    pub request_head_timeout_ms: u64,
     /// Request bodies all clients together may have buffered in the gateway at once; past
     /// it a request is refused with 503 `guard.overloaded` (and `retry-after`) instead of
     /// growing memory without bound.
@@ -143,6 +147,7 @@ impl Default for GatewayConfig {
             max_body_bytes: 20 * 1024 * 1024,
             max_ws_message_bytes: 32 * 1024 * 1024,
             max_buffered_body_bytes: 256 * 1024 * 1024,
+            request_head_timeout_ms: 30_000,
             max_pending_ws_messages: 65_535,
             actor_unload_after_ms: 10_000,
             alarm_scan_interval_ms: 16_000,
@@ -353,6 +358,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 field: "gateway.max_buffered_body_bytes",
                 reason: "must be at least gateway.max_body_bytes".into(),
+            });
+        }
+        if self.gateway.request_head_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                field: "gateway.request_head_timeout_ms",
+                reason: "must be non-zero".into(),
             });
         }
         if self.gateway.actor_ready_timeout_ms == 0 {

@@ -31,6 +31,7 @@ pub mod cluster;
 pub mod config;
 pub mod envoy;
 pub mod error;
+pub mod listen;
 pub mod names;
 pub mod quickack;
 pub mod routing;

@@ -18,6 +18,14 @@ pub struct QuickAckListener(pub TcpListener);
 /// A connection of [`QuickAckListener`].
 pub struct QuickAckStream(TcpStream);
 
+impl QuickAckStream {
+    /// Waits until the peer has sent something (without consuming it), or the socket failed.
+    pub async fn first_bytes(&self) -> io::Result<()> {
+        let mut byte = [0u8; 1];
+        self.0.peek(&mut byte).await.map(|_| ())
+    }
+}
+
 impl axum::serve::Listener for QuickAckListener {
     type Io = QuickAckStream;
     type Addr = std::net::SocketAddr;

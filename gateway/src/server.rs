@@ -70,11 +70,11 @@ pub async fn run(
     gw.tasks.spawn(crate::scheduler::run(gw.clone()));
     tracing::info!(%addr, node_id = %gw.node.id, node_url = %gw.node.url, "rivulet gateway listening");
     let listener = crate::quickack::QuickAckListener(listener);
-    let serve = axum::serve(listener, app(gw.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let head_timeout = Duration::from_millis(gw.config.gateway.request_head_timeout_ms);
+    let serve = crate::listen::serve(listener, app(gw.clone()), shutdown.clone(), head_timeout);
     // Phase 1: once `shutdown` fires, stop accepting and let in-flight requests finish,
     // with runner connections still open so their replies can arrive.
-    let mut serving = tokio::spawn(async move { serve.await });
+    let mut serving = tokio::spawn(serve);
     tokio::select! {
         _ = shutdown.cancelled() => {}
         // The server ended on its own (a listener failure): shut down the rest too.
@@ -84,7 +84,7 @@ pub async fn run(
     let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
     if !serving.is_finished() {
         match tokio::time::timeout_at(deadline, &mut serving).await {
-            Ok(Ok(result)) => result?,
+            Ok(Ok(())) => {}
             Ok(Err(join)) => tracing::error!(error = %join, "server task failed"),
             Err(_) => {
                 tracing::warn!("drain deadline passed; ending the remaining requests");

@@ -872,3 +872,48 @@ async fn sqlite_stage_interrupted_by_a_lost_runner_leaves_no_trace() {
         (vec![Some(0x11), Some(0x22)], Some(2))
     );
 }
+
+/// Connections that send no request head in time are closed (slowloris), while a runner's
+/// upgraded WebSocket that stays quiet longer than that is not.
+#[tokio::test]
+async fn connections_that_send_no_request_head_in_time_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = TestGateway::builder()
+        .configure(|c| c.gateway.request_head_timeout_ms = 300)
+        .start()
+        .await;
+    let runner = gw.runner().connect().await;
+    let addr = gw
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut idle = Vec::new();
+    for i in 0..50 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        if i % 2 == 0 {
+            // A trickle: part of a head, never finished.
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+        }
+        idle.push(s);
+    }
+    for mut s in idle {
+        let mut buf = [0u8; 512];
+        // Closed by the gateway: end of stream (possibly after a 408), well before 10 s.
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "an idle connection was left open");
+    }
+    // The runner's socket sat quiet through all of that and is still served.
+    assert_eq!(gw.envoys().await.len(), 1);
+    drop(runner);
+}
