@@ -917,3 +917,31 @@ async fn connections_that_send_no_request_head_in_time_are_closed() {
     assert_eq!(gw.envoys().await.len(), 1);
     drop(runner);
 }
+
+/// A malformed chunked body is a client error that says so, not a size complaint.
+#[tokio::test]
+async fn a_malformed_chunked_body_is_a_bad_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = TestGateway::start().await;
+    let addr = gw
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(
+        b"POST /gateway/abc/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        s.read_to_end(&mut reply),
+    )
+    .await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(reply.contains("\"code\":\"bad_request\""), "{reply}");
+    assert!(!reply.contains("larger than"), "{reply}");
+}
