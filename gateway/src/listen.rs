@@ -43,7 +43,6 @@ pub async fn serve(
             accepted = axum::serve::Listener::accept(&mut listener) => accepted,
             _ = shutdown.cancelled() => break,
         };
-        let first_bytes = head_timeout;
         let service = app
             .clone()
             .map_request(|req: hyper::Request<Incoming>| req.map(Body::new));
@@ -55,7 +54,7 @@ pub async fn serve(
             // tell HTTP/1 from HTTP/2 without one): a socket that sends nothing at all is
             // dropped here.
             if !matches!(
-                tokio::time::timeout(first_bytes, io.first_bytes()).await,
+                tokio::time::timeout(head_timeout, io.first_bytes()).await,
                 Ok(Ok(()))
             ) {
                 return;

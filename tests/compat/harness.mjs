@@ -447,3 +447,22 @@ export class RustRunner {
 		if (this.child) return await this.child.stop(opts);
 	}
 }
+
+/**
+ * A test that, when it fails, calls `onFail` and prints the tails of the logs of `children()`
+ * (a list of [name, Child, lines]), so a failure shows what the processes were doing.
+ */
+export function withLogs(it, children, onFail = () => {}) {
+	return (name, fn) =>
+		it(name, async (t) => {
+			try {
+				await fn(t);
+			} catch (e) {
+				onFail();
+				for (const [label, child, lines] of children()) {
+					if (child) t.diagnostic(`${label} log tail:\n${child.tail(lines)}`);
+				}
+				throw e;
+			}
+		});
+}

@@ -13,7 +13,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createClient } from "rivetkit/client";
-import { REPO, RustRunner, Server, getJson, makeWorkDir, sleep, waitFor, withTimeout } from "./harness.mjs";
+import { REPO, RustRunner, Server, getJson, makeWorkDir, sleep, waitFor, withLogs, withTimeout } from "./harness.mjs";
 
 const NS = "default";
 const RUN = Date.now().toString(36);
@@ -69,17 +69,13 @@ describe("reliability defects (real gateway, Rust runner, stock client)", () => 
 		else fs.rmSync(workDir, { recursive: true, force: true });
 	});
 
-	const check = (name, fn) =>
-		it(name, async (t) => {
-			try {
-				await fn(t);
-			} catch (e) {
-				failed = true;
-				for (const r of runners) if (r.child) t.diagnostic(`${r.name} log tail:\n${r.child.tail(15)}`);
-				if (server.child) t.diagnostic(`rivulet log tail:\n${server.child.tail(25)}`);
-				throw e;
-			}
-		});
+	const check = withLogs(
+		it,
+		() => [...runners.map((r) => [r.name, r.child, 15]), ["rivulet", server.child, 25]],
+		() => {
+			failed = true;
+		},
+	);
 
 	check("defect 1: a runner killed and restarted under its own key gets its actors back at once", async () => {
 		const key = `fixed-${RUN}`;

@@ -9,7 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createClient } from "rivetkit/client";
-import { REPO, RustRunner, Server, getJson, makeWorkDir, waitFor, withTimeout } from "./harness.mjs";
+import { REPO, RustRunner, Server, getJson, makeWorkDir, waitFor, withLogs, withTimeout } from "./harness.mjs";
 
 const NS = "default";
 const RUN = Date.now().toString(36);
@@ -57,17 +57,16 @@ describe("Rust actors with the stock RivetKit client", () => {
 		else fs.rmSync(workDir, { recursive: true, force: true });
 	});
 
-	const check = (name, fn) =>
-		it(name, async (t) => {
-			try {
-				await fn(t);
-			} catch (e) {
-				failed = true;
-				if (runner?.child) t.diagnostic(`runner log tail:\n${runner.child.tail(20)}`);
-				if (server.child) t.diagnostic(`rivulet log tail:\n${server.child.tail(20)}`);
-				throw e;
-			}
-		});
+	const check = withLogs(
+		it,
+		() => [
+			["runner", runner?.child, 20],
+			["rivulet", server.child, 20],
+		],
+		() => {
+			failed = true;
+		},
+	);
 
 	for (const encoding of ["bare", "cbor", "json"]) {
 		check(`counter over HTTP and WebSocket, events (${encoding})`, async () => {

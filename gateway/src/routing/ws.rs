@@ -325,9 +325,8 @@ fn is_too_long(err: &axum::Error) -> bool {
     use tokio_tungstenite::tungstenite::{error::CapacityError, Error};
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
-        if let Some(Error::Capacity(
-            CapacityError::MessageTooLong { .. } | CapacityError::TooManyHeaders,
-        )) = e.downcast_ref::<Error>()
+        if let Some(Error::Capacity(CapacityError::MessageTooLong { .. })) =
+            e.downcast_ref::<Error>()
         {
             return true;
         }
