@@ -2,14 +2,16 @@
 # Installs what the tests need and runs every test:
 #   1. formatting and clippy (-D warnings)
 #   2. cargo tests: unit tests, the store conformance suite, envoy protocol and tunnel tests
-#   3. the RivetKit compatibility test: stock rivetkit 2.3.19 app + client against Rivulet
+#   3. every decoder the network reaches, fuzzed for a bounded time (RIVULET_FUZZ_SECONDS per
+#      target, default 10; failing inputs are saved under the target folder's fuzz-failures/)
+#   4. the RivetKit compatibility test: stock rivetkit 2.3.19 app + client against Rivulet
 #      (Node 22 and the npm packages are installed into ~/.cache/rivulet on first use,
 #      into a fresh temporary cache on every CI run), on the
 #      embedded store and on DynamoDB (moto), including two gateway nodes on one table, and
 #      three nodes killed and restarted in turn while clients write
-#   4. Rust actors (lambda-runner's test_runner) with the stock RivetKit client; the Lambda
+#   5. Rust actors (lambda-runner's test_runner) with the stock RivetKit client; the Lambda
 #      entry runs under cargo-lambda's emulator inside the cargo tests
-#   5. the Terraform check: terraform/ describes the table `rivulet schema` prints
+#   6. the Terraform check: terraform/ describes the table `rivulet schema` prints
 # Prints one summary line "N passed, N failed" at the end; exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -81,6 +83,17 @@ node_suite() {
   passed=$((passed + p)); failed=$((failed + f))
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
 }
+
+step "fuzz every network decoder for ${RIVULET_FUZZ_SECONDS:-10} s each (rivulet-fuzz; no panic, no hang)"
+cargo build "${CARGO_FLAGS[@]}" -q -p rivulet-fuzz
+set +e
+"$TARGET/debug/rivulet-fuzz" --seconds "${RIVULET_FUZZ_SECONDS:-10}" --out "$TARGET/fuzz-failures" 2>&1 | tee "$LOG"
+fuzz_rc=${PIPESTATUS[0]}
+set -e
+p=$(grep -c '"ok":true' "$LOG" || true)
+f=$(grep -c '"ok":false' "$LOG" || true)
+passed=$((passed + p)); failed=$((failed + f))
+if [ "$fuzz_rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
 
 export RIVULET_BIN="$TARGET/debug/rivulet"
 cargo build "${CARGO_FLAGS[@]}" -q -p rivulet-gateway --bin rivulet

@@ -163,6 +163,19 @@ impl ApiError {
     }
 
     /// Unknown runner config.
+    /// A create for an actor name that no runner in the namespace registered.
+    pub fn name_not_registered(namespace: &str, name: &str, registered: &[String]) -> Self {
+        Self::new(
+            "actor",
+            "name_not_registered",
+            format!(
+                "No runner in namespace `{namespace}` serves actors named `{name}`; registered names: {}.",
+                registered.join(", ")
+            ),
+        )
+        .with_metadata(serde_json::json!({ "name": name, "registered": registered }))
+    }
+
     pub fn runner_config_not_found(name: &str) -> Self {
         Self::new(
             "runner_config",

@@ -7,10 +7,16 @@
 //! actor asleep or served elsewhere the store is asked, which a wake pays for anyway. The
 //! serving node forgets the key when it destroys the actor.
 //!
-//! Both maps are bounded; past the bound an arbitrary entry is evicted, which costs one store
+//! Actor names that runners registered in a namespace are kept too, so that a request for a
+//! name no runner serves is refused without creating anything. Runners only ever add names, so
+//! a known name stays known; an unknown one is looked up in the store again at most once per
+//! [`NAMES_REFRESH`], so a client asking for random names costs at most one read a second.
+//!
+//! The maps are bounded; past the bound an arbitrary entry is evicted, which costs one store
 //! read later and nothing else.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -21,6 +27,9 @@ const MAX_NAMESPACES: usize = 1_024;
 /// Keys kept; about 150 bytes each.
 const MAX_KEYS: usize = 100_000;
 
+/// How long a namespace's list of registered names is trusted to say a name is unknown.
+pub const NAMES_REFRESH: Duration = Duration::from_secs(1);
+
 /// (namespace id, actor name, key).
 type KeyOf = (String, String, String);
 
@@ -29,6 +38,25 @@ type KeyOf = (String, String, String);
 pub struct Names {
     namespaces: Mutex<HashMap<String, Namespace>>,
     keys: Mutex<HashMap<KeyOf, String>>,
+    registered: Mutex<HashMap<String, Registered>>,
+}
+
+/// The actor names runners registered in one namespace.
+struct Registered {
+    names: HashSet<String>,
+    /// When the list was last read from the store; `None` if only runners' reports fed it.
+    read_at: Option<Instant>,
+}
+
+/// What the cache knows of an actor name.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NameLookup {
+    /// A runner registered it.
+    Registered,
+    /// The store was read recently and no runner registered it; the names that are.
+    Unknown(Vec<String>),
+    /// Not known here: read the store's list and [`Names::put_registered`] it.
+    Stale,
 }
 
 impl Names {
@@ -69,6 +97,49 @@ impl Names {
             .remove(&(namespace_id.to_owned(), name.to_owned(), key.to_owned()));
     }
 
+    /// Whether `name` is registered in the namespace, as far as this node knows.
+    pub fn lookup_name(&self, namespace_id: &str, name: &str) -> NameLookup {
+        let map = self.registered.lock();
+        let Some(reg) = map.get(namespace_id) else {
+            return NameLookup::Stale;
+        };
+        if reg.names.contains(name) {
+            return NameLookup::Registered;
+        }
+        match reg.read_at {
+            Some(at) if at.elapsed() < NAMES_REFRESH => {
+                let mut names: Vec<String> = reg.names.iter().cloned().collect();
+                names.sort();
+                NameLookup::Unknown(names)
+            }
+            _ => NameLookup::Stale,
+        }
+    }
+
+    /// Adds names to a namespace's registered set; `read_from_store` marks the set as the
+    /// store's full list as of now.
+    pub fn put_registered(
+        &self,
+        namespace_id: &str,
+        names: impl IntoIterator<Item = String>,
+        read_from_store: bool,
+    ) {
+        let mut map = self.registered.lock();
+        if !map.contains_key(namespace_id) {
+            evict_one_if_full(&mut map, MAX_NAMESPACES);
+        }
+        let reg = map
+            .entry(namespace_id.to_owned())
+            .or_insert_with(|| Registered {
+                names: HashSet::new(),
+                read_at: None,
+            });
+        reg.names.extend(names);
+        if read_from_store {
+            reg.read_at = Some(Instant::now());
+        }
+    }
+
     /// Keys held (for tests).
     pub fn keys_len(&self) -> usize {
         self.keys.lock().len()
@@ -104,5 +175,23 @@ mod tests {
             names.put_actor_id("ns", "n", &i.to_string(), "x");
         }
         assert_eq!(names.keys_len(), MAX_KEYS);
+    }
+
+    #[test]
+    fn a_name_is_unknown_only_after_a_recent_read_of_the_store() {
+        let names = Names::default();
+        assert_eq!(names.lookup_name("ns", "counter"), NameLookup::Stale);
+        // A runner's report alone cannot prove a name unknown: another runner may have
+        // registered it through another node.
+        names.put_registered("ns", ["counter".to_owned()], false);
+        assert_eq!(names.lookup_name("ns", "counter"), NameLookup::Registered);
+        assert_eq!(names.lookup_name("ns", "chat"), NameLookup::Stale);
+        names.put_registered("ns", ["chat".to_owned()], true);
+        assert_eq!(names.lookup_name("ns", "chat"), NameLookup::Registered);
+        assert_eq!(
+            names.lookup_name("ns", "nope"),
+            NameLookup::Unknown(vec!["chat".to_owned(), "counter".to_owned()])
+        );
+        assert_eq!(names.lookup_name("other", "chat"), NameLookup::Stale);
     }
 }

@@ -19,6 +19,7 @@ use rivulet_wire::envoy::{
     SqliteCommitStageSegmentRequest, SqliteCommitStageSegmentResponse, SqliteDirtyPage,
     SqliteErrorResponse, SqliteGetPagesResponse, ToEnvoy, ToRivet, ToRivetPong,
 };
+use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 // === handshake ===
@@ -944,4 +945,70 @@ async fn a_malformed_chunked_body_is_a_bad_request() {
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
     assert!(reply.contains("\"code\":\"bad_request\""), "{reply}");
     assert!(!reply.contains("larger than"), "{reply}");
+}
+
+/// A name no runner registered is refused at once with a named error on every way of creating
+/// an actor, and nothing is created or started; a namespace with no registered names yet
+/// still accepts any name (its runner may not have connected).
+#[tokio::test]
+async fn an_unregistered_actor_name_is_refused_and_creates_nothing() {
+    let gw = TestGateway::start().await;
+    // No runner has registered anything yet: the actor is created and waits for one.
+    let early = gw.create_actor("chat", "early").await;
+    let mut runner = gw.runner().connect().await; // registers `counter` only
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, names) = gw.api_get("/actors/names?namespace=default").await;
+        if names["names"].get("counter").is_some() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "names never stored");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let spec = json!({"name": "countr", "key": "k", "runner_name_selector": "default"});
+    let (status, body) = gw.api_post("/actors?namespace=default", spec.clone()).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["group"], "actor");
+    assert_eq!(body["code"], "name_not_registered");
+    assert_eq!(body["metadata"]["registered"], json!(["counter"]));
+    assert!(
+        body["message"].as_str().unwrap().contains("countr"),
+        "{body}"
+    );
+
+    let resp = reqwest::Client::new()
+        .put(gw.url("/actors?namespace=default"))
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "name_not_registered");
+
+    let resp = reqwest::Client::new()
+        .post(gw.url(
+            "/gateway/countr/action/increment?rvt-namespace=default&rvt-method=getOrCreate&rvt-runner=default&rvt-key=k",
+        ))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "name_not_registered", "{body}");
+
+    // Nothing was created, and the runner was asked to start nothing for it.
+    let (_, listed) = gw.api_get("/actors?namespace=default&name=countr").await;
+    assert_eq!(listed["actors"], json!([]), "{listed}");
+    let (_, listed) = gw.api_get("/actors?namespace=default&name=chat").await;
+    assert_eq!(listed["actors"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["actors"][0]["actor_id"], early.as_str());
+
+    // A registered name is created as before and started on the runner.
+    let id = gw.create_actor("counter", "k").await;
+    gw.wake(&id).await;
+    let started = runner.expect_start().await;
+    assert_eq!(started.actor_id, id);
 }

@@ -63,6 +63,30 @@ async fn actions_answer_in_every_encoding_with_actor_headers() {
 }
 
 #[tokio::test]
+async fn the_demo_counter_refuses_to_wrap_past_i64() {
+    let runtime = start(&examples::registry(), "counter", &MemHost::fresh(), 1).await;
+    let near = i64::MAX - 1;
+    assert_eq!(
+        call_ok(&runtime, "increment", &[int(near)]).await,
+        int(near)
+    );
+    let (status, outcome) = call(&runtime, Encoding::Json, "increment", &[int(5)], None).await;
+    assert_eq!(status, 400);
+    let error = outcome.expect_err("overflow");
+    assert_eq!(
+        (error.group.as_str(), error.code.as_str()),
+        ("user", "count_overflow")
+    );
+    // The refused call changed nothing.
+    assert_eq!(call_ok(&runtime, "get", &[]).await, int(near));
+    assert_eq!(
+        call_ok(&runtime, "increment", &[int(1)]).await,
+        int(near + 1)
+    );
+    runtime.abort();
+}
+
+#[tokio::test]
 async fn unknown_actions_get_rivetkits_not_found_error() {
     let host = MemHost::fresh();
     let runtime = start(&examples::registry(), "counter", &host, 1).await;
@@ -171,7 +195,7 @@ async fn arguments_decode_into_typed_tuples() {
         call_ok(&runtime, "typed", &[int(2), text("b"), text("extra")]).await,
         text("2:b")
     );
-    let (_, outcome) = call(
+    let (status, outcome) = call(
         &runtime,
         Encoding::Json,
         "typed",
@@ -179,6 +203,8 @@ async fn arguments_decode_into_typed_tuples() {
         None,
     )
     .await;
+    // The caller's mistake: a 4xx that says which argument, not a 500.
+    assert_eq!(status, 400);
     let error = outcome.expect_err("bad argument");
     assert_eq!(
         (error.group.as_str(), error.code.as_str()),

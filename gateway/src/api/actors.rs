@@ -18,6 +18,7 @@ use super::meta::NsQuery;
 use crate::actor::{Msg, Status};
 use crate::cluster;
 use crate::error::{ApiError, ApiResult};
+use crate::names::NameLookup;
 use crate::state::{Gateway, DATACENTER_LABEL, DATACENTER_NAME, DEFAULT_NAMESPACE};
 use crate::store::{ActorRecord, CrashPolicy, Namespace, StoreError};
 use crate::util::now_ms;
@@ -138,6 +139,36 @@ fn new_record(ns: &Namespace, spec: CreateSpec) -> ActorRecord {
     }
 }
 
+/// Refuses a name no runner in the namespace registered, so that a typo or a probe creates no
+/// record and starts nothing. A namespace where no runner has registered any name yet (a
+/// serverless pool not yet invoked, a runner still starting) accepts every name: the actor
+/// waits for its runner.
+async fn check_name(gw: &Gateway, ns: &Namespace, name: &str) -> Result<(), ApiError> {
+    let registered = match gw.names.lookup_name(&ns.namespace_id, name) {
+        NameLookup::Registered => return Ok(()),
+        NameLookup::Unknown(registered) => registered,
+        NameLookup::Stale => {
+            let listed: Vec<String> = gw
+                .store
+                .list_actor_names(&ns.namespace_id)
+                .await?
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect();
+            gw.names
+                .put_registered(&ns.namespace_id, listed.iter().cloned(), true);
+            if listed.iter().any(|n| n == name) {
+                return Ok(());
+            }
+            listed
+        }
+    };
+    if registered.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::name_not_registered(&ns.name, name, &registered))
+}
+
 /// Creates an actor; fails with `actor.duplicate_key` if the key is held.
 pub async fn create_actor(
     gw: &Gateway,
@@ -145,6 +176,7 @@ pub async fn create_actor(
     spec: CreateSpec,
 ) -> Result<ActorRecord, ApiError> {
     validate(&spec)?;
+    check_name(gw, ns, &spec.name).await?;
     let key = spec.key.clone();
     let record = new_record(ns, spec);
     match gw.store.create_actor(record.clone()).await {
@@ -174,13 +206,16 @@ pub async fn get_or_create(
         .ok_or_else(|| ApiError::bad_request("get-or-create needs a key"))?;
     // Two rounds: a concurrent creator may win the key between our lookup and our insert;
     // we then return its actor.
-    for _ in 0..2 {
+    for round in 0..2 {
         if let Some(existing) = gw
             .store
             .get_actor_by_key(&ns.namespace_id, &spec.name, &key)
             .await?
         {
             return Ok((existing, false));
+        }
+        if round == 0 {
+            check_name(gw, ns, &spec.name).await?;
         }
         let record = new_record(ns, spec.clone());
         match gw.store.create_actor(record.clone()).await {

@@ -241,10 +241,15 @@ impl Reader {
                     *self.handle.metadata.lock() = Some(metadata.to_string());
                 }
                 if let Some(names) = meta.prepopulate_actor_names {
-                    let names = names
+                    let names: Vec<(String, String)> = names
                         .into_iter()
                         .map(|(name, n)| (name.to_string(), n.metadata.to_string()))
                         .collect();
+                    self.gw.names.put_registered(
+                        &self.handle.namespace_id,
+                        names.iter().map(|(name, _)| name.clone()),
+                        false,
+                    );
                     if let Err(err) = self
                         .gw
                         .store

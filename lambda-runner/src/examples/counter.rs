@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::actor::ActorDef;
+use crate::actor::{ActorDef, UserError};
 
 /// The counter's persistent state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,10 +17,20 @@ pub fn counter() -> ActorDef<CounterState> {
     ActorDef::new()
         .state(CounterState { count: 0 })
         .action("increment", |c, (n,): (i64,)| async move {
-            let count = c.update(|s| {
-                s.count += n;
-                s.count
-            });
+            // A sum past i64 is refused, not wrapped to a negative count.
+            let count = c
+                .update(|s| {
+                    s.count = s.count.checked_add(n)?;
+                    Some(s.count)
+                })
+                .ok_or_else(|| {
+                    UserError::new(format!(
+                        "the count cannot go past {} or {}",
+                        i64::MIN,
+                        i64::MAX
+                    ))
+                    .with_code("count_overflow")
+                })?;
             c.broadcast("newCount", (count,));
             Ok(count)
         })

@@ -125,6 +125,9 @@ pub fn http_status_for(err: &ErrorBody) -> u16 {
         ("actor", "method_not_allowed") => 405,
         ("actor", "action_timed_out") => 408,
         ("actor", "invalid_request" | "aborted") => 400,
+        // Arguments that do not fit the action's types, and changes that would make the state
+        // too big to save, are the caller's to fix, not a server fault.
+        ("actor", "validation_error") | ("state", "too_large") => 400,
         ("actor", "restarting") => 503,
         ("message", "incoming_too_long" | "outgoing_too_long") => 400,
         ("encoding", "invalid") | ("request", "invalid") => 400,

@@ -95,6 +95,25 @@ fn literal_dollar_arrays_are_escaped_and_restored() {
 }
 
 #[test]
+fn values_inside_any_cbor_tag_survive_being_passed_on() {
+    // A two-element array starting with `$` inside an unknown tag: escaped on the way out,
+    // unescaped on the way in, however many times it travels.
+    let v = Value::Tag(
+        1,
+        Box::new(Value::Array(vec![
+            Value::Array(vec![Value::Text("$fo".into()), int(1)]),
+            Value::Array(vec![Value::Text("$$x".into()), int(2)]),
+            int(1 << 60),
+        ])),
+    );
+    let mut travelled = v.clone();
+    for _ in 0..3 {
+        travelled = revive(to_compat(&travelled).unwrap()).unwrap();
+    }
+    assert_eq!(travelled, v);
+}
+
+#[test]
 fn unknown_compat_tags_are_invalid() {
     let v = Value::Array(vec![Value::Text("$Nope".into()), int(1)]);
     assert!(matches!(revive(v), Err(ProtocolError::Invalid(_))));

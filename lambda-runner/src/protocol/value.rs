@@ -363,9 +363,9 @@ fn revive_at(v: Value, depth: usize) -> Result<Value, ProtocolError> {
                 .map(|(k, x)| Ok((revive_at(k, depth + 1)?, revive_at(x, depth + 1)?)))
                 .collect::<Result<_, ProtocolError>>()?,
         )),
-        Value::Tag(TAG_SET, inner) => {
-            Ok(Value::Tag(TAG_SET, Box::new(revive_at(*inner, depth + 1)?)))
-        }
+        // Every tag, as `to_compat_at` descends into every tag: otherwise a value inside an
+        // unknown tag would gain a `$` each time it is passed on (found by rivulet-fuzz).
+        Value::Tag(tag, inner) => Ok(Value::Tag(tag, Box::new(revive_at(*inner, depth + 1)?))),
         Value::Float(f) => Ok(number_value(f)),
         other => Ok(other),
     }
