@@ -129,6 +129,10 @@ pub struct GatewayConfig {
     /// How often the store is scanned for due alarms no node holds in memory; DynamoDB pays
     /// 8 requests per scan (see `scheduler`), so the default 16 s costs 0.5 requests/s.
     pub alarm_scan_interval_ms: u64,
+    /// Accept `process` runner pools, which run a command on this host for each actor
+    /// request. Off by default: anyone who may call the API could run commands. `rivulet
+    /// dev` turns it on.
+    pub allow_process_pools: bool,
 }
 
 impl GatewayConfig {
@@ -151,6 +155,7 @@ impl Default for GatewayConfig {
             max_pending_ws_messages: 65_535,
             actor_unload_after_ms: 10_000,
             alarm_scan_interval_ms: 16_000,
+            allow_process_pools: false,
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod envoy;
 pub mod error;
 pub mod listen;
 pub mod names;
+pub mod pool;
 pub mod quickack;
 pub mod routing;
 pub mod scheduler;

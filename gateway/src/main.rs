@@ -11,6 +11,8 @@ use rivulet_gateway::startup::{self, StartupError};
 use rivulet_gateway::store::dynamo::DynamoStore;
 use tokio_util::sync::CancellationToken;
 
+mod runners_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "rivulet",
@@ -30,6 +32,9 @@ enum Command {
     Dev(DevArgs),
     /// Print the DynamoDB table schema as JSON (CreateTable input), or create the table.
     Schema(SchemaArgs),
+    /// Register, list and delete runner pools (serverless URLs, Lambda functions, local
+    /// commands) on a running gateway.
+    Runners(runners_cmd::RunnersArgs),
 }
 
 #[derive(Args)]
@@ -53,6 +58,10 @@ struct ServeArgs {
     /// Where the embedded store keeps its data [default: ./.rivulet].
     #[arg(long, env = "RIVULET_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Accept `process` runner pools, which run a command on this host per actor request
+    /// (anyone who may call the API could run commands; `rivulet dev` turns this on).
+    #[arg(long, env = "RIVULET_ALLOW_PROCESS_POOLS")]
+    allow_process_pools: bool,
     /// Admin token runners and API callers must present; unset accepts everyone.
     #[arg(long, env = "RIVULET_TOKEN")]
     token: Option<String>,
@@ -122,7 +131,11 @@ fn load(args: &ServeArgs) -> Result<Config, StartupError> {
         node_url: args.node_url.clone(),
         lease_ms: args.lease_ms,
     };
-    Ok(Config::load(args.config.as_deref(), overrides)?)
+    let mut config = Config::load(args.config.as_deref(), overrides)?;
+    if args.allow_process_pools {
+        config.gateway.allow_process_pools = true;
+    }
+    Ok(config)
 }
 
 /// jemalloc, because glibc's per-thread arenas keep the memory of actors that woke and slept
@@ -135,8 +148,12 @@ fn main() -> ExitCode {
     init_logging();
     let (args, runner) = match cli.command {
         Command::Serve(args) => (args, None),
-        Command::Dev(dev) => (dev.serve, Some(dev.runner)),
+        Command::Dev(mut dev) => {
+            dev.serve.allow_process_pools = true;
+            (dev.serve, Some(dev.runner))
+        }
         Command::Schema(schema) => return run_schema(schema),
+        Command::Runners(runners) => return runners_cmd::run(runners),
     };
     let config = match load(&args) {
         Ok(c) => c,

@@ -914,6 +914,27 @@ async fn connections_that_send_no_request_head_in_time_are_closed() {
         .await;
         assert!(closed.is_ok(), "an idle connection was left open");
     }
+    // A kept-alive connection that finished a request and then says nothing is closed too.
+    let mut kept = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match kept.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "an idle kept-alive connection was left open"
+    );
     // The runner's socket sat quiet through all of that and is still served.
     assert_eq!(gw.envoys().await.len(), 1);
     drop(runner);

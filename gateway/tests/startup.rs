@@ -431,3 +431,118 @@ fn dev_killed_with_sigkill_leaves_no_runner_behind() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `rivulet runners put|list|delete` against a running gateway: pools are stored with their
+/// effective defaults, refused ones print the gateway's named error and exit 1, and process
+/// pools need the gateway's consent.
+#[test]
+fn runners_cli_puts_lists_and_deletes_pools() {
+    let home = tempfile::tempdir().unwrap();
+    let serve_with = |allow: bool| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let data = home.path().join(format!("data-{port}"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rivulet"));
+        cmd.args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--data-dir")
+            .arg(&data)
+            .env("RIVET_LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if allow {
+            cmd.arg("--allow-process-pools");
+        }
+        let child = KillOnDrop(cmd.spawn().unwrap());
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "gateway did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (child, endpoint)
+    };
+    let cli = |endpoint: &str, args: &[&str]| {
+        let mut all = vec!["runners", "--endpoint", endpoint];
+        all.extend_from_slice(args);
+        rivulet(&all, &[], home.path())
+    };
+
+    let (_gw, endpoint) = serve_with(true);
+    let out = cli(
+        &endpoint,
+        &["put", "local", "--command", "./run.sh", "--lifespan", "20"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "pool `local` stored"
+    );
+    let out = cli(&endpoint, &["put", "workers", "--normal"]);
+    assert!(out.status.success());
+    let out = cli(&endpoint, &["list"]);
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with("local"))
+        .unwrap_or_default();
+    for want in ["process", "./run.sh", "20 s", "2 s", "1000"] {
+        assert!(line.contains(want), "{want} in {listed}");
+    }
+    assert!(listed
+        .lines()
+        .any(|l| l.starts_with("workers") && l.contains("normal")));
+
+    let err = one_line_error(
+        &cli(
+            &endpoint,
+            &[
+                "put",
+                "bad",
+                "--command",
+                "x",
+                "--lifespan",
+                "10",
+                "--drain-grace",
+                "10",
+            ],
+        ),
+        1,
+        &[
+            "runner_config.invalid",
+            "drain_grace_period",
+            "10 s",
+            "(400 Bad Request)",
+        ],
+    );
+    assert!(!err.contains('{'), "{err}");
+
+    let out = cli(&endpoint, &["delete", "local"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "pool `local` deleted"
+    );
+    one_line_error(
+        &cli(&endpoint, &["delete", "local"]),
+        1,
+        &["not_found", "local"],
+    );
+
+    let (_gw2, other) = serve_with(false);
+    one_line_error(
+        &cli(&other, &["put", "local", "--command", "./run.sh"]),
+        1,
+        &["runner_config.process_not_allowed", "--allow-process-pools"],
+    );
+    one_line_error(
+        &cli("http://127.0.0.1:9", &["list"]),
+        1,
+        &["cannot reach the gateway at http://127.0.0.1:9"],
+    );
+}

@@ -179,3 +179,109 @@ async fn bad_starts_are_refused_with_clear_errors() {
         .unwrap();
     assert_eq!(health["status"], "ok");
 }
+
+/// Registering a URL pool fetches the endpoint's `/metadata` first: the Rust runner's HTTP
+/// entry is accepted (its actor names become known to the gateway); an endpoint that is down,
+/// answers an error or is not a runner is refused with a named 400 and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_pools_are_checked_against_their_metadata_before_they_are_accepted() {
+    let gw = TestGateway::start().await;
+    let (base, _cancel) = serve_runner().await;
+    let put = |pool: &'static str, body: Value| {
+        let req = gw
+            .http
+            .put(gw.url(&format!("/runner-configs/{pool}?namespace=default")))
+            .json(&body);
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+
+    let (status, body) = put(
+        "rust",
+        json!({"datacenters": {"default": {"serverless": {"url": base, "request_lifespan": 30}}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["endpoint_config_changed"], true);
+    let (_, names) = gw.api_get("/actors/names?namespace=default").await;
+    assert!(names["names"].get("counter").is_some(), "{names}");
+    let (_, listed) = gw.api_get("/runner-configs?namespace=default").await;
+    let stored = &listed["runner_configs"]["rust"]["datacenters"]["default"]["serverless"];
+    assert_eq!(stored["drain_grace_period"], 3, "{listed}");
+    assert_eq!(stored["url"], base.as_str());
+    // The same body again changes nothing.
+    let (_, body) = put(
+        "rust",
+        json!({"datacenters": {"default": {"serverless": {"url": base, "request_lifespan": 30}}}}),
+    )
+    .await;
+    assert_eq!(body["endpoint_config_changed"], false);
+
+    // Nothing listens on a port that was just closed.
+    let closed = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let (status, body) = put(
+        "down",
+        json!({"serverless": {"url": format!("http://{closed}/api/rivet"), "request_lifespan": 30}}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("endpoint_unreachable")),
+        "{body}"
+    );
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains(&closed.to_string()));
+
+    // The runner's base path is wrong: its router answers 404.
+    let wrong = base.trim_end_matches("/api/rivet").to_owned() + "/nope";
+    let (status, body) = put(
+        "wrong",
+        json!({"serverless": {"url": wrong, "request_lifespan": 30}}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("endpoint_error")),
+        "{body}"
+    );
+    assert!(body["message"].as_str().unwrap().contains("404"), "{body}");
+
+    // A gateway is not a runner.
+    let (status, body) = put(
+        "gateway",
+        json!({"serverless": {"url": gw.url(""), "request_lifespan": 30}}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_metadata")),
+        "{body}"
+    );
+
+    let (status, body) = put(
+        "grace",
+        json!({"serverless": {"url": base, "request_lifespan": 30, "drain_grace_period": 30}}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid")),
+        "{body}"
+    );
+
+    let (_, listed) = gw.api_get("/runner-configs?namespace=default").await;
+    let pools: Vec<&String> = listed["runner_configs"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(pools, ["rust"], "refused pools are not stored");
+}

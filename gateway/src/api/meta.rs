@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::actors::resolve_namespace;
 use crate::error::{ApiError, ApiResult};
+use crate::pool;
 use crate::state::{Gateway, DATACENTER_LABEL, DATACENTER_NAME};
 use crate::store::{Namespace, RunnerConfigRecord, StoreError};
 use crate::util::now_ms;
@@ -147,7 +148,9 @@ pub async fn list_runner_configs(
     ))
 }
 
-/// `PUT /runner-configs/{name}`.
+/// `PUT /runner-configs/{name}`: checks the body (see `pool`), and for a URL pool fetches
+/// its `/metadata` first, so a wrong, unreachable or incompatible endpoint is refused with a
+/// named error instead of leaving actors that never start.
 pub async fn put_runner_config(
     State(gw): State<Gateway>,
     Path(name): Path<String>,
@@ -162,22 +165,50 @@ pub async fn put_runner_config(
             "Runner config names are 1 to 128 characters.",
         ));
     }
-    if !body.is_object() {
-        return Err(ApiError::new(
-            "runner_config",
-            "invalid",
-            "The body must be a JSON object.",
-        ));
+    let allow = pool::Allow {
+        process: gw.config.gateway.allow_process_pools,
+    };
+    let (config, stored) = pool::parse(&body, allow)?;
+    if let pool::PoolKind::Invoked(pool::Invoked {
+        target: pool::Target::Http { url, headers, .. },
+        ..
+    }) = &config.kind
+    {
+        let meta = pool::metadata::fetch(&gw.node.http, url, headers)
+            .await
+            .map_err(|err| {
+                tracing::warn!(pool = %name, error = %err, "runner config refused");
+                ApiError::new("runner_config", err.code(), err.to_string())
+            })?;
+        if !meta.actor_names.is_empty() {
+            gw.names.put_registered(
+                &ns.namespace_id,
+                meta.actor_names.iter().map(|(n, _)| n.clone()),
+                false,
+            );
+            gw.store
+                .put_actor_names(&ns.namespace_id, meta.actor_names)
+                .await?;
+        }
     }
+    let previous = gw
+        .store
+        .list_runner_configs(&ns.namespace_id)
+        .await?
+        .into_iter()
+        .find(|c| c.name == name)
+        .map(|c| c.config);
+    let changed = previous.as_ref() != Some(&stored);
     gw.store
         .put_runner_config(RunnerConfigRecord {
             namespace_id: ns.namespace_id,
-            name,
-            config: body,
+            name: name.clone(),
+            config: stored,
             update_ts: now_ms(),
         })
         .await?;
-    Ok(Json(json!({})))
+    tracing::info!(pool = %name, changed, "runner config stored");
+    Ok(Json(json!({ "endpoint_config_changed": changed })))
 }
 
 /// `DELETE /runner-configs/{name}`.

@@ -226,3 +226,22 @@ fn json_reader_keeps_key_order_and_reads_numbers_as_js_does() {
         Err(ProtocolError::Invalid(_))
     ));
 }
+
+#[test]
+fn json_numbers_parse_to_the_nearest_double_as_javascript_does() {
+    // Literals where a fast, inexact parser lands one unit off (found by rivulet-fuzz).
+    for literal in [
+        "9.027199254740027e+27",
+        "9027199254740027199254740994",
+        "2.2250738585072011e-308",
+        "0.1000000000000000055511151231257827",
+        "1.7976931348623157e308",
+    ] {
+        let want: f64 = literal.parse().unwrap();
+        assert_eq!(
+            json::parse(literal.as_bytes()).unwrap(),
+            Value::Float(want),
+            "{literal}"
+        );
+    }
+}
