@@ -162,7 +162,6 @@ impl ApiError {
         }
     }
 
-    /// Unknown runner config.
     /// A create for an actor name that no runner in the namespace registered.
     pub fn name_not_registered(namespace: &str, name: &str, registered: &[String]) -> Self {
         Self::new(
@@ -176,6 +175,23 @@ impl ApiError {
         .with_metadata(serde_json::json!({ "name": name, "registered": registered }))
     }
 
+    /// The actor's serverless pool could not run it (`code` is `serverless.{what}`).
+    pub fn serverless_failed(code: &str, message: String) -> Self {
+        let what = code.strip_prefix("serverless.").unwrap_or(code);
+        let what: &'static str = match what {
+            "unreachable" => "unreachable",
+            "http_error" => "http_error",
+            "throttled" => "throttled",
+            "invalid_response" => "invalid_response",
+            "payload_too_large" => "payload_too_large",
+            "spawn_failed" => "spawn_failed",
+            "ended_early" => "ended_early",
+            _ => "failed",
+        };
+        Self::new("serverless", what, message).with_status(StatusCode::SERVICE_UNAVAILABLE)
+    }
+
+    /// Unknown runner config.
     pub fn runner_config_not_found(name: &str) -> Self {
         Self::new(
             "runner_config",

@@ -40,6 +40,8 @@ pub struct Inner {
     pub alarms: crate::scheduler::Wheel,
     /// Namespaces and key → actor id, kept so the hot path reads no store.
     pub names: crate::names::Names,
+    /// The runner pools this node invokes (serverless, Lambda, local processes).
+    pub pools: crate::pool::runtime::Pools,
     /// This node among the gateways sharing the store.
     pub node: crate::cluster::Node,
     /// Identifies this gateway process in tunnel message ids.
@@ -87,6 +89,7 @@ impl Gateway {
             actors: Directory::default(),
             routes: Routes::default(),
             names: crate::names::Names::default(),
+            pools: crate::pool::runtime::Pools::default(),
             alarms: crate::scheduler::Wheel::default(),
             node,
             gateway_id: rand::random(),

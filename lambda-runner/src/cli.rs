@@ -36,6 +36,33 @@ enum Command {
     Lambda(ServerlessArgs),
     /// Serve the serverless URL protocol (`POST {base}/start`) over HTTP.
     Http(HttpArgs),
+    /// Serve one actor whose start command arrives on stdin, then exit: the command of a
+    /// gateway's `process` pool (`rivulet runners put NAME --command "rivulet-runner once"`).
+    Once(OnceArgs),
+}
+
+#[derive(Args)]
+struct OnceArgs {
+    /// Gateway URL.
+    #[arg(long, env = "RIVET_ENDPOINT", default_value = "http://127.0.0.1:6420")]
+    endpoint: String,
+    /// Namespace.
+    #[arg(long, env = "RIVET_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// Pool (runner config) this request belongs to.
+    #[arg(long, env = "RIVET_POOL", default_value = "default")]
+    pool: String,
+    /// Token the gateway requires, if any.
+    #[arg(long, env = "RIVET_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// How long this request may serve its actor (the pool's lifespan); the gateway moves
+    /// the actor before then, this is the backstop.
+    #[arg(long, env = "RIVULET_LIFESPAN_MS")]
+    lifespan_ms: Option<u64>,
+    /// Time kept back before the lifespan's end to hand the actor back, if the gateway has
+    /// not moved it by then.
+    #[arg(long, env = "RIVULET_ONCE_DRAIN_MARGIN_MS", default_value_t = 500)]
+    drain_margin_ms: u64,
 }
 
 #[derive(Args, Default)]
@@ -153,6 +180,7 @@ pub fn main(registry: Registry) -> ExitCode {
                 let conns = Arc::new(conns);
                 entry::lambda::run(conns).await.map_err(|e| e.to_string())
             }
+            Command::Once(args) => run_once(runner, args).await,
             Command::Http(args) => {
                 let cancel = CancellationToken::new();
                 let mut conns = Connections::new(
@@ -188,6 +216,51 @@ pub fn main(registry: Registry) -> ExitCode {
             eprintln!("rivulet-runner: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `once`: the start from stdin, served until its actor stops or the lifespan ends.
+async fn run_once(runner: Arc<Runner>, args: OnceArgs) -> Result<(), String> {
+    use tokio::io::AsyncReadExt;
+    let mut payload = Vec::new();
+    tokio::io::stdin()
+        .take(crate::serverless::MAX_START_PAYLOAD as u64 + 1)
+        .read_to_end(&mut payload)
+        .await
+        .map_err(|e| format!("cannot read the start command from stdin: {e}"))?;
+    let command = crate::serverless::parse_start_payload(&payload).map_err(|e| e.to_string())?;
+    let cancel = CancellationToken::new();
+    let conns = Arc::new(Connections::new(
+        runner,
+        Duration::from_millis(args.drain_margin_ms),
+        cancel.clone(),
+    ));
+    let deadline = args
+        .lifespan_ms
+        .map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
+    let request = crate::serverless::StartRequest {
+        endpoint: args.endpoint,
+        namespace: args.namespace,
+        pool_name: args.pool,
+        token: args.token.filter(|t| !t.is_empty()),
+        command,
+    };
+    let actor_id = request.actor_id().to_owned();
+    let leaving = conns.clone();
+    tokio::spawn(async move {
+        entry::shutdown_signal().await;
+        leaving.shutdown().await;
+    });
+    let outcome = conns
+        .serve(request, conns.deadline(deadline))
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(%actor_id, ?outcome, "request done");
+    conns.shutdown().await;
+    cancel.cancel();
+    match outcome {
+        crate::serverless::Outcome::GatewayLost => Err("lost the gateway connection".into()),
+        _ => Ok(()),
     }
 }
 

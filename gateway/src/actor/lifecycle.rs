@@ -9,7 +9,17 @@
 //!     │                                                                      │
 //!     └──────────────── stopping ◀── sleep, stop, destroy ───────────────────┤
 //!                            starting(g+1) ◀── handing over ◀── runner going away
+//!
+//! pending ─invoke─▶ invoking ─a runner claims it─▶ starting ─running─▶ running ─deadline─▶
+//!                                                          handing over ─▶ pending ─invoke─▶ …
 //! ```
+//!
+//! Invoked pools (serverless URLs, Lambda, local processes): placement starts a request for
+//! the actor instead of picking a connected runner. The start command travels in that
+//! request, and the runner it starts connects back and claims the actor (`Claimed`); from
+//! then on it is a runner like any other. A request lives for its pool's lifespan, so at
+//! `Deadline` (lifespan minus drain grace after the claim) the actor is handed over to a
+//! fresh request, as when a runner goes away.
 //!
 //! Ownership: the node holds the actor's lease exactly in the phases between `claiming` and
 //! `sleeping` (adopting, pending, starting, running, stopping, handing over). Losing the
@@ -62,6 +72,11 @@ pub enum Timer {
     },
     /// Placement tries again (no runner of the pool was connected).
     Place,
+    /// The serverless request serving this generation nears its end: move the actor.
+    Deadline {
+        /// Generation serving.
+        generation: u32,
+    },
 }
 
 /// Where the actor is.
@@ -80,6 +95,12 @@ pub enum Phase {
         generation: u32,
         /// Runner it runs on.
         envoy: String,
+    },
+    /// A request was started for `generation` on an invoked pool; waiting for the runner it
+    /// starts to connect back and claim the actor.
+    Invoking {
+        /// Generation of the start the request carries.
+        generation: u32,
     },
     /// Wants to run, waiting for a runner of its pool.
     Pending {
@@ -171,6 +192,15 @@ pub enum Input {
     },
     /// Placement found no runner.
     NoRunner,
+    /// Placement found an invoked pool with room: start a request for the actor.
+    Invoke,
+    /// A runner started by a request claimed `generation` of the actor.
+    Claimed {
+        /// Generation claimed.
+        generation: u32,
+        /// The runner that claimed it.
+        envoy: String,
+    },
     /// A timer fired.
     Timeout(Timer),
     /// The actor asked to sleep (`sleep: true`) or stop.
@@ -219,6 +249,18 @@ pub enum Effect {
     Reload,
     /// Find a runner of the pool; feed `RunnerPicked` or `NoRunner`.
     Place,
+    /// Persist the new generation, then start a request carrying its start command.
+    Invoke {
+        /// New generation.
+        generation: u32,
+    },
+    /// Record the runner that claimed the invoked instance.
+    Attach {
+        /// The runner.
+        envoy: String,
+    },
+    /// End the request started for the actor (nothing runs there, or it is abandoned).
+    CancelInvocation,
     /// Persist the new generation, then send the start command.
     Start {
         /// Runner to start on.
@@ -323,9 +365,11 @@ impl Lifecycle {
                 from: envoy,
                 ..
             } => Some((envoy.as_str(), *generation)),
-            Phase::Sleeping | Phase::Claiming { .. } | Phase::Pending { .. } | Phase::Destroyed => {
-                None
-            }
+            Phase::Sleeping
+            | Phase::Claiming { .. }
+            | Phase::Invoking { .. }
+            | Phase::Pending { .. }
+            | Phase::Destroyed => None,
         }
     }
 
@@ -344,6 +388,7 @@ impl Lifecycle {
             Phase::Claiming { then } => self.claiming(then, input),
             Phase::Adopting { generation, envoy } => self.adopting(generation, envoy, input),
             Phase::Pending { or_sleep } => self.pending(or_sleep, input),
+            Phase::Invoking { generation } => self.invoking(generation, input),
             Phase::Starting { generation, envoy } => self.starting(generation, envoy, input),
             Phase::Running { generation, envoy } => self.running(generation, envoy, input),
             Phase::Stopping {
@@ -477,6 +522,7 @@ impl Lifecycle {
         use Effect as E;
         match input {
             Input::RunnerPicked { envoy } => self.start(envoy),
+            Input::Invoke => self.invoke(),
             Input::NoRunner if or_sleep => (
                 Phase::Sleeping,
                 vec![E::RecordErrorCode("no_envoys"), E::MarkSleeping],
@@ -489,6 +535,56 @@ impl Lifecycle {
             Input::DestroyRequested => (Phase::Destroyed, vec![E::MarkDestroyed]),
             Input::OwnershipLost | Input::Fenced => self.abandon(None, &input),
             _ => (Phase::Pending { or_sleep }, vec![]),
+        }
+    }
+
+    fn invoke(&mut self) -> (Phase, Vec<Effect>) {
+        self.generation += 1;
+        let generation = self.generation;
+        (
+            Phase::Invoking { generation },
+            vec![
+                Effect::Invoke { generation },
+                Effect::Arm(Timer::Start { generation }),
+            ],
+        )
+    }
+
+    fn invoking(&mut self, generation: u32, input: Input) -> (Phase, Vec<Effect>) {
+        use Effect as E;
+        let ours = |g: u32| g == generation;
+        let with_cancel = |(phase, mut effects): (Phase, Vec<Effect>)| {
+            effects.insert(0, E::CancelInvocation);
+            (phase, effects)
+        };
+        match input {
+            Input::Claimed {
+                generation: g,
+                envoy,
+            } if ours(g) => (
+                Phase::Starting {
+                    generation,
+                    envoy: envoy.clone(),
+                },
+                vec![E::Attach { envoy }, E::Arm(Timer::Deadline { generation })],
+            ),
+            // The request failed or ended before any runner claimed the actor.
+            Input::Stopped {
+                generation: g,
+                error,
+            } if ours(g) => with_cancel(self.crashed(Ok(error.unwrap_or_else(|| {
+                "the serverless request ended before its runner connected".into()
+            })))),
+            Input::Timeout(Timer::Start { generation: g }) if ours(g) => {
+                with_cancel(self.crashed(Err("envoy_connection_lost")))
+            }
+            Input::SleepRequested => (Phase::Sleeping, vec![E::CancelInvocation, E::MarkSleeping]),
+            Input::DestroyRequested => (
+                Phase::Destroyed,
+                vec![E::CancelInvocation, E::MarkDestroyed],
+            ),
+            Input::OwnershipLost | Input::Fenced => with_cancel(self.abandon(None, &input)),
+            _ => (Phase::Invoking { generation }, vec![]),
         }
     }
 
@@ -529,6 +625,9 @@ impl Lifecycle {
             Input::RunnerStopping { envoy: ref e } if *e == envoy => {
                 self.hand_over(generation, envoy)
             }
+            Input::Timeout(Timer::Deadline { generation: g }) if ours(g) => {
+                self.hand_over(generation, envoy)
+            }
             Input::OwnershipLost | Input::Fenced => self.abandon(Some((envoy, generation)), &input),
             _ => (Phase::Starting { generation, envoy }, vec![]),
         }
@@ -558,6 +657,9 @@ impl Lifecycle {
                 self.crashed(Err("envoy_connection_lost"))
             }
             Input::RunnerStopping { envoy: ref e } if *e == envoy => {
+                self.hand_over(generation, envoy)
+            }
+            Input::Timeout(Timer::Deadline { generation: g }) if ours(g) => {
                 self.hand_over(generation, envoy)
             }
             Input::OwnershipLost | Input::Fenced => self.abandon(Some((envoy, generation)), &input),

@@ -13,7 +13,8 @@
 //! refused, logged, and the runner's connection is the one that pays (see `envoy::conn`).
 //!
 //! The supervisor takes everything pending at once ([`Mailbox::take`]) and applies it in a
-//! fixed order: sockets, events, runner loss, runner shutdown, destroy, sleep, wake, refresh.
+//! fixed order: sockets, a claim, events, the end of a serverless request, runner loss, runner
+//! shutdown, destroy, sleep, wake, refresh.
 //! Sockets come first so a start built after a wake restores every hibernating socket.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -22,7 +23,7 @@ use parking_lot::Mutex;
 use rivulet_wire::envoy::{Event, EventWrapper};
 use tokio::sync::Notify;
 
-use super::Msg;
+use super::{InvocationEnd, Msg};
 
 /// Runner events held for one actor before the mailbox refuses more.
 pub const MAX_EVENTS: usize = 1024;
@@ -44,8 +45,12 @@ pub type SocketId = ([u8; 4], [u8; 4]);
 pub struct Batch {
     /// Sockets that hibernate (`true`) or closed (`false`), latest state each.
     pub sockets: BTreeMap<SocketId, bool>,
+    /// A runner claimed this generation (the newest claim), applied before events.
+    pub claim: Option<(u32, String)>,
     /// Runner events, in arrival order.
     pub events: VecDeque<EventWrapper>,
+    /// How the newest generation's serverless request ended, applied after events.
+    pub invocation_end: Option<(u32, InvocationEnd)>,
     /// Runners whose connection is gone for good.
     pub runners_lost: BTreeSet<String>,
     /// Runners that announced their shutdown.
@@ -64,7 +69,9 @@ impl Batch {
     /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
         self.sockets.is_empty()
+            && self.claim.is_none()
             && self.events.is_empty()
+            && self.invocation_end.is_none()
             && self.runners_lost.is_empty()
             && self.runners_stopping.is_empty()
             && !self.destroy
@@ -93,6 +100,21 @@ impl Batch {
                 self.sockets.insert((gw, req), false);
             }
             Msg::Refresh => self.refresh = true,
+            // Only the newest generation's news matters; older ones are stale anyway.
+            Msg::Claimed { envoy, generation } => {
+                if self.claim.as_ref().is_none_or(|(g, _)| generation >= *g) {
+                    self.claim = Some((generation, envoy));
+                }
+            }
+            Msg::InvocationEnded { generation, end } => {
+                if self
+                    .invocation_end
+                    .as_ref()
+                    .is_none_or(|(g, _)| generation >= *g)
+                {
+                    self.invocation_end = Some((generation, end));
+                }
+            }
         }
         Ok(())
     }

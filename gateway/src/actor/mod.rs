@@ -63,6 +63,16 @@ pub enum Status {
         /// Failures so far.
         attempt: u64,
     },
+    /// Its serverless pool could not run it: the request failed (`serverless.{code}`) or
+    /// the pool backs off after failures. `attempt` as above.
+    Failed {
+        /// `serverless.{code}`.
+        code: String,
+        /// What failed, for the client.
+        message: String,
+        /// Failures so far.
+        attempt: u64,
+    },
 }
 
 /// Where a request for an actor goes once it is awake.
@@ -101,6 +111,36 @@ pub enum Msg {
     /// Its stored record may have changed on another node (an alarm came due): re-read it
     /// unless this node serves the actor.
     Refresh,
+    /// A runner started by a serverless request claimed this generation of the actor.
+    Claimed {
+        /// The runner.
+        envoy: String,
+        /// Generation claimed.
+        generation: u32,
+    },
+    /// The serverless request started for this generation ended.
+    InvocationEnded {
+        /// Generation it carried.
+        generation: u32,
+        /// How.
+        end: InvocationEnd,
+    },
+}
+
+/// How a serverless request ended, as the supervisor needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InvocationEnd {
+    /// Its runner said the actor stopped.
+    Finished,
+    /// It ended without its runner saying so: a crash, a cut stream, a killed process.
+    EndedEarly(String),
+    /// The platform refused or could not be reached; nothing ran.
+    Failed {
+        /// `serverless.{code}`.
+        code: String,
+        /// What failed.
+        message: String,
+    },
 }
 
 /// A handle to a running supervisor.
@@ -168,13 +208,20 @@ impl ActorHandle {
                 }
                 Status::Destroyed => return Err(ApiError::actor_not_found()),
                 // A refusal from before this request is stale: ask again first.
-                Status::Sleeping | Status::Elsewhere { .. } | Status::Unavailable { .. }
+                Status::Sleeping
+                | Status::Elsewhere { .. }
+                | Status::Unavailable { .. }
+                | Status::Failed { .. }
                     if !woke =>
                 {
                     handle.wake(gw, &mut rx).await?;
                     woke = true;
                 }
                 Status::Elsewhere { lease, .. } => return Ok(Ready::Remote(lease)),
+                // The pool could not run it: say why at once, not after the ready timeout.
+                Status::Failed { code, message, .. } => {
+                    return Err(ApiError::serverless_failed(&code, message))
+                }
                 Status::Unavailable { .. } => {
                     return Err(ApiError::store_unavailable(
                         " while the actor was being placed",

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::mailbox::Mailbox;
 use crate::cluster::Node;
+use crate::pool::runtime::InvokedPool;
 use crate::state::Gateway;
 use crate::store::{ActorRecord, Lease, LeaseClaim, NodeLease, Store, StoreResult};
 
@@ -130,6 +131,58 @@ impl Runners for Gateway {
     }
 }
 
+/// The pools the gateway invokes, and the claims their runners make.
+#[async_trait]
+pub trait Invokers: Send + Sync + 'static {
+    /// The actor's pool if the gateway invokes it; `None` if its runners connect by
+    /// themselves.
+    async fn pool(
+        &self,
+        _namespace_id: &str,
+        _pool: &str,
+    ) -> StoreResult<Option<Arc<InvokedPool>>> {
+        Ok(None)
+    }
+    /// Lets the first runner of `pool` that mentions the actor claim `generation` of it.
+    fn await_claim(&self, _actor_id: &str, _generation: u32, _namespace_id: &str, _pool: &str) {}
+    /// Withdraws an unclaimed claim.
+    fn cancel_claim(&self, _actor_id: &str, _generation: u32) {}
+    /// The runner that claimed `generation` of the actor, if one did.
+    fn claimant(&self, _actor_id: &str, _generation: u32) -> Option<String> {
+        None
+    }
+    /// Where runners connect back to, and the token they present.
+    fn endpoint(&self) -> (String, Option<String>) {
+        (String::new(), None)
+    }
+}
+
+#[async_trait]
+impl Invokers for Gateway {
+    async fn pool(&self, namespace_id: &str, pool: &str) -> StoreResult<Option<Arc<InvokedPool>>> {
+        self.pools.invoked(&*self.store, namespace_id, pool).await
+    }
+    fn await_claim(&self, actor_id: &str, generation: u32, namespace_id: &str, pool: &str) {
+        self.envoys
+            .await_claim(actor_id, generation, namespace_id, pool);
+    }
+    fn cancel_claim(&self, actor_id: &str, generation: u32) {
+        self.envoys.cancel_claim(actor_id, generation);
+    }
+    fn claimant(&self, actor_id: &str, generation: u32) -> Option<String> {
+        self.envoys
+            .list()
+            .into_iter()
+            .find(|h| h.generation_of(actor_id) == Some(generation))
+            .map(|h| h.key.clone())
+    }
+    fn endpoint(&self) -> (String, Option<String>) {
+        // This node's own URL: the claim waits here, not on whichever node a load balancer
+        // picks.
+        (self.node.url.clone(), self.config.auth_token.clone())
+    }
+}
+
 /// The directory a supervisor is listed in, and what outlives it when it unloads.
 pub trait Home: Send + Sync + 'static {
     /// Unlists the supervisor if `mailbox` is still the listed one and nothing waits in it.
@@ -189,6 +242,8 @@ pub struct Ports {
     pub runners: Arc<dyn Runners>,
     /// Its directory.
     pub home: Arc<dyn Home>,
+    /// Invoked pools.
+    pub invokers: Arc<dyn Invokers>,
     /// This node and its registration.
     pub node: Node,
     /// Timers.
@@ -205,6 +260,7 @@ impl Ports {
             store: Arc::new(StoreActors(gw.store.clone())),
             runners: Arc::new(gw.clone()),
             home: Arc::new(gw.clone()),
+            invokers: Arc::new(gw.clone()),
             node: gw.node.clone(),
             timing: Timing {
                 start_timeout: Duration::from_secs(30),

@@ -199,14 +199,16 @@ pub async fn put_runner_config(
         .find(|c| c.name == name)
         .map(|c| c.config);
     let changed = previous.as_ref() != Some(&stored);
+    let ns_id = ns.namespace_id.clone();
     gw.store
         .put_runner_config(RunnerConfigRecord {
-            namespace_id: ns.namespace_id,
+            namespace_id: ns_id.clone(),
             name: name.clone(),
             config: stored,
             update_ts: now_ms(),
         })
         .await?;
+    gw.pools.forget(&ns_id, &name);
     tracing::info!(pool = %name, changed, "runner config stored");
     Ok(Json(json!({ "endpoint_config_changed": changed })))
 }
@@ -225,6 +227,7 @@ pub async fn delete_runner_config(
     {
         return Err(ApiError::runner_config_not_found(&name));
     }
+    gw.pools.forget(&ns.namespace_id, &name);
     Ok(Json(json!({})))
 }
 

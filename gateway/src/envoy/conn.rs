@@ -262,6 +262,9 @@ impl Reader {
             }
             ToRivet::ToRivetEvents(events) => self.on_events(events).await,
             ToRivet::ToRivetAckCommands(ack) => {
+                for cp in &ack.last_command_checkpoints {
+                    self.claim_if_awaited(&cp.actor_id, Some(cp.generation));
+                }
                 self.gw
                     .envoys
                     .ack_commands(&self.handle.key, &ack.last_command_checkpoints);
@@ -338,6 +341,7 @@ impl Reader {
         let mut ack: Vec<ActorCheckpoint> = Vec::new();
         for event in events {
             let actor_id = event.checkpoint.actor_id.to_string();
+            self.claim_if_awaited(&actor_id, Some(event.checkpoint.generation));
             // A stopped actor needs no adoption: acknowledge its events at once and forget
             // it, so the map holds only actors this runner still runs.
             let stopped = matches!(
@@ -391,7 +395,25 @@ impl Reader {
         }
     }
 
+    /// A serverless runner claims the actor it was started for the first time it mentions
+    /// it (see `Registry::claim`); its supervisor learns which runner that is.
+    fn claim_if_awaited(&self, actor_id: &str, generation: Option<u32>) {
+        if !self.gw.envoys.claims_waiting() {
+            return;
+        }
+        if let Some(generation) = self.gw.envoys.claim(&self.handle, actor_id, generation) {
+            tracing::info!(%actor_id, generation, "runner claimed a serverless start");
+            if let Some(actor) = self.gw.actors.get(actor_id) {
+                let _ = actor.send(Msg::Claimed {
+                    envoy: self.handle.key.clone(),
+                    generation,
+                });
+            }
+        }
+    }
+
     fn dispatch(&mut self, actor_id: String, req: StorageRequest) {
+        self.claim_if_awaited(&actor_id, None);
         if self.workers.get(&actor_id).is_some_and(|w| w.is_closed()) {
             self.workers.remove(&actor_id);
         }

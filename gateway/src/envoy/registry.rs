@@ -149,6 +149,8 @@ pub struct Registry {
     next_conn_id: AtomicU64,
     outbound_capacity: usize,
     changed: watch::Sender<u64>,
+    /// Claims waiting (`Inner::awaiting`'s size), read without the lock on every frame.
+    awaiting: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -159,6 +161,10 @@ struct Inner {
     parked: HashMap<String, Arc<EnvoyHandle>>,
     /// Commands not yet acknowledged, per envoy key, in send order.
     unacked: HashMap<String, Vec<CommandWrapper>>,
+    /// Actors started by a serverless request, waiting for the runner it starts to claim
+    /// them: actor id -> (generation, namespace id, pool). One entry per actor being
+    /// invoked; an entry leaves when claimed or withdrawn.
+    awaiting: HashMap<String, (u32, String, String)>,
 }
 
 /// What `register` hands the connection task.
@@ -196,6 +202,7 @@ impl Registry {
             next_conn_id: AtomicU64::new(1),
             outbound_capacity,
             changed: watch::channel(0).0,
+            awaiting: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -357,6 +364,60 @@ impl Registry {
                 })
             });
         }
+    }
+
+    /// Lets the first runner of `pool` in the namespace that mentions the actor claim
+    /// `generation` of it (see [`Registry::claim`]).
+    pub fn await_claim(&self, actor_id: &str, generation: u32, namespace_id: &str, pool: &str) {
+        let mut inner = self.inner.lock();
+        inner.awaiting.insert(
+            actor_id.to_owned(),
+            (generation, namespace_id.to_owned(), pool.to_owned()),
+        );
+        self.awaiting.store(inner.awaiting.len(), Ordering::Relaxed);
+    }
+
+    /// Withdraws a claim nobody made.
+    pub fn cancel_claim(&self, actor_id: &str, generation: u32) {
+        let mut inner = self.inner.lock();
+        if inner
+            .awaiting
+            .get(actor_id)
+            .is_some_and(|(g, _, _)| *g == generation)
+        {
+            inner.awaiting.remove(actor_id);
+        }
+        self.awaiting.store(inner.awaiting.len(), Ordering::Relaxed);
+    }
+
+    /// `handle`'s runner mentioned the actor (an acknowledgement, an event or a storage
+    /// request; `generation` when the frame carries one). If a serverless start of that
+    /// actor waits for its runner and this runner is of its namespace and pool, the runner
+    /// claims it: it now runs that generation. Returns the generation claimed.
+    pub fn claim(
+        &self,
+        handle: &EnvoyHandle,
+        actor_id: &str,
+        generation: Option<u32>,
+    ) -> Option<u32> {
+        let mut inner = self.inner.lock();
+        let (g, ns, pool) = inner.awaiting.get(actor_id)?;
+        if *ns != handle.namespace_id
+            || *pool != handle.pool_name
+            || generation.is_some_and(|seen| seen != *g)
+        {
+            return None;
+        }
+        let g = *g;
+        inner.awaiting.remove(actor_id);
+        self.awaiting.store(inner.awaiting.len(), Ordering::Relaxed);
+        handle.assigned.lock().insert(actor_id.to_owned(), g);
+        Some(g)
+    }
+
+    /// Whether any claim waits (a cheap check before looking at a frame's actors).
+    pub fn claims_waiting(&self) -> bool {
+        self.awaiting.load(Ordering::Relaxed) > 0
     }
 
     /// Forgets the commands kept for an actor on every runner: it left them (slept, moved,

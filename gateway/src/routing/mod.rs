@@ -133,7 +133,8 @@ fn awake_here(gw: &Gateway, namespace_id: &str, name: &str, key: &str) -> Option
         | Status::Stopping
         | Status::Destroyed
         | Status::Elsewhere { .. }
-        | Status::Unavailable { .. } => None,
+        | Status::Unavailable { .. }
+        | Status::Failed { .. } => None,
     }
 }
 

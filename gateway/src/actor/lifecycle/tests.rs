@@ -465,6 +465,100 @@ fn lost_ownership_abandons_the_instance_without_writing() {
     assert_eq!(l.generation, 9);
 }
 
+#[test]
+fn an_invoked_actor_is_claimed_runs_and_moves_to_a_fresh_request_at_its_deadline() {
+    let mut l = lc(pending());
+    assert_eq!(
+        l.handle(Input::Invoke),
+        vec![
+            Effect::Invoke { generation: 4 },
+            Effect::Arm(Timer::Start { generation: 4 })
+        ]
+    );
+    assert_eq!(l.phase, Phase::Invoking { generation: 4 });
+    // Events of the generation before the claim change nothing; a claim of another
+    // generation neither.
+    assert_eq!(l.handle(Input::Running { generation: 4 }), vec![]);
+    assert_eq!(
+        l.handle(Input::Claimed {
+            generation: 3,
+            envoy: "e".into()
+        }),
+        vec![]
+    );
+    assert_eq!(
+        l.handle(Input::Claimed {
+            generation: 4,
+            envoy: "e".into()
+        }),
+        vec![
+            Effect::Attach { envoy: "e".into() },
+            Effect::Arm(Timer::Deadline { generation: 4 })
+        ]
+    );
+    assert_eq!(
+        l.handle(Input::Running { generation: 4 }),
+        vec![Effect::MarkRunning]
+    );
+    assert_eq!(l.serving(), Some(("e", 4)));
+    // The request nears its end: the actor stops there and goes to a fresh request.
+    assert_eq!(
+        l.handle(Input::Timeout(Timer::Deadline { generation: 4 })),
+        vec![
+            Effect::Stop {
+                envoy: "e".into(),
+                generation: 4,
+                intent: StopIntent::GoingAway
+            },
+            Effect::Place
+        ]
+    );
+    assert_eq!(l.serving(), None);
+    assert_eq!(
+        l.handle(Input::Invoke),
+        vec![],
+        "no second copy before the stop"
+    );
+    assert_eq!(
+        l.handle(stopped(4)),
+        vec![Effect::MarkPending, Effect::Place]
+    );
+    assert_eq!(
+        l.handle(Input::Invoke),
+        vec![
+            Effect::Invoke { generation: 5 },
+            Effect::Arm(Timer::Start { generation: 5 })
+        ]
+    );
+}
+
+#[test]
+fn an_invocation_that_fails_or_is_never_claimed_is_a_crash() {
+    for policy in [
+        CrashPolicy::Sleep,
+        CrashPolicy::Restart,
+        CrashPolicy::Destroy,
+    ] {
+        for input in [
+            Input::Stopped {
+                generation: 4,
+                error: Some("serverless.unreachable: down".into()),
+            },
+            Input::Timeout(Timer::Start { generation: 4 }),
+        ] {
+            let mut l = Lifecycle::new(Phase::Invoking { generation: 4 }, 4, policy);
+            let effects = l.handle(input.clone());
+            assert_eq!(effects[0], Effect::CancelInvocation, "{input:?}");
+            let want = match policy {
+                CrashPolicy::Sleep => Phase::Sleeping,
+                CrashPolicy::Restart => Phase::Pending { or_sleep: false },
+                CrashPolicy::Destroy => Phase::Destroyed,
+            };
+            assert_eq!(l.phase, want, "{policy:?} {input:?}");
+        }
+    }
+}
+
 // === every (phase, input) pair ===
 
 fn all_phases() -> Vec<Phase> {
@@ -481,6 +575,7 @@ fn all_phases() -> Vec<Phase> {
         },
         Phase::Pending { or_sleep: false },
         Phase::Pending { or_sleep: true },
+        Phase::Invoking { generation: 3 },
         Phase::Starting {
             generation: 3,
             envoy: "e".into(),
@@ -525,6 +620,7 @@ fn all_inputs() -> Vec<Input> {
         Input::Fenced,
         Input::RunnersChanged,
         Input::NoRunner,
+        Input::Invoke,
         Input::Timeout(Timer::Place),
     ];
     for envoy in ["e", "f", "other"] {
@@ -557,6 +653,13 @@ fn all_inputs() -> Vec<Input> {
         });
         inputs.push(Input::Timeout(Timer::Start { generation }));
         inputs.push(Input::Timeout(Timer::Adopt { generation }));
+        inputs.push(Input::Timeout(Timer::Deadline { generation }));
+        for envoy in ["e", "f"] {
+            inputs.push(Input::Claimed {
+                generation,
+                envoy: envoy.into(),
+            });
+        }
     }
     inputs
 }
@@ -567,9 +670,12 @@ fn generation_of(input: &Input) -> Option<u32> {
         Input::Intent { generation, .. }
         | Input::Running { generation }
         | Input::Stopped { generation, .. }
-        | Input::Timeout(Timer::Start { generation } | Timer::Adopt { generation }) => {
-            Some(*generation)
-        }
+        | Input::Claimed { generation, .. }
+        | Input::Timeout(
+            Timer::Start { generation }
+            | Timer::Adopt { generation }
+            | Timer::Deadline { generation },
+        ) => Some(*generation),
         _ => None,
     }
 }
@@ -652,7 +758,9 @@ fn check(before: &Lifecycle, input: &Input, l: &Lifecycle, effects: &[Effect], c
         assert_eq!(l.phase, *phase, "an unrelated runner's news: {case}");
         assert!(effects.is_empty(), "{case}");
     }
-    let started = effects.iter().any(|e| matches!(e, Effect::Start { .. }));
+    let started = effects
+        .iter()
+        .any(|e| matches!(e, Effect::Start { .. } | Effect::Invoke { .. }));
     for effect in effects {
         match effect {
             Effect::Start { generation, envoy } => {
@@ -676,6 +784,43 @@ fn check(before: &Lifecycle, input: &Input, l: &Lifecycle, effects: &[Effect], c
                     "a start arms its timer: {case}"
                 );
             }
+            Effect::Invoke { generation } => {
+                assert!(
+                    matches!(phase, Phase::Pending { .. }),
+                    "a request is started only from pending: {case}"
+                );
+                assert_eq!(*generation, before.generation + 1, "{case}");
+                assert_eq!(
+                    l.phase,
+                    Phase::Invoking {
+                        generation: *generation
+                    },
+                    "{case}"
+                );
+                assert!(
+                    effects.contains(&Effect::Arm(Timer::Start {
+                        generation: *generation
+                    })),
+                    "a request arms the start timer: {case}"
+                );
+            }
+            Effect::Attach { envoy } => {
+                let Phase::Invoking { generation } = phase else {
+                    panic!("only an invoked start is claimed: {case}");
+                };
+                assert_eq!(
+                    l.phase,
+                    Phase::Starting {
+                        generation: *generation,
+                        envoy: envoy.clone()
+                    },
+                    "{case}"
+                );
+            }
+            Effect::CancelInvocation => assert!(
+                matches!(phase, Phase::Invoking { .. }),
+                "only an unclaimed request is cancelled: {case}"
+            ),
             Effect::Stop {
                 generation, envoy, ..
             } => {

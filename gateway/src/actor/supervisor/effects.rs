@@ -2,15 +2,30 @@
 //! effect may report back an input (a failed send is a lost runner; a placement is a picked
 //! runner or none), which the supervisor feeds to the machine next.
 
+use rivulet_adapters::{InvocationEvent, InvokeRequest};
 use rivulet_wire::envoy::{
     ActorCheckpoint, ActorConfig, Command, CommandStartActor, CommandStopActor, CommandWrapper,
-    HibernatingRequest, StopActorReason,
+    HibernatingRequest, StopActorReason, ToEnvoy,
 };
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use super::Supervisor;
 use crate::actor::lifecycle::{Effect, Input, StopIntent, Timer};
+use crate::actor::{InvocationEnd, Msg};
+use crate::pool::runtime::Busy;
 use crate::util::now_ms;
+
+/// The serverless request of one generation, as the supervisor tracks it.
+pub(super) struct LiveInvocation {
+    /// Generation it carries.
+    pub generation: u32,
+    /// Ends it.
+    pub cancel: CancellationToken,
+    /// When the actor must start moving to a fresh request (lifespan minus drain grace
+    /// after it was started).
+    pub move_at: tokio::time::Instant,
+}
 
 impl Supervisor {
     /// Carries out one effect; may produce a follow-up input.
@@ -27,7 +42,17 @@ impl Supervisor {
                 self.abandon(instance);
                 None
             }
-            Effect::Place => Some(self.place()),
+            Effect::Place => Some(self.place().await),
+            Effect::Invoke { generation } => self.invoke(generation).await,
+            Effect::Attach { envoy } => {
+                self.record.envoy_instance = self.ports.runners.instance_of(&envoy);
+                self.record.envoy_key = Some(envoy);
+                None
+            }
+            Effect::CancelInvocation => {
+                self.cancel_invocation();
+                None
+            }
             Effect::Start { envoy, generation } => self.start(envoy, generation).await,
             Effect::Stop {
                 envoy,
@@ -76,15 +101,20 @@ impl Supervisor {
             }
             Effect::Arm(timer) => {
                 let timing = &self.ports.timing;
-                let wait = match timer {
-                    Timer::Start { .. } => timing.start_timeout,
-                    Timer::Adopt { .. } => timing.adopt_wait,
-                    Timer::Place => timing.place_retry,
+                let at = match timer {
+                    Timer::Start { .. } => tokio::time::Instant::now() + timing.start_timeout,
+                    Timer::Adopt { .. } => tokio::time::Instant::now() + timing.adopt_wait,
+                    Timer::Place => tokio::time::Instant::now() + timing.place_retry,
+                    Timer::Deadline { generation } => match &self.invocation {
+                        Some(live) if live.generation == generation => live.move_at,
+                        _ => return None,
+                    },
                 };
-                self.timers.arm(timer, tokio::time::Instant::now() + wait);
+                self.timers.arm(timer, at);
                 None
             }
             Effect::MarkRunning => {
+                self.failure = None;
                 let now = now_ms();
                 // The API reports the first start, as the engine does.
                 self.record.start_ts.get_or_insert(now);
@@ -152,15 +182,183 @@ impl Supervisor {
         }
     }
 
-    fn place(&mut self) -> Input {
-        match self
-            .ports
-            .runners
-            .pick(&self.record.namespace_id, &self.record.runner_name_selector)
-        {
-            Some(envoy) => Input::RunnerPicked { envoy },
-            None => Input::NoRunner,
+    async fn place(&mut self) -> Input {
+        let (ns, pool) = (&self.record.namespace_id, &self.record.runner_name_selector);
+        match self.ports.invokers.pool(ns, pool).await {
+            Ok(Some(pool)) => match pool.try_acquire() {
+                Ok(permit) => {
+                    self.slot = Some((pool, permit));
+                    Input::Invoke
+                }
+                // Waits for a slot: placement is retried until one frees.
+                Err(Busy::Full) => {
+                    tracing::debug!(pool = %pool.name, "pool full; the actor waits for a slot");
+                    Input::NoRunner
+                }
+                Err(Busy::BackingOff { code, message }) => {
+                    self.set_failure(format!("serverless.{code}"), message);
+                    Input::NoRunner
+                }
+            },
+            Ok(None) => match self.ports.runners.pick(ns, pool) {
+                Some(envoy) => Input::RunnerPicked { envoy },
+                None => Input::NoRunner,
+            },
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the actor's runner pool; retrying");
+                Input::NoRunner
+            }
         }
+    }
+
+    /// Records why the pool could not run the actor, for waiting requests.
+    pub(super) fn set_failure(&mut self, code: String, message: String) {
+        if self.failure.as_ref() != Some(&(code.clone(), message.clone())) {
+            tracing::warn!(%code, %message, "the actor's serverless pool could not run it");
+        }
+        self.failures += 1;
+        self.failure = Some((code, message));
+    }
+
+    /// Starts a serverless request carrying the start of `generation` (the slot was taken by
+    /// placement), after persisting the generation so the fence protects it.
+    async fn invoke(&mut self, generation: u32) -> Option<Input> {
+        let failed = |message: &str| Input::Stopped {
+            generation,
+            error: Some(message.to_owned()),
+        };
+        let Some((pool, permit)) = self.slot.take() else {
+            return Some(failed("no slot of the pool was held for the start"));
+        };
+        self.record.generation = generation;
+        self.record.envoy_key = None;
+        self.record.envoy_instance = None;
+        if !self.persist().await {
+            return Some(failed("the new generation could not be stored"));
+        }
+        self.ports.runners.forget_commands(&self.record.actor_id);
+        self.next_command_index = 1;
+        self.last_event_index = -1;
+        let start = self.start_command();
+        let cmd = self.command(generation, Command::CommandStartActor(start));
+        let payload =
+            rivulet_wire::codec::encode_to_envoy_versioned(&ToEnvoy::ToEnvoyCommands(vec![cmd]));
+        self.ports.invokers.await_claim(
+            &self.record.actor_id,
+            generation,
+            &self.record.namespace_id,
+            &self.record.runner_name_selector,
+        );
+        let (endpoint, token) = self.ports.invokers.endpoint();
+        let cancel = self.ports.cancel.child_token();
+        let config = &pool.config;
+        let move_at =
+            tokio::time::Instant::now() + config.lifespan.saturating_sub(config.drain_grace);
+        let req = InvokeRequest {
+            payload,
+            endpoint,
+            namespace: pool.namespace.clone(),
+            pool: pool.name.clone(),
+            token,
+            actor_id: self.record.actor_id.clone(),
+            generation,
+            lifespan: config.lifespan,
+        };
+        pool.count_invocation();
+        tracing::info!(pool = %pool.name, platform = pool.platform.name(), generation, "invoking a serverless request");
+        let invocation = pool.platform.invoke(req, cancel.clone());
+        // The previous generation's request is not cancelled: its actor has stopped, and its
+        // runner ends the request itself (or its lifespan does).
+        if let Some(old) = self.invocation.take() {
+            self.ports
+                .invokers
+                .cancel_claim(&self.record.actor_id, old.generation);
+        }
+        self.invocation = Some(LiveInvocation {
+            generation,
+            cancel,
+            move_at,
+        });
+        let mailbox = self.mailbox.clone();
+        tokio::spawn(async move {
+            // The slot is held for as long as the request lives.
+            let _permit = permit;
+            let mut invocation = invocation;
+            while let Some(event) = invocation.events.recv().await {
+                let end = match event {
+                    InvocationEvent::Accepted => {
+                        pool.succeeded();
+                        continue;
+                    }
+                    InvocationEvent::Finished => InvocationEnd::Finished,
+                    InvocationEvent::EndedEarly(why) => InvocationEnd::EndedEarly(why),
+                    InvocationEvent::Failed(err) => {
+                        pool.failed(&err);
+                        InvocationEnd::Failed {
+                            code: format!("serverless.{}", err.code()),
+                            message: err.message,
+                        }
+                    }
+                };
+                let _ = mailbox.put(Msg::InvocationEnded { generation, end });
+                break;
+            }
+        });
+        None
+    }
+
+    /// Ends the current serverless request and withdraws its claim, if any.
+    pub(super) fn cancel_invocation(&mut self) {
+        if let Some(live) = self.invocation.take() {
+            live.cancel.cancel();
+            self.ports
+                .invokers
+                .cancel_claim(&self.record.actor_id, live.generation);
+        }
+    }
+
+    /// How a serverless request ended, as an input: an early end or a failure is the
+    /// instance crashing (its crash policy applies); a clean end changes nothing, the runner
+    /// has already reported the actor stopped.
+    pub(super) async fn on_invocation_end(&mut self, generation: u32, end: InvocationEnd) {
+        if self
+            .invocation
+            .as_ref()
+            .is_some_and(|live| live.generation == generation)
+        {
+            self.invocation = None;
+            self.ports
+                .invokers
+                .cancel_claim(&self.record.actor_id, generation);
+        }
+        let error = match end {
+            InvocationEnd::Finished => {
+                tracing::debug!(generation, "serverless request finished");
+                return;
+            }
+            InvocationEnd::EndedEarly(why) => {
+                tracing::warn!(generation, %why, "serverless request ended early");
+                // Before its runner even claimed the actor: the request is what failed, and
+                // waiting clients are told so.
+                if self.lifecycle.phase == (crate::actor::lifecycle::Phase::Invoking { generation })
+                {
+                    self.set_failure(
+                        "serverless.ended_early".into(),
+                        format!("the serverless request ended before its runner connected: {why}"),
+                    );
+                }
+                format!("serverless request ended early: {why}")
+            }
+            InvocationEnd::Failed { code, message } => {
+                self.set_failure(code.clone(), message.clone());
+                format!("{code}: {message}")
+            }
+        };
+        self.apply(Input::Stopped {
+            generation,
+            error: Some(error),
+        })
+        .await;
     }
 
     async fn start(&mut self, envoy: String, generation: u32) -> Option<Input> {
@@ -183,7 +381,20 @@ impl Supervisor {
         // The engine numbers each generation's commands from 1; runners see the same here.
         self.next_command_index = 1;
         self.last_event_index = -1;
-        let start = CommandStartActor {
+        let start = self.start_command();
+        let cmd = self.command(generation, Command::CommandStartActor(start));
+        tracing::info!(envoy_key = %envoy, generation, "starting actor");
+        if self.ports.runners.send_command(&envoy, cmd) {
+            None
+        } else {
+            Some(Input::RunnerLost { envoy })
+        }
+    }
+
+    /// The start command of the next generation: its config, and the client sockets held
+    /// for it.
+    fn start_command(&self) -> CommandStartActor {
+        CommandStartActor {
             config: ActorConfig {
                 name: self.record.name.clone().into(),
                 key: self.record.key.clone().map(Into::into),
@@ -200,13 +411,6 @@ impl Supervisor {
                 })
                 .collect(),
             preloaded_kv: None,
-        };
-        let cmd = self.command(generation, Command::CommandStartActor(start));
-        tracing::info!(envoy_key = %envoy, generation, "starting actor");
-        if self.ports.runners.send_command(&envoy, cmd) {
-            None
-        } else {
-            Some(Input::RunnerLost { envoy })
         }
     }
 

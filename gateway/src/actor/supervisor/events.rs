@@ -40,6 +40,19 @@ impl Supervisor {
             );
             return;
         }
+        // A serverless runner reports the generation it was started with; the claim it made
+        // (an acknowledgement or a storage request may have come first) names the runner.
+        if let Phase::Invoking { generation } = self.lifecycle.phase {
+            if cp.generation == generation {
+                let claimant = self
+                    .ports
+                    .invokers
+                    .claimant(&self.record.actor_id, generation);
+                if let Some(envoy) = claimant {
+                    self.apply(Input::Claimed { generation, envoy }).await;
+                }
+            }
+        }
         // A stop is final for its generation, so applying it twice changes nothing; and a
         // runner that no longer knows the generation (restarted under the same key) answers
         // a stop with a fresh index.

@@ -82,6 +82,10 @@ fn build(ports: Ports, record: ActorRecord) -> (ActorHandle, Supervisor) {
         timers: Timers::default(),
         unload_at: None,
         record_dirty: false,
+        slot: None,
+        invocation: None,
+        failure: None,
+        failures: 0,
     };
     (handle, sup)
 }
@@ -117,6 +121,18 @@ struct Supervisor {
     /// The last write of the record failed: the store may hold an older one, so this
     /// supervisor must not unload (the next load would start from it).
     record_dirty: bool,
+    /// A slot of the actor's invoked pool, taken by placement for the request about to start.
+    slot: Option<(
+        Arc<crate::pool::runtime::InvokedPool>,
+        tokio::sync::OwnedSemaphorePermit,
+    )>,
+    /// The serverless request serving (or starting) the current generation.
+    invocation: Option<effects::LiveInvocation>,
+    /// Why the actor's pool could not run it lately (`serverless.{code}`, message),
+    /// published to waiting requests so they fail at once with the named error.
+    failure: Option<(String, String)>,
+    /// Failures published so far, so each is a visible status change.
+    failures: u64,
 }
 
 /// What the supervisor does after one input.
@@ -253,8 +269,14 @@ impl Supervisor {
                 self.hibernating.remove(&socket);
             }
         }
+        if let Some((generation, envoy)) = batch.claim {
+            self.apply(Input::Claimed { generation, envoy }).await;
+        }
         for event in batch.events {
             self.on_event(event).await;
+        }
+        if let Some((generation, end)) = batch.invocation_end {
+            self.on_invocation_end(generation, end).await;
         }
         for envoy in batch.runners_lost {
             self.apply(Input::RunnerLost { envoy }).await;
@@ -326,12 +348,24 @@ impl Supervisor {
         }
     }
 
+    fn failed_status(&self) -> Status {
+        let (code, message) = self.failure.clone().unwrap_or_default();
+        Status::Failed {
+            code,
+            message,
+            attempt: self.failures,
+        }
+    }
+
     fn publish(&self) {
         let status = match &self.lifecycle.phase {
+            Phase::Sleeping if self.failure.is_some() => self.failed_status(),
             Phase::Sleeping => self.refusal.clone().unwrap_or(Status::Sleeping),
+            Phase::Pending { .. } if self.failure.is_some() => self.failed_status(),
             Phase::Claiming { .. }
             | Phase::Adopting { .. }
             | Phase::Pending { .. }
+            | Phase::Invoking { .. }
             | Phase::Starting { .. }
             | Phase::HandingOver { .. } => Status::Waking,
             Phase::Running { generation, envoy } => Status::Running {

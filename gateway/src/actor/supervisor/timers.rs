@@ -13,6 +13,7 @@ pub(super) struct Timers {
     start: Option<(Instant, Timer)>,
     adopt: Option<(Instant, Timer)>,
     place: Option<(Instant, Timer)>,
+    deadline: Option<(Instant, Timer)>,
 }
 
 impl Timers {
@@ -23,7 +24,7 @@ impl Timers {
 
     /// The earliest deadline.
     pub(super) fn next(&self) -> Option<Instant> {
-        [self.start, self.adopt, self.place]
+        [self.start, self.adopt, self.place, self.deadline]
             .into_iter()
             .flatten()
             .map(|(at, _)| at)
@@ -33,7 +34,12 @@ impl Timers {
     /// Disarms and returns the timers due at `now`.
     pub(super) fn take_due(&mut self, now: Instant) -> Vec<Timer> {
         let mut due = Vec::new();
-        for slot in [&mut self.start, &mut self.adopt, &mut self.place] {
+        for slot in [
+            &mut self.start,
+            &mut self.adopt,
+            &mut self.place,
+            &mut self.deadline,
+        ] {
             if let Some((at, timer)) = *slot {
                 if at <= now {
                     due.push(timer);
@@ -49,6 +55,7 @@ impl Timers {
             Timer::Start { .. } => &mut self.start,
             Timer::Adopt { .. } => &mut self.adopt,
             Timer::Place => &mut self.place,
+            Timer::Deadline { .. } => &mut self.deadline,
         }
     }
 }

@@ -104,6 +104,7 @@ impl Harness {
             store: store.clone(),
             runners: fake_runners.clone(),
             home: home.clone(),
+            invokers: Arc::new(NoInvokers),
             node: node.clone(),
             timing: timing(),
             cancel: cancel.clone(),
@@ -451,3 +452,8 @@ async fn a_runner_lost_mid_run_follows_the_crash_policy() {
     let (to, cmd) = h.command().await;
     assert_eq!((to.as_str(), cmd.checkpoint.generation), ("f", 2));
 }
+
+/// The supervisor tests place on connected runners only.
+struct NoInvokers;
+
+impl crate::actor::ports::Invokers for NoInvokers {}

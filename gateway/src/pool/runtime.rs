@@ -1,0 +1,273 @@
+//! The pools this node invokes, as live objects: each stored config parsed once into a
+//! platform adapter, a bound on the actors it runs at once, and what went wrong last.
+//!
+//! Placement asks [`Pools::invoked`] for an actor's pool on every wake. The answer is cached
+//! for [`CONFIG_TTL`], so a wake costs no store read while a pool is in use, and a changed
+//! config reaches every node within that time (at once on the node that stored it). A pool
+//! keeps its slots across config changes to the same platform, so actors running under the
+//! old config still count.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rivulet_adapters::http::HttpPlatform;
+use rivulet_adapters::process::ProcessPlatform;
+use rivulet_adapters::{AdapterError, Platform};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::{Invoked, Platform as PlatformKind, PoolKind, Target, VERCEL_MAX_BODY_BYTES};
+use crate::store::{Store, StoreResult};
+use crate::util::now_ms;
+
+/// How long a pool's config is trusted before it is read again.
+pub const CONFIG_TTL: Duration = Duration::from_secs(5);
+/// First and longest wait after a failed invocation before the pool is tried again.
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// A pool the gateway invokes.
+pub struct InvokedPool {
+    /// Pool name.
+    pub name: String,
+    /// Its namespace's name, as runners are told it.
+    pub namespace: String,
+    /// Lifespan, drain grace, concurrency and target.
+    pub config: Invoked,
+    /// The adapter.
+    pub platform: Arc<dyn Platform>,
+    slots: Arc<Semaphore>,
+    state: Mutex<Health>,
+    /// Invocations started, for metrics and tests.
+    pub invocations: AtomicU64,
+}
+
+/// What the pool's last invocations said.
+#[derive(Default)]
+struct Health {
+    /// The last failure: its code, message and when (ms since the epoch).
+    last_error: Option<(String, String, i64)>,
+    /// Failures in a row since the last success.
+    failures: u32,
+    /// No invocation before this.
+    retry_at: Option<Instant>,
+}
+
+/// Why a pool cannot take an actor now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Busy {
+    /// Every slot is taken: the actor waits for one.
+    Full,
+    /// The last invocation failed; the pool is tried again after a backoff. The failure's
+    /// code and message, to name to waiting clients.
+    BackingOff {
+        /// `serverless.{code}`.
+        code: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl InvokedPool {
+    /// Takes a slot for one invocation, unless the pool is full or backing off.
+    pub fn try_acquire(&self) -> Result<OwnedSemaphorePermit, Busy> {
+        {
+            let health = self.state.lock();
+            if let Some(at) = health.retry_at {
+                if Instant::now() < at {
+                    let (code, message, _) = health.last_error.clone().unwrap_or_default();
+                    return Err(Busy::BackingOff { code, message });
+                }
+            }
+        }
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Busy::Full)
+    }
+
+    /// Records that the platform took an invocation.
+    pub fn succeeded(&self) {
+        let mut health = self.state.lock();
+        health.failures = 0;
+        health.retry_at = None;
+    }
+
+    /// Records a failed invocation and backs off (doubling, jittered, capped; at least what
+    /// the platform asked for).
+    pub fn failed(&self, err: &AdapterError) {
+        let mut health = self.state.lock();
+        health.failures = health.failures.saturating_add(1);
+        let exp = health.failures.saturating_sub(1).min(16);
+        let base = BACKOFF_MIN.saturating_mul(1u32 << exp).min(BACKOFF_MAX);
+        let jitter = base.mul_f64(rand::random::<f64>() * 0.2);
+        let mut wait = base + jitter;
+        if let rivulet_adapters::ErrorKind::Throttled {
+            retry_after: Some(asked),
+        } = err.kind
+        {
+            wait = wait.max(asked);
+        }
+        health.retry_at = Some(Instant::now() + wait);
+        health.last_error = Some((err.code().to_owned(), err.message.clone(), now_ms()));
+    }
+
+    /// The last failure, for `GET /runner-configs`: code, message and time.
+    pub fn last_error(&self) -> Option<(String, String, i64)> {
+        self.state.lock().last_error.clone()
+    }
+
+    /// Actors running or starting on the pool now.
+    pub fn in_use(&self) -> u64 {
+        self.config
+            .max_actors
+            .saturating_sub(self.slots.available_permits() as u64)
+    }
+}
+
+/// Every invoked pool this node has looked at.
+#[derive(Default)]
+pub struct Pools {
+    entries: Mutex<HashMap<(String, String), Entry>>,
+    namespaces: Mutex<HashMap<String, String>>,
+}
+
+struct Entry {
+    read_at: Instant,
+    pool: Option<Arc<InvokedPool>>,
+}
+
+impl Pools {
+    /// The pool `name` of the namespace if the gateway invokes it, `None` if its runners
+    /// connect by themselves (a `normal` pool, or no config at all).
+    pub async fn invoked(
+        &self,
+        store: &dyn Store,
+        namespace_id: &str,
+        name: &str,
+    ) -> StoreResult<Option<Arc<InvokedPool>>> {
+        let key = (namespace_id.to_owned(), name.to_owned());
+        if let Some(entry) = self.entries.lock().get(&key) {
+            if entry.read_at.elapsed() < CONFIG_TTL {
+                return Ok(entry.pool.clone());
+            }
+        }
+        let stored = store.get_runner_config(namespace_id, name).await?;
+        let namespace = self.namespace_name(store, namespace_id).await?;
+        let config = stored.and_then(|record| match super::from_stored(&record.config) {
+            Ok(config) => Some(config),
+            Err(err) => {
+                tracing::warn!(pool = name, error = %err.message, "stored runner config does not parse; treating it as normal");
+                None
+            }
+        });
+        let previous = self.entries.lock().get(&key).and_then(|e| e.pool.clone());
+        let pool = match config.map(|c| c.kind) {
+            Some(PoolKind::Invoked(invoked)) => Some(match previous {
+                // Unchanged: keep the live object, its slots and its health.
+                Some(prev) if prev.config == invoked => prev,
+                _ => Arc::new(build(name, &namespace, invoked)),
+            }),
+            _ => None,
+        };
+        self.entries.lock().insert(
+            key,
+            Entry {
+                read_at: Instant::now(),
+                pool: pool.clone(),
+            },
+        );
+        Ok(pool)
+    }
+
+    /// Forgets what is cached about a pool (its config was just changed on this node).
+    pub fn forget(&self, namespace_id: &str, name: &str) {
+        self.entries
+            .lock()
+            .remove(&(namespace_id.to_owned(), name.to_owned()));
+    }
+
+    /// The live pools, for status and metrics.
+    pub fn live(&self) -> Vec<Arc<InvokedPool>> {
+        self.entries
+            .lock()
+            .values()
+            .filter_map(|e| e.pool.clone())
+            .collect()
+    }
+
+    async fn namespace_name(&self, store: &dyn Store, namespace_id: &str) -> StoreResult<String> {
+        if let Some(name) = self.namespaces.lock().get(namespace_id) {
+            return Ok(name.clone());
+        }
+        let all = store.list_namespaces().await?;
+        let mut map = self.namespaces.lock();
+        for ns in all {
+            map.insert(ns.namespace_id.clone(), ns.name.clone());
+        }
+        Ok(map
+            .get(namespace_id)
+            .cloned()
+            .unwrap_or_else(|| namespace_id.to_owned()))
+    }
+}
+
+fn build(name: &str, namespace: &str, config: Invoked) -> InvokedPool {
+    let platform: Arc<dyn Platform> = match &config.target {
+        Target::Http {
+            url,
+            headers,
+            platform,
+            ..
+        } => {
+            let max_body = (*platform == PlatformKind::Vercel).then_some(VERCEL_MAX_BODY_BYTES);
+            Arc::new(HttpPlatform::new(url, headers.clone(), max_body))
+        }
+        Target::Process { command, env } => Arc::new(ProcessPlatform::new(command, env.clone())),
+        Target::Lambda { function, .. } => Arc::new(Unsupported(format!(
+            "Lambda pools (function `{function}`) are not invoked by this build yet"
+        ))),
+    };
+    let slots = usize::try_from(config.max_actors)
+        .unwrap_or(usize::MAX)
+        .min(Semaphore::MAX_PERMITS);
+    InvokedPool {
+        name: name.to_owned(),
+        namespace: namespace.to_owned(),
+        config,
+        platform,
+        slots: Arc::new(Semaphore::new(slots)),
+        state: Mutex::new(Health::default()),
+        invocations: AtomicU64::new(0),
+    }
+}
+
+/// A platform this build cannot invoke: every invocation fails at once, naming why.
+struct Unsupported(String);
+
+impl Platform for Unsupported {
+    fn name(&self) -> &'static str {
+        "unsupported"
+    }
+
+    fn invoke(
+        &self,
+        _req: rivulet_adapters::InvokeRequest,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> rivulet_adapters::Invocation {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let _ = tx.try_send(rivulet_adapters::InvocationEvent::Failed(
+            AdapterError::new(rivulet_adapters::ErrorKind::Spawn, self.0.clone()),
+        ));
+        rivulet_adapters::Invocation::new(rx, cancel)
+    }
+}
+
+impl InvokedPool {
+    /// Counts an invocation.
+    pub fn count_invocation(&self) {
+        self.invocations.fetch_add(1, Ordering::Relaxed);
+    }
+}

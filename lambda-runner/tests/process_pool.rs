@@ -1,0 +1,113 @@
+//! A `process` pool end to end: the real gateway invokes `rivulet-runner once` (a real
+//! process per request) for each actor; the runner connects back, claims the actor and serves
+//! it; before the request's lifespan ends the actor moves to a fresh process, keeping its
+//! state; and a request that dies before connecting is a named error at once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod envoy_support;
+
+use std::time::{Duration, Instant};
+
+use envoy_support::TestGateway;
+use serde_json::{json, Value};
+
+async fn put_pool(gw: &TestGateway, pool: &str, spec: Value) {
+    let resp = gw
+        .http
+        .put(gw.url(&format!("/runner-configs/{pool}?namespace=default")))
+        .json(&json!({ "datacenters": { "default": { "process": spec } } }))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    assert_eq!(status, 200, "{}", resp.text().await.unwrap());
+}
+
+async fn create(gw: &TestGateway, pool: &str, key: &str, policy: &str) -> String {
+    let (status, body) = gw
+        .api_post(
+            "/actors?namespace=default",
+            json!({"name": "counter", "key": key, "runner_name_selector": pool, "crash_policy": policy}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["actor"]["actor_id"].as_str().unwrap().to_owned()
+}
+
+async fn action(gw: &TestGateway, actor_id: &str, name: &str, args: Value) -> (u16, Value) {
+    let resp = gw
+        .http
+        .post(gw.url(&format!("/gateway/{actor_id}/action/{name}")))
+        .header("x-rivet-encoding", "json")
+        .json(&json!({ "args": args }))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+fn runner_command() -> String {
+    format!("{} once", env!("CARGO_BIN_EXE_rivulet-runner"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_pool_serves_its_actor_and_moves_it_to_fresh_processes() {
+    let gw = TestGateway::start_with(|c| c.gateway.allow_process_pools = true).await;
+    // Each process lives 4 s; the actor moves 1 s before that.
+    put_pool(
+        &gw,
+        "proc",
+        json!({"command": runner_command(), "request_lifespan": 4, "drain_grace_period": 1,
+               "env": {"RIVET_LOG_LEVEL": "warn"}}),
+    )
+    .await;
+    let id = create(&gw, "proc", "moving", "sleep").await;
+
+    // Increments for 9 s: the actor lives in at least three processes in turn, and every
+    // acknowledged increment is there afterwards, in order.
+    let started = Instant::now();
+    let mut expected = 0;
+    while started.elapsed() < Duration::from_secs(9) {
+        let (status, body) = action(&gw, &id, "increment", json!([1])).await;
+        assert_eq!(status, 200, "after {expected}: {body}");
+        expected += 1;
+        assert_eq!(body["output"], expected, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let record = gw.record(&id).await;
+    assert!(
+        record.generation >= 3,
+        "the actor should have moved at least twice, generation {}",
+        record.generation
+    );
+    let (status, body) = action(&gw, &id, "get", json!([])).await;
+    assert_eq!((status, body["output"].clone()), (200, json!(expected)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_dies_before_connecting_is_a_named_error_at_once() {
+    let gw = TestGateway::start_with(|c| c.gateway.allow_process_pools = true).await;
+    put_pool(
+        &gw,
+        "broken",
+        json!({"command": "echo 'no runner here' >&2; exit 3", "request_lifespan": 30}),
+    )
+    .await;
+    let id = create(&gw, "broken", "never", "sleep").await;
+    let asked = Instant::now();
+    let (status, body) = action(&gw, &id, "get", json!([])).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["group"], "serverless", "{body}");
+    assert_eq!(body["code"], "ended_early", "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("exit status: 3"), "{message}");
+    assert!(message.contains("no runner here"), "{message}");
+    // Well before the 30 s ready timeout.
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+}
