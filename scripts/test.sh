@@ -108,6 +108,9 @@ node_suite RUST_RUNNER_BIN="$TARGET/debug/examples/test_runner" bash tests/compa
 step "reliability defects (gateway, Rust runner and stock client as real processes)"
 node_suite RUST_RUNNER_BIN="$TARGET/debug/examples/test_runner" bash tests/compat/run-rust.sh reliability.test.mjs
 
+step "serverless pools: stock rivetkit app behind registry.handler, invoked and moved by the gateway"
+node_suite bash tests/compat/run-rust.sh serverless.test.mjs
+
 step "rivetkit compatibility on the DynamoDB store (moto)"
 node_suite COMPAT_TARGET=rivulet COMPAT_STORE=dynamodb bash tests/compat/run.sh
 

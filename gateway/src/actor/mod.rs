@@ -104,7 +104,8 @@ pub enum Msg {
     RunnerStopping(String),
     /// An event from the runner.
     Event(EventWrapper),
-    /// A client socket of this actor hibernates on the gateway (request id).
+    /// A client socket of this actor can hibernate (gateway id, request id): every later start
+    /// restores it until it closes.
     Hibernating([u8; 4], [u8; 4]),
     /// A hibernating client socket closed.
     HibernatingClosed([u8; 4], [u8; 4]),

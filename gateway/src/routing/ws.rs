@@ -196,11 +196,31 @@ impl Tunnel<'_> {
 
     /// The actor reopened the socket: resend what it has not acknowledged.
     async fn reattach(&mut self) {
-        if let Status::Running {
-            envoy_key,
-            generation,
-        } = self.actor.status()
-        {
+        // A restored instance reopens its sockets before it reports running, so the
+        // supervisor may not have published it yet: wait for that (bounded), or the delivery
+        // gate would keep holding this socket's messages for the instance that let it go.
+        let mut status = self.actor.watch();
+        let wait = Duration::from_millis(self.gw.config.gateway.actor_ready_timeout_ms);
+        let running = tokio::time::timeout(wait, async {
+            loop {
+                // The gate closed when the old instance was left, so a running status seen
+                // now is the instance that restored the socket.
+                if let Status::Running {
+                    envoy_key,
+                    generation,
+                } = status.borrow_and_update().clone()
+                {
+                    return Some((envoy_key, generation));
+                }
+                if status.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some((envoy_key, generation)) = running {
             if let Some(envoy) = self.gw.envoys.get(&envoy_key) {
                 self.gw.routes.rebind(self.request_id, &envoy.key);
                 self.envoy = envoy;
@@ -272,6 +292,13 @@ async fn run(
         return Err(ApiError::runner_lost());
     }
     wait_open(gw, &mut t, &mut rx, sink).await?;
+    // A socket the actor can hibernate belongs in every later start of the actor, not only
+    // once it has hibernated: when the actor moves (a serverless request's lifespan, a
+    // runner going away) its runner may let go of the socket without a hibernating close,
+    // and the next instance must still restore it.
+    if t.buffer.is_hibernatable() {
+        let _ = actor.send(Msg::Hibernating(gw.gateway_id, request_id));
+    }
 
     let result = pump(&mut t, &mut rx, sink, &mut stream).await;
     // A supervisor holding this socket cannot unload, so one that is not loaded (or is
