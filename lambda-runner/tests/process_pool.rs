@@ -111,3 +111,62 @@ async fn a_request_that_dies_before_connecting_is_a_named_error_at_once() {
         asked.elapsed()
     );
 }
+
+/// The runner process killed in the middle of its request (SIGKILL, nothing flushed) is a
+/// crash under the actor's policy: restarted in a fresh process, put to sleep until the next
+/// request, or destroyed. Saved state survives the first two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_killed_mid_request_follows_the_crash_policy() {
+    let gw = TestGateway::start_with(|c| c.gateway.allow_process_pools = true).await;
+    let dir = tempfile::tempdir().unwrap();
+    for policy in ["restart", "sleep", "destroy"] {
+        let pidfile = dir.path().join(format!("{policy}.pid"));
+        let pool = format!("kill-{policy}");
+        put_pool(
+            &gw,
+            &pool,
+            json!({"command": format!("echo $$ > {}; exec {}", pidfile.display(), runner_command()),
+                   "request_lifespan": 60, "env": {"RIVET_LOG_LEVEL": "warn"}}),
+        )
+        .await;
+        let id = create(&gw, &pool, &format!("victim-{policy}"), policy).await;
+        let (status, body) = action(&gw, &id, "increment", json!([7])).await;
+        assert_eq!(
+            (status, body["output"].clone()),
+            (200, json!(7)),
+            "{policy}"
+        );
+        // Let the runner save the state it acknowledged.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", pid.trim()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let record = gw.record(&id).await;
+            let settled = match policy {
+                "destroy" => record.destroy_ts.is_some(),
+                "sleep" => record.sleep_ts.is_some(),
+                _ => record.generation >= 2 && record.connectable_ts.is_some(),
+            };
+            if settled {
+                assert!(record.error.is_some(), "{policy}: the crash is recorded");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{policy}: {record:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (status, body) = action(&gw, &id, "get", json!([])).await;
+        match policy {
+            "destroy" => assert_eq!(status, 404, "{body}"),
+            _ => assert_eq!(
+                (status, body["output"].clone()),
+                (200, json!(7)),
+                "{policy}: {body}"
+            ),
+        }
+    }
+}

@@ -141,7 +141,16 @@ pub async fn list_runner_configs(
         {
             continue;
         }
-        out.insert(cfg.name.clone(), cfg.config.clone());
+        let mut config = cfg.config.clone();
+        // What this node saw of an invoked pool: so an operator finds why actors of a pool
+        // do not start without reading logs.
+        if let (Some(status), Some(obj)) = (
+            gw.pools.status(&ns.namespace_id, &cfg.name),
+            config.as_object_mut(),
+        ) {
+            obj.insert("status".into(), status);
+        }
+        out.insert(cfg.name.clone(), config);
     }
     Ok(Json(
         json!({"runner_configs": out, "pagination": {"cursor": null}}),

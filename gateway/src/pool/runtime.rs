@@ -189,13 +189,27 @@ impl Pools {
             .remove(&(namespace_id.to_owned(), name.to_owned()));
     }
 
-    /// The live pools, for status and metrics.
-    pub fn live(&self) -> Vec<Arc<InvokedPool>> {
+    /// The live pool this node holds for `name`, if it invoked it lately (status only: no
+    /// store read).
+    pub fn cached(&self, namespace_id: &str, name: &str) -> Option<Arc<InvokedPool>> {
         self.entries
             .lock()
-            .values()
-            .filter_map(|e| e.pool.clone())
-            .collect()
+            .get(&(namespace_id.to_owned(), name.to_owned()))
+            .and_then(|e| e.pool.clone())
+    }
+
+    /// What `GET /runner-configs` shows of a pool this node invokes: actors it runs now,
+    /// requests started, and the last failure.
+    pub fn status(&self, namespace_id: &str, name: &str) -> Option<serde_json::Value> {
+        let pool = self.cached(namespace_id, name)?;
+        let last_error = pool.last_error().map(|(code, message, ts)| {
+            serde_json::json!({ "code": format!("serverless.{code}"), "message": message, "ts": ts })
+        });
+        Some(serde_json::json!({
+            "actors_running": pool.in_use(),
+            "invocations": pool.invocations.load(Ordering::Relaxed),
+            "last_error": last_error,
+        }))
     }
 
     async fn namespace_name(&self, store: &dyn Store, namespace_id: &str) -> StoreResult<String> {
