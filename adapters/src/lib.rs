@@ -11,6 +11,7 @@
 //! here: it arrives over the runner's envoy connection like any runner's.
 
 pub mod http;
+pub mod lambda;
 pub mod process;
 mod sse;
 
@@ -110,6 +111,8 @@ pub enum ErrorKind {
     TooLarge,
     /// A local command could not be started.
     Spawn,
+    /// The function itself failed (Lambda's `X-Amz-Function-Error`).
+    FunctionError,
 }
 
 /// A failed invocation, with what the platform said.
@@ -140,6 +143,7 @@ impl AdapterError {
             ErrorKind::Protocol => "invalid_response",
             ErrorKind::TooLarge => "payload_too_large",
             ErrorKind::Spawn => "spawn_failed",
+            ErrorKind::FunctionError => "function_error",
         }
     }
 
@@ -148,7 +152,10 @@ impl AdapterError {
         match self.kind {
             ErrorKind::Unreachable | ErrorKind::Throttled { .. } => true,
             ErrorKind::Status(s) => s >= 500,
-            ErrorKind::Protocol | ErrorKind::TooLarge | ErrorKind::Spawn => false,
+            ErrorKind::Protocol
+            | ErrorKind::TooLarge
+            | ErrorKind::Spawn
+            | ErrorKind::FunctionError => false,
         }
     }
 }
@@ -186,6 +193,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Protocol => f.write_str("protocol"),
             ErrorKind::TooLarge => f.write_str("too large"),
             ErrorKind::Spawn => f.write_str("spawn"),
+            ErrorKind::FunctionError => f.write_str("function error"),
         }
     }
 }

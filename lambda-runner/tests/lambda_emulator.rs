@@ -114,6 +114,30 @@ fn invoke(port: u16, event: Value) -> tokio::task::JoinHandle<(u16, Value)> {
     })
 }
 
+/// The emulator builds the function on its first invocation (minutes on a new machine, whose
+/// build cache is empty): throwaway invocations with a bad event pay for that before anything
+/// waits on it. While the build runs the emulator answers 408 once the function timeout
+/// passes; the build goes on, so ask again, within a bound.
+async fn warm_up(port: u16) {
+    let build_deadline = tokio::time::Instant::now() + Duration::from_secs(1200);
+    let (status, warm) = loop {
+        let (status, warm) = invoke(
+            port,
+            json!({"endpoint": "http://127.0.0.1:1", "namespace": "default", "poolName": "lambda", "payload": ""}),
+        )
+        .await
+        .unwrap();
+        if status != 408 || tokio::time::Instant::now() > build_deadline {
+            break (status, warm);
+        }
+        eprintln!("the emulator is still building the function; invoking again");
+    };
+    assert!(
+        warm.to_string().contains("InvalidStart"),
+        "a bad event fails clearly (status {status}): {warm}"
+    );
+}
+
 async fn action(gw: &TestGateway, actor_id: &str, name: &str, args: Value) -> Value {
     let resp = gw
         .http
@@ -161,27 +185,7 @@ async fn an_invocation_serves_its_actor_and_hands_it_back_at_the_deadline() {
     assert_eq!(status, 200, "create: {created}");
     let actor_id = created["actor"]["actor_id"].as_str().unwrap().to_string();
     let (_emulator, port) = emulator(&bin).await;
-    // The emulator builds the function on its first invocation (minutes on a new machine,
-    // whose build cache is empty): throwaway invocations with a bad event pay for that before
-    // anything waits on it. While the build runs the emulator answers 408 once the function
-    // timeout passes; the build goes on, so ask again, within a bound.
-    let build_deadline = tokio::time::Instant::now() + Duration::from_secs(1200);
-    let (status, warm) = loop {
-        let (status, warm) = invoke(
-            port,
-            json!({"endpoint": "http://127.0.0.1:1", "namespace": "default", "poolName": "lambda", "payload": ""}),
-        )
-        .await
-        .unwrap();
-        if status != 408 || tokio::time::Instant::now() > build_deadline {
-            break (status, warm);
-        }
-        eprintln!("the emulator is still building the function; invoking again");
-    };
-    assert!(
-        warm.to_string().contains("InvalidStart"),
-        "a bad event fails clearly (status {status}): {warm}"
-    );
+    warm_up(port).await;
 
     // First invocation: generation 1, the actor's first start.
     let event = |generation| {
@@ -243,4 +247,76 @@ async fn a_bad_event_fails_the_invocation_with_a_clear_error() {
     };
     let err = bad.into_request().unwrap_err().to_string();
     assert!(err.contains("not a valid envoy frame"), "{err}");
+}
+
+/// A `lambda` pool: the gateway itself invokes the function through `aws-sdk-lambda` (its
+/// endpoint pointed at the emulator by the standard `AWS_ENDPOINT_URL_LAMBDA`), once per
+/// actor request, and moves the actor to a fresh invocation before the pool's lifespan ends,
+/// every acknowledged increment kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lambda_pool_is_invoked_by_the_gateway_through_the_sdk() {
+    let Some(bin) = cargo_lambda() else {
+        assert!(
+            std::env::var("RIVULET_REQUIRE_LAMBDA").as_deref() != Ok("1"),
+            "cargo-lambda is required (RIVULET_REQUIRE_LAMBDA=1) but not installed; run infra/cargo-lambda.sh"
+        );
+        eprintln!("SKIPPED: cargo-lambda is not installed (infra/cargo-lambda.sh installs it)");
+        return;
+    };
+    let (_emulator, port) = emulator(&bin).await;
+    warm_up(port).await;
+    // What the SDK reads; the emulator accepts any credentials.
+    std::env::set_var(
+        "AWS_ENDPOINT_URL_LAMBDA",
+        format!("http://127.0.0.1:{port}"),
+    );
+    std::env::set_var("AWS_REGION", "us-east-1");
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+
+    let gw = TestGateway::start().await;
+    // The function hands its actor back by itself at 8 s (its max invocation less its
+    // margin); the pool moves it first, at 10 - 4 = 6 s.
+    let resp = gw
+        .http
+        .put(gw.url("/runner-configs/lam?namespace=default"))
+        .json(&json!({"datacenters": {"default": {"lambda": {
+            "function": "rivulet-runner", "request_lifespan": 10, "drain_grace_period": 4,
+        }}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let (status, created) = gw
+        .api_post(
+            "/actors?namespace=default",
+            json!({"name": "counter", "key": "by-sdk", "runner_name_selector": "lam", "crash_policy": "sleep"}),
+        )
+        .await;
+    assert_eq!(status, 200, "create: {created}");
+    let actor_id = created["actor"]["actor_id"].as_str().unwrap().to_string();
+
+    let started = std::time::Instant::now();
+    let mut expected = 0;
+    while started.elapsed() < Duration::from_secs(15) {
+        expected += 1;
+        assert_eq!(
+            action(&gw, &actor_id, "increment", json!([1])).await,
+            json!(expected)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, listed) = gw.api_get("/runner-configs?namespace=default").await;
+    let invocations = listed["runner_configs"]["lam"]["status"]["invocations"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        invocations >= 2,
+        "the actor should have moved to a fresh invocation: {listed}"
+    );
+    assert_eq!(
+        action(&gw, &actor_id, "get", json!([])).await,
+        json!(expected)
+    );
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rivulet_adapters::http::HttpPlatform;
+use rivulet_adapters::lambda::LambdaPlatform;
 use rivulet_adapters::process::ProcessPlatform;
 use rivulet_adapters::{AdapterError, Platform};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -240,9 +241,15 @@ fn build(name: &str, namespace: &str, config: Invoked) -> InvokedPool {
             Arc::new(HttpPlatform::new(url, headers.clone(), max_body))
         }
         Target::Process { command, env } => Arc::new(ProcessPlatform::new(command, env.clone())),
-        Target::Lambda { function, .. } => Arc::new(Unsupported(format!(
-            "Lambda pools (function `{function}`) are not invoked by this build yet"
-        ))),
+        Target::Lambda {
+            function,
+            qualifier,
+            region,
+        } => Arc::new(LambdaPlatform::new(
+            function,
+            qualifier.clone(),
+            region.clone(),
+        )),
     };
     let slots = usize::try_from(config.max_actors)
         .unwrap_or(usize::MAX)
@@ -255,27 +262,6 @@ fn build(name: &str, namespace: &str, config: Invoked) -> InvokedPool {
         slots: Arc::new(Semaphore::new(slots)),
         state: Mutex::new(Health::default()),
         invocations: AtomicU64::new(0),
-    }
-}
-
-/// A platform this build cannot invoke: every invocation fails at once, naming why.
-struct Unsupported(String);
-
-impl Platform for Unsupported {
-    fn name(&self) -> &'static str {
-        "unsupported"
-    }
-
-    fn invoke(
-        &self,
-        _req: rivulet_adapters::InvokeRequest,
-        cancel: tokio_util::sync::CancellationToken,
-    ) -> rivulet_adapters::Invocation {
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        let _ = tx.try_send(rivulet_adapters::InvocationEvent::Failed(
-            AdapterError::new(rivulet_adapters::ErrorKind::Spawn, self.0.clone()),
-        ));
-        rivulet_adapters::Invocation::new(rx, cancel)
     }
 }
 

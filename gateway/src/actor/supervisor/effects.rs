@@ -290,7 +290,10 @@ impl Supervisor {
                         pool.succeeded();
                         continue;
                     }
-                    InvocationEvent::Finished => InvocationEnd::Finished,
+                    InvocationEvent::Finished => {
+                        pool.succeeded();
+                        InvocationEnd::Finished
+                    }
                     InvocationEvent::EndedEarly(why) => InvocationEnd::EndedEarly(why),
                     InvocationEvent::Failed(err) => {
                         pool.failed(&err);
