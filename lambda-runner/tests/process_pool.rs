@@ -170,3 +170,40 @@ async fn a_runner_killed_mid_request_follows_the_crash_policy() {
         }
     }
 }
+
+/// Actions arriving as the actor moves (ten actors called back to back, moving every 2 s):
+/// each gets exactly one reply, in order, and nothing is applied twice; the old process's
+/// replies leave before it closes its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_in_flight_at_a_move_get_exactly_one_reply() {
+    let gw = TestGateway::start_with(|c| c.gateway.allow_process_pools = true).await;
+    put_pool(
+        &gw,
+        "busy",
+        json!({"command": runner_command(), "request_lifespan": 3, "drain_grace_period": 1,
+               "env": {"RIVET_LOG_LEVEL": "warn"}}),
+    )
+    .await;
+    let mut callers = Vec::new();
+    for i in 0..10 {
+        let id = create(&gw, "busy", &format!("busy-{i}"), "sleep").await;
+        let gw = &gw;
+        callers.push(async move {
+            let started = Instant::now();
+            let mut expected = 0;
+            while started.elapsed() < Duration::from_secs(9) {
+                let (status, body) = action(gw, &id, "increment", json!([1])).await;
+                assert_eq!(status, 200, "actor {i} after {expected}: {body}");
+                expected += 1;
+                assert_eq!(body["output"], expected, "actor {i}: {body}");
+            }
+            let record = gw.record(&id).await;
+            assert!(
+                record.generation >= 3,
+                "actor {i} moved: {}",
+                record.generation
+            );
+        });
+    }
+    futures_util::future::join_all(callers).await;
+}

@@ -451,6 +451,12 @@ async fn on_disconnect(gw: Gateway, handle: Arc<EnvoyHandle>) {
         return; // replaced by a newer connection that carries on
     }
     tracing::info!("runner disconnected");
+    // A runner that announced its shutdown and then closed will not answer what it still
+    // had: its requests end now (hibernatable sockets are held for the next instance)
+    // instead of after the lost threshold.
+    if handle.stopping.load(Ordering::Relaxed) {
+        gw.routes.runner_lost(&handle.key);
+    }
     let lost_after =
         Duration::from_millis(u64::try_from(gw.config.envoy.lost_threshold_ms).unwrap_or(0));
     let shutdown = gw.stopping.clone();

@@ -189,6 +189,8 @@ impl Connections {
             }
         };
         if last {
+            // Replies of actions that ran must leave before the connection closes.
+            self.runner.requests_answered(Duration::from_secs(5)).await;
             client.shutdown().await;
         } else if outcome == Outcome::Deadline && client.intent_sleep(&actor_id, generation).is_ok()
         {

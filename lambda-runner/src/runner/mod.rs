@@ -58,6 +58,8 @@ pub struct Runner {
     stopped: Mutex<VecDeque<(String, u32)>>,
     stopped_changed: Notify,
     tasks: TaskTracker,
+    /// HTTP requests being handled, whose answers must leave before the connection closes.
+    requests: TaskTracker,
 }
 
 impl Runner {
@@ -71,7 +73,20 @@ impl Runner {
             stopped: Mutex::new(VecDeque::new()),
             stopped_changed: Notify::new(),
             tasks: TaskTracker::new(),
+            requests: TaskTracker::new(),
         })
+    }
+
+    /// Waits, at most `within`, until every HTTP request being handled has been answered:
+    /// a connection closed before that would leave a client without the reply of an action
+    /// that ran.
+    pub async fn requests_answered(&self, within: std::time::Duration) {
+        let _ = tokio::time::timeout(within, async {
+            while !self.requests.is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await;
     }
 
     /// The actor types it hosts.
@@ -125,7 +140,7 @@ impl Runner {
             );
             return;
         };
-        self.tasks.spawn(async move {
+        self.requests.spawn(async move {
             let request = HttpRequest {
                 method: pending.method,
                 path: pending.path,

@@ -1,0 +1,130 @@
+// Serverless benchmark: what a client sees while actors move between requests, and what
+// the moves cost. N actors (BENCH_SL_ACTORS, default 10), each with one connected stock
+// RivetKit client calling `increment` back to back (a 20 ms pause between calls) for
+// BENCH_SL_SECONDS (default 30), on a pool whose requests live BENCH_SL_LIFESPAN_S (default 4)
+// with a BENCH_SL_GRACE_S (default 1) drain grace, so each actor moves every 3 s.
+//
+// BENCH_SL_ADAPTER:
+//   http     the stock RivetKit 2.3.19 app behind registry.handler (serverless-app.mjs)
+//   process  the Rust runner, `rivulet-runner once` per request (RUST_RUNNER_BIN's sibling
+//            rivulet-runner, default target/debug/rivulet-runner)
+//
+// Prints one JSON object: call latency p50/p99/max (the p99 and max are the moves: a call
+// that waits for one), the longest wait per move, the first call on each new actor (a cold
+// wake including its request), moves and requests per actor-hour, and a check that every
+// reply was the next number (nothing lost, duplicated or reordered) with no socket closed.
+import fs from "node:fs";
+import path from "node:path";
+import { createClient } from "rivetkit/client";
+import { Child, HERE, REPO, Server, freePort, makeWorkDir, nodeBin, sleep, waitFor } from "./harness.mjs";
+
+const ADAPTER = process.env.BENCH_SL_ADAPTER || "http";
+const ACTORS = Number(process.env.BENCH_SL_ACTORS || 10);
+const SECONDS = Number(process.env.BENCH_SL_SECONDS || 30);
+const LIFESPAN_S = Number(process.env.BENCH_SL_LIFESPAN_S || 4);
+const GRACE_S = Number(process.env.BENCH_SL_GRACE_S || 1);
+// How clients call: over one connected socket each, or as separate HTTP actions. The Rust
+// runner does not yet keep a client's socket across a move (it closes it with
+// actor.stopping), so its default is HTTP.
+const CLIENT = process.env.BENCH_SL_CLIENT || (ADAPTER === "http" ? "socket" : "http");
+
+const workDir = makeWorkDir();
+const server = new Server({ target: "rivulet", workDir, extraArgs: ["--allow-process-pools"] });
+await server.init();
+await server.start();
+let app;
+let pool;
+if (ADAPTER === "http") {
+	const port = await freePort();
+	app = new Child("serverless-app", nodeBin(), [path.join(HERE, "serverless-app.mjs")], {
+		env: { ...process.env, SERVERLESS_PORT: String(port), RIVET_LOG_LEVEL: "warn" },
+		cwd: HERE,
+		logFile: path.join(workDir, "serverless-app.log"),
+	});
+	await waitFor(() => app.out.includes("[serverless-app] listening"), { timeout: 30_000, what: "serverless app" });
+	pool = { serverless: { url: `http://127.0.0.1:${port}/api/rivet`, request_lifespan: LIFESPAN_S, drain_grace_period: GRACE_S } };
+} else {
+	const bin = path.resolve(REPO, process.env.RIVULET_RUNNER_BIN || "target/debug/rivulet-runner");
+	pool = { process: { command: `${bin} once`, request_lifespan: LIFESPAN_S, drain_grace_period: GRACE_S, env: { RIVET_LOG_LEVEL: "warn" } } };
+}
+const put = await fetch(`${server.url}/runner-configs/default?namespace=default`, {
+	method: "PUT",
+	headers: { "content-type": "application/json" },
+	body: JSON.stringify({ datacenters: { default: pool } }),
+});
+if (put.status !== 200) throw new Error(`pool refused: ${await put.text()}`);
+
+const client = createClient({ endpoint: server.url, namespace: "default", encoding: "bare" });
+const run = Date.now().toString(36);
+const latencies = [];
+const first = [];
+let wrong = 0;
+let closed = 0;
+let calls = 0;
+const t0 = Date.now();
+await Promise.all(
+	Array.from({ length: ACTORS }, async (_, i) => {
+		const handle = client.counter.getOrCreate([`bench-${run}-${i}`]);
+		const conn = CLIENT === "socket" ? handle.connect() : handle;
+		let disposing = false;
+		// A handle's every property is an action: only a connection has onClose/dispose.
+		if (CLIENT === "socket") {
+			conn.onClose(() => {
+				if (!disposing) closed++;
+			});
+		}
+		let expected = 0;
+		while (Date.now() - t0 < SECONDS * 1000) {
+			const sent = performance.now();
+			const value = await conn.increment(1);
+			const took = performance.now() - sent;
+			expected += 1;
+			calls += 1;
+			if (value !== expected) wrong++;
+			if (expected === 1) first.push(took);
+			else latencies.push(took);
+			await sleep(20);
+		}
+		disposing = true;
+		if (CLIENT === "socket") await conn.dispose();
+	}),
+);
+const elapsedS = (Date.now() - t0) / 1000;
+const listed = await (await fetch(`${server.url}/runner-configs?namespace=default`)).json();
+const invocations = listed.runner_configs?.default?.status?.invocations ?? 0;
+const q = (xs, p) => {
+	const s = [...xs].sort((a, b) => a - b);
+	return s.length ? Math.round(s[Math.min(s.length - 1, Math.floor(p * s.length))] * 100) / 100 : null;
+};
+const moves = Math.max(0, invocations - ACTORS);
+const result = {
+	bench: "serverless",
+	adapter: ADAPTER,
+	client: CLIENT,
+	actors: ACTORS,
+	seconds: Math.round(elapsedS),
+	lifespan_s: LIFESPAN_S,
+	drain_grace_s: GRACE_S,
+	calls,
+	call_latency_ms: { p50: q(latencies, 0.5), p99: q(latencies, 0.99), max: q(latencies, 1) },
+	// The slowest calls are those that waited for a move; with a call every ~20 ms each move
+	// is waited out by about one call, so the top `moves` latencies are the move pauses.
+	move_pause_ms: (() => {
+		const top = [...latencies].sort((a, b) => b - a).slice(0, Math.max(1, moves));
+		return { p50: q(top, 0.5), p99: q(top, 0.99), max: q(top, 1) };
+	})(),
+	cold_wake_ms: { p50: q(first, 0.5), max: q(first, 1) },
+	moves,
+	invocations,
+	invocations_per_actor_hour: Math.round((invocations / ACTORS) * (3600 / elapsedS)),
+	request_seconds_per_actor_hour: 3600,
+	lost_duplicated_or_reordered: wrong,
+	sockets_closed: closed,
+};
+console.log(JSON.stringify(result));
+await client.dispose?.();
+await app?.stop({ graceMs: 3000 });
+await server.stop();
+if (process.env.BENCH_KEEP === "1") console.error(`[bench-serverless] logs kept in ${workDir}`);
+else fs.rmSync(workDir, { recursive: true, force: true });
+process.exit(0);
