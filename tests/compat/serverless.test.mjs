@@ -147,4 +147,74 @@ describe("serverless pools: stock RivetKit app behind registry.handler", () => {
 		console.log(`[serverless] socket: ${expected} increments; longest waits (ms): ${pauses.slice(-3).join(", ")}`);
 		await conn.dispose();
 	});
+	check("soak: 50 connected clients, each on its own actor, through 15 moves each (lifespan 3 s)", async () => {
+		const ACTORS = Number(process.env.SOAK_ACTORS || 50);
+		const MOVES = Number(process.env.SOAK_MOVES || 15);
+		const pool = await putPool("soak", { url: appUrl, request_lifespan: 3, drain_grace_period: 1 });
+		assert.equal(pool.status, 200, JSON.stringify(pool.body));
+		// Requests started per actor, read from the gateway's log; the first is its start.
+		const requests = new Map();
+		let scanned = 0;
+		const scan = () => {
+			const out = server.child.out;
+			if (out.length < scanned) scanned = 0; // the harness trimmed its buffer
+			const fresh = out.slice(scanned);
+			const cut = fresh.lastIndexOf("\n") + 1;
+			scanned += cut;
+			for (const line of fresh.slice(0, cut).split("\n")) {
+				if (!line.includes("invoking a serverless request")) continue;
+				const m = line.replace(/\x1b\[[0-9;]*m/g, "").match(/actor_id=([0-9a-z]+)/);
+				if (m) requests.set(m[1], (requests.get(m[1]) ?? 0) + 1);
+			}
+		};
+		const scanner = setInterval(scan, 250);
+		try {
+			const results = await Promise.all(
+				Array.from({ length: ACTORS }, async (_, i) => {
+					const handle = client.counter.getOrCreate([`soak-${RUN}-${i}`], { poolName: "soak" });
+					const conn = handle.connect();
+					const events = [];
+					let closed = false;
+					let disposing = false;
+					conn.on("newCount", (n) => events.push(n));
+					conn.onClose(() => {
+						if (!disposing) closed = true;
+					});
+					let acked = 0;
+					let wrong = 0;
+					const first = await call(conn.increment(1), `soak ${i} first increment`, 60_000);
+					acked = 1;
+					if (first !== 1) wrong += 1;
+					const id = await call(handle.resolve(), `soak ${i} resolve`);
+					const started = Date.now();
+					// Until the actor has moved MOVES times: a count of moves, not a time, so a
+					// slow machine runs longer instead of checking less.
+					while ((requests.get(id) ?? 0) - 1 < MOVES) {
+						assert.ok(Date.now() - started < 300_000, `actor ${i} moved only ${(requests.get(id) ?? 1) - 1} times in 300 s`);
+						const value = await call(conn.increment(1), `soak ${i} increment ${acked + 1}`, 60_000);
+						acked += 1;
+						if (value !== acked) wrong += 1;
+						await sleep(50);
+					}
+					await waitFor(() => events.length >= acked, { timeout: 15_000, what: `events of soak actor ${i}` });
+					const eventsInOrder = events.every((n, k) => n === k + 1);
+					disposing = true;
+					await conn.dispose();
+					const stored = await call(handle.get(), `soak ${i} read back`);
+					return { i, acked, wrong, closed, eventsInOrder, stored, moves: (requests.get(id) ?? 1) - 1 };
+				}),
+			);
+			for (const r of results) {
+				assert.equal(r.wrong, 0, `actor ${r.i}: replies lost, duplicated or reordered`);
+				assert.equal(r.closed, false, `actor ${r.i}: its client's socket closed`);
+				assert.ok(r.eventsInOrder, `actor ${r.i}: events lost, duplicated or reordered`);
+				assert.equal(r.stored, r.acked, `actor ${r.i}: every acknowledged write is stored`);
+			}
+			const total = results.reduce((n, r) => n + r.acked, 0);
+			const moves = results.reduce((n, r) => n + r.moves, 0);
+			console.log(`[serverless] soak: ${ACTORS} actors, ${total} acknowledged increments, ${moves} moves`);
+		} finally {
+			clearInterval(scanner);
+		}
+	});
 });
