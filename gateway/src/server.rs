@@ -68,6 +68,7 @@ pub async fn run(
         Some(registration),
     ));
     gw.tasks.spawn(crate::scheduler::run(gw.clone()));
+    gw.tasks.spawn(crate::pool::poller::run(gw.clone()));
     tracing::info!(%addr, node_id = %gw.node.id, node_url = %gw.node.url, "rivulet gateway listening");
     let listener = crate::quickack::QuickAckListener(listener);
     let head_timeout = Duration::from_millis(gw.config.gateway.request_head_timeout_ms);

@@ -228,3 +228,28 @@ async fn an_endpoint_that_went_down_is_named_unreachable() {
     assert!(took < Duration::from_secs(15), "{took:?}");
     assert_eq!(last_error(&gw).await["code"], "serverless.unreachable");
 }
+
+/// The pool's `/metadata` is polled while the pool is in use: an endpoint that goes away
+/// shows in `GET /runner-configs` without any actor having to fail on it first.
+#[tokio::test]
+async fn a_polled_endpoint_that_goes_away_shows_in_the_pool_status() {
+    let gw = TestGateway::start().await;
+    let ep = endpoint(Mode::Status500).await;
+    register(&gw, &ep.url).await;
+    let id = create(&gw, "polled").await;
+    let _ = call(&gw, &id).await; // the pool is now in use on this node
+    ep.stop.cancel();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let err = last_error(&gw).await;
+        if err["code"] == "serverless.metadata_endpoint_unreachable" {
+            assert!(
+                err["message"].as_str().unwrap().contains("/metadata"),
+                "{err}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the poll never noticed: {err}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

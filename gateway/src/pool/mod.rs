@@ -17,6 +17,7 @@
 //! /runner-configs` shows the values the gateway acts on.
 
 pub mod metadata;
+pub mod poller;
 pub mod runtime;
 
 use std::collections::BTreeMap;

@@ -54,6 +54,10 @@ struct Health {
     failures: u32,
     /// No invocation before this.
     retry_at: Option<Instant>,
+    /// When `/metadata` is next polled (URL pools).
+    next_poll: Option<Instant>,
+    /// The last metadata poll failed.
+    metadata_failing: bool,
 }
 
 /// Why a pool cannot take an actor now.
@@ -118,6 +122,38 @@ impl InvokedPool {
     /// The last failure, for `GET /runner-configs`: code, message and time.
     pub fn last_error(&self) -> Option<(String, String, i64)> {
         self.state.lock().last_error.clone()
+    }
+
+    /// If the pool's `/metadata` is due for a poll, marks it polled and returns its base URL.
+    pub fn take_metadata_poll(&self) -> Option<String> {
+        let Target::Http {
+            url, metadata_poll, ..
+        } = &self.config.target
+        else {
+            return None;
+        };
+        let mut health = self.state.lock();
+        let now = Instant::now();
+        if health.next_poll.is_some_and(|at| now < at) {
+            return None;
+        }
+        health.next_poll = Some(now + *metadata_poll);
+        Some(url.clone())
+    }
+
+    /// Records a good metadata answer; returns whether it failed before.
+    pub fn metadata_ok(&self) -> bool {
+        std::mem::take(&mut self.state.lock().metadata_failing)
+    }
+
+    /// Records a failed metadata poll as the pool's last error; returns whether it is new
+    /// (so it is logged once, not at every poll).
+    pub fn metadata_failed(&self, code: &str, message: &str) -> bool {
+        let mut health = self.state.lock();
+        let new = !health.metadata_failing;
+        health.metadata_failing = true;
+        health.last_error = Some((format!("metadata_{code}"), message.to_owned(), now_ms()));
+        new
     }
 
     /// Actors running or starting on the pool now.
@@ -188,6 +224,15 @@ impl Pools {
         self.entries
             .lock()
             .remove(&(namespace_id.to_owned(), name.to_owned()));
+    }
+
+    /// The live pools and their namespaces, for the metadata poller.
+    pub fn live_with_namespace(&self) -> Vec<(String, Arc<InvokedPool>)> {
+        self.entries
+            .lock()
+            .iter()
+            .filter_map(|((ns, _), e)| e.pool.clone().map(|p| (ns.clone(), p)))
+            .collect()
     }
 
     /// The live pool this node holds for `name`, if it invoked it lately (status only: no
