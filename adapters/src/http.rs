@@ -35,6 +35,7 @@ pub struct HttpPlatform {
     url: String,
     headers: Headers,
     max_body: Option<usize>,
+    id_tokens: Option<&'static crate::gcp::IdTokens>,
 }
 
 impl HttpPlatform {
@@ -46,7 +47,15 @@ impl HttpPlatform {
             url: url.trim_end_matches('/').to_owned(),
             headers,
             max_body,
+            id_tokens: None,
         }
+    }
+
+    /// Sends an ID token for the service URL with every start (Cloud Run's IAM-authenticated
+    /// invocation).
+    pub fn with_id_tokens(mut self, tokens: &'static crate::gcp::IdTokens) -> Self {
+        self.id_tokens = Some(tokens);
+        self
     }
 }
 
@@ -77,6 +86,7 @@ impl Platform for HttpPlatform {
             url: format!("{}/start", self.url),
             headers: self.headers.clone(),
             max_body: self.max_body,
+            id_tokens: self.id_tokens,
         };
         let token = cancel.clone();
         tokio::spawn(async move {
@@ -94,6 +104,7 @@ struct Run {
     url: String,
     headers: Headers,
     max_body: Option<usize>,
+    id_tokens: Option<&'static crate::gcp::IdTokens>,
 }
 
 impl Run {
@@ -129,6 +140,12 @@ impl Run {
         }
         if let Some(token) = &req.token {
             http = http.header("x-rivet-token", token);
+        }
+        if let Some(tokens) = self.id_tokens {
+            match tokens.token(&crate::gcp::audience_of(&self.url)).await {
+                Ok(id) => http = http.bearer_auth(id),
+                Err(err) => return InvocationEvent::Failed(err),
+            }
         }
         let mut resp = match http.body(req.payload).send().await {
             Ok(resp) => resp,

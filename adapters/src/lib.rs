@@ -10,6 +10,7 @@
 //! try again. The runner's own traffic (events, KV, client requests) does not pass through
 //! here: it arrives over the runner's envoy connection like any runner's.
 
+pub mod gcp;
 pub mod http;
 pub mod lambda;
 pub mod process;
@@ -113,6 +114,8 @@ pub enum ErrorKind {
     Spawn,
     /// The function itself failed (Lambda's `X-Amz-Function-Error`).
     FunctionError,
+    /// No credentials for the platform (a Cloud Run ID token could not be minted).
+    Auth,
 }
 
 /// A failed invocation, with what the platform said.
@@ -144,13 +147,14 @@ impl AdapterError {
             ErrorKind::TooLarge => "payload_too_large",
             ErrorKind::Spawn => "spawn_failed",
             ErrorKind::FunctionError => "function_error",
+            ErrorKind::Auth => "auth_failed",
         }
     }
 
     /// Whether trying again later may succeed with nothing changed.
     pub fn retryable(&self) -> bool {
         match self.kind {
-            ErrorKind::Unreachable | ErrorKind::Throttled { .. } => true,
+            ErrorKind::Unreachable | ErrorKind::Throttled { .. } | ErrorKind::Auth => true,
             ErrorKind::Status(s) => s >= 500,
             ErrorKind::Protocol
             | ErrorKind::TooLarge
@@ -194,6 +198,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::TooLarge => f.write_str("too large"),
             ErrorKind::Spawn => f.write_str("spawn"),
             ErrorKind::FunctionError => f.write_str("function error"),
+            ErrorKind::Auth => f.write_str("auth"),
         }
     }
 }

@@ -109,8 +109,15 @@ async fn throttles_cuts_and_errors_are_named_and_never_retried() {
         },
         "{err}"
     );
-    assert!(err.message.contains("ConcurrentInvocationLimitExceeded"), "{err}");
-    assert_eq!(calls.swap(0, Ordering::SeqCst), 1, "a throttle is not retried by the SDK");
+    assert!(
+        err.message.contains("ConcurrentInvocationLimitExceeded"),
+        "{err}"
+    );
+    assert_eq!(
+        calls.swap(0, Ordering::SeqCst),
+        1,
+        "a throttle is not retried by the SDK"
+    );
 
     mode.store(MODE_CUT, Ordering::SeqCst);
     let end = end_of(&platform).await;

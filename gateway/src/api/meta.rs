@@ -179,11 +179,17 @@ pub async fn put_runner_config(
     };
     let (config, stored) = pool::parse(&body, allow)?;
     if let pool::PoolKind::Invoked(pool::Invoked {
-        target: pool::Target::Http { url, headers, .. },
+        target:
+            pool::Target::Http {
+                url,
+                headers,
+                platform,
+                ..
+            },
         ..
     }) = &config.kind
     {
-        let meta = pool::metadata::fetch(&gw.node.http, url, headers)
+        let meta = pool::metadata::fetch(&gw.node.http, url, headers, *platform)
             .await
             .map_err(|err| {
                 tracing::warn!(pool = %name, error = %err, "runner config refused");

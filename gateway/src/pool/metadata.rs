@@ -80,14 +80,27 @@ impl MetadataError {
     }
 }
 
-/// Fetches and checks `{base}/metadata` with the pool's headers.
+/// Fetches and checks `{base}/metadata` with the pool's headers (and, for a Cloud Run
+/// service, an ID token for it).
 pub async fn fetch(
     client: &reqwest::Client,
     base: &str,
     headers: &BTreeMap<String, String>,
+    platform: super::Platform,
 ) -> Result<Metadata, MetadataError> {
     let url = format!("{}/metadata", base.trim_end_matches('/'));
     let mut req = client.get(&url).timeout(FETCH_TIMEOUT);
+    if platform == super::Platform::CloudRun {
+        let audience = rivulet_adapters::gcp::audience_of(base);
+        let token = rivulet_adapters::gcp::IdTokens::shared()
+            .token(&audience)
+            .await
+            .map_err(|err| MetadataError::Unreachable {
+                url: url.clone(),
+                detail: err.message,
+            })?;
+        req = req.bearer_auth(token);
+    }
     for (k, v) in headers {
         req = req.header(k, v);
     }

@@ -35,10 +35,13 @@ pub async fn run(gw: Gateway) {
 }
 
 async fn poll(gw: &Gateway, namespace_id: &str, pool: &Arc<InvokedPool>, url: String) {
-    let Target::Http { headers, .. } = &pool.config.target else {
+    let Target::Http {
+        headers, platform, ..
+    } = &pool.config.target
+    else {
         return;
     };
-    let result = super::metadata::fetch(&gw.node.http, &url, headers).await;
+    let result = super::metadata::fetch(&gw.node.http, &url, headers, *platform).await;
     match result {
         Ok(meta) => {
             if pool.metadata_ok() {

@@ -283,7 +283,13 @@ fn build(name: &str, namespace: &str, config: Invoked) -> InvokedPool {
             ..
         } => {
             let max_body = (*platform == PlatformKind::Vercel).then_some(VERCEL_MAX_BODY_BYTES);
-            Arc::new(HttpPlatform::new(url, headers.clone(), max_body))
+            let http = HttpPlatform::new(url, headers.clone(), max_body);
+            Arc::new(match platform {
+                PlatformKind::CloudRun => {
+                    http.with_id_tokens(rivulet_adapters::gcp::IdTokens::shared())
+                }
+                _ => http,
+            })
         }
         Target::Process { command, env } => Arc::new(ProcessPlatform::new(command, env.clone())),
         Target::Lambda {
