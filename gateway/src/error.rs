@@ -186,6 +186,9 @@ impl ApiError {
             "payload_too_large" => "payload_too_large",
             "spawn_failed" => "spawn_failed",
             "ended_early" => "ended_early",
+            "pool_full" => "pool_full",
+            "function_error" => "function_error",
+            "auth_failed" => "auth_failed",
             _ => "failed",
         };
         Self::new("serverless", what, message).with_status(StatusCode::SERVICE_UNAVAILABLE)

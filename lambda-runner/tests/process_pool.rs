@@ -207,3 +207,75 @@ async fn actions_in_flight_at_a_move_get_exactly_one_reply() {
     }
     futures_util::future::join_all(callers).await;
 }
+
+/// A pool's `max_concurrent_actors` holds: past it an actor waits in the pool's queue
+/// (listed as waiting) and starts once a slot frees; the queue is as long as the pool is
+/// large, and past that a request is told at once, named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_queues_actors_and_refuses_past_its_queue() {
+    let gw = TestGateway::start_with(|c| c.gateway.allow_process_pools = true).await;
+    put_pool(
+        &gw,
+        "one",
+        json!({"command": runner_command(), "request_lifespan": 60, "max_concurrent_actors": 1,
+               "env": {"RIVET_LOG_LEVEL": "warn"}}),
+    )
+    .await;
+    let a = create(&gw, "one", "first", "sleep").await;
+    let b = create(&gw, "one", "second", "sleep").await;
+    let c = create(&gw, "one", "third", "sleep").await;
+    assert_eq!(action(&gw, &a, "increment", json!([1])).await.0, 200);
+
+    let waiting = {
+        let gw_url = gw.url(&format!("/gateway/{b}/action/increment"));
+        let http = gw.http.clone();
+        tokio::spawn(async move {
+            let resp = http
+                .post(gw_url)
+                .header("x-rivet-encoding", "json")
+                .json(&json!({"args": [5]}))
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        })
+    };
+    let status = || async {
+        let (_, listed) = gw.api_get("/runner-configs?namespace=default").await;
+        listed["runner_configs"]["one"]["status"].clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status().await["actors_waiting"] != 1 {
+        assert!(Instant::now() < deadline, "{}", status().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status().await["actors_running"], 1);
+
+    // The queue is full: told at once.
+    let asked = Instant::now();
+    let (code, body) = action(&gw, &c, "get", json!([])).await;
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (503, Some("pool_full")),
+        "{body}"
+    );
+    assert!(asked.elapsed() < Duration::from_secs(10));
+
+    // The first actor sleeps; its request ends and the waiting one starts.
+    let (code, body) = gw
+        .api_post(&format!("/actors/{a}/sleep?namespace=default"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = waiting.await.unwrap();
+    assert_eq!((code, body["output"].clone()), (200, json!(5)), "{body}");
+    // The third actor, woken and refused a place earlier, took the freed place in the
+    // queue: it starts when the second one's slot frees.
+    let now = status().await;
+    assert_eq!(
+        (now["actors_running"].clone(), now["actors_waiting"].clone()),
+        (json!(1), json!(1)),
+        "{now}"
+    );
+}

@@ -43,6 +43,28 @@ pub struct InvokedPool {
     state: Mutex<Health>,
     /// Invocations started, for metrics and tests.
     pub invocations: AtomicU64,
+    /// Actors waiting for a slot, in no order (each retries placement); at most
+    /// `max_actors` of them, so the queue is bounded by the pool's own size. The count is
+    /// of the actor's live [`QueueSpot`]s: a retry's new spot replaces the old one.
+    waiting: Mutex<HashMap<String, usize>>,
+}
+
+/// An actor's place in its pool's queue; leaving (drop) frees it.
+pub struct QueueSpot {
+    pool: Arc<InvokedPool>,
+    actor_id: String,
+}
+
+impl Drop for QueueSpot {
+    fn drop(&mut self) {
+        let mut waiting = self.pool.waiting.lock();
+        if let Some(spots) = waiting.get_mut(&self.actor_id) {
+            *spots -= 1;
+            if *spots == 0 {
+                waiting.remove(&self.actor_id);
+            }
+        }
+    }
 }
 
 /// What the pool's last invocations said.
@@ -61,10 +83,14 @@ struct Health {
 }
 
 /// Why a pool cannot take an actor now.
-#[derive(Debug, Clone, PartialEq)]
 pub enum Busy {
-    /// Every slot is taken: the actor waits for one.
-    Full,
+    /// Every slot is taken: the actor waits for one, in the pool's queue.
+    Full(QueueSpot),
+    /// Every slot is taken and the queue is as long as the pool is large.
+    QueueFull {
+        /// Slots, and places in the queue.
+        max_actors: u64,
+    },
     /// The last invocation failed; the pool is tried again after a backoff. The failure's
     /// code and message, to name to waiting clients.
     BackingOff {
@@ -76,8 +102,9 @@ pub enum Busy {
 }
 
 impl InvokedPool {
-    /// Takes a slot for one invocation, unless the pool is full or backing off.
-    pub fn try_acquire(&self) -> Result<OwnedSemaphorePermit, Busy> {
+    /// Takes a slot for one invocation of `actor_id`, unless the pool is full (the actor
+    /// joins the queue, or is refused if the queue is full too) or backing off.
+    pub fn try_acquire(self: &Arc<Self>, actor_id: &str) -> Result<OwnedSemaphorePermit, Busy> {
         {
             let health = self.state.lock();
             if let Some(at) = health.retry_at {
@@ -87,10 +114,39 @@ impl InvokedPool {
                 }
             }
         }
-        self.slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Busy::Full)
+        let mut waiting = self.waiting.lock();
+        // Actors already waiting go first: a newcomer takes a free slot only when nobody
+        // waits for one.
+        let may_take = waiting.is_empty() || waiting.contains_key(actor_id);
+        let permit = if may_take {
+            self.slots.clone().try_acquire_owned().ok()
+        } else {
+            None
+        };
+        match permit {
+            Some(permit) => {
+                waiting.remove(actor_id);
+                Ok(permit)
+            }
+            None => {
+                let max = usize::try_from(self.config.max_actors).unwrap_or(usize::MAX);
+                if !waiting.contains_key(actor_id) && waiting.len() >= max {
+                    return Err(Busy::QueueFull {
+                        max_actors: self.config.max_actors,
+                    });
+                }
+                *waiting.entry(actor_id.to_owned()).or_insert(0) += 1;
+                Err(Busy::Full(QueueSpot {
+                    pool: self.clone(),
+                    actor_id: actor_id.to_owned(),
+                }))
+            }
+        }
+    }
+
+    /// Actors waiting for a slot.
+    pub fn waiting(&self) -> usize {
+        self.waiting.lock().len()
     }
 
     /// Records that the platform took an invocation.
@@ -253,6 +309,7 @@ impl Pools {
         });
         Some(serde_json::json!({
             "actors_running": pool.in_use(),
+            "actors_waiting": pool.waiting(),
             "invocations": pool.invocations.load(Ordering::Relaxed),
             "last_error": last_error,
         }))
@@ -313,6 +370,7 @@ fn build(name: &str, namespace: &str, config: Invoked) -> InvokedPool {
         slots: Arc::new(Semaphore::new(slots)),
         state: Mutex::new(Health::default()),
         invocations: AtomicU64::new(0),
+        waiting: Mutex::new(HashMap::new()),
     }
 }
 

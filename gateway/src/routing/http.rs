@@ -99,117 +99,146 @@ pub(super) async fn serve(
     let ready_timeout = Duration::from_millis(gw.config.gateway.actor_ready_timeout_ms);
     let deadline = tokio::time::Instant::now() + ready_timeout;
     let hops = cluster::hops(&parts.headers);
-    let (envoy, generation) = loop {
-        let lease = match super::place(&gw, &actor, deadline).await? {
-            Ready::Local { envoy, generation } => break (envoy, generation),
-            Ready::Remote(lease) => lease,
-        };
-        if hops >= cluster::MAX_HOPS {
-            return Err(cluster::too_many_hops());
-        }
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let sent = cluster::forward::http(
-            &gw,
-            &lease.node_url,
-            &parts.method,
-            path,
-            &parts.headers,
-            body.clone(),
-            hops + 1,
-        )
-        .await;
-        match sent {
-            Ok(resp) => return Ok(resp),
-            Err(ForwardError::Unreachable(err)) => {
-                tracing::warn!(owner = %lease.node_id, error = %err, "owner node unreachable");
-                cluster::await_expiry(&lease, deadline).await?;
+    let mut attempt = 0;
+    'attempt: loop {
+        attempt += 1;
+        let (envoy, generation) = loop {
+            let lease = match super::place(&gw, &actor, deadline).await? {
+                Ready::Local { envoy, generation } => break (envoy, generation),
+                Ready::Remote(lease) => lease,
+            };
+            if hops >= cluster::MAX_HOPS {
+                return Err(cluster::too_many_hops());
             }
-            Err(err) => return Err(ApiError::forward_failed(&err)),
-        }
-    };
-
-    let (request_id, mut rx) = gw.routes.open(&envoy.key);
-    let guard = RouteGuard {
-        gw: gw.clone(),
-        request_id,
-    };
-
-    let start = ToEnvoyRequestStart {
-        actor_id: actor.actor_id.clone().into(),
-        actor_generation: Some(generation),
-        method: parts.method.as_str().to_string().into(),
-        path: target.actor_path.clone().into(),
-        headers: forward_headers(&parts.headers),
-        body: if body.is_empty() { None } else { Some(body) },
-        stream: false,
-        response_stream: true,
-    };
-    let msg = tunnel_msg(
-        &gw,
-        request_id,
-        0,
-        ToEnvoyTunnelMessageKind::ToEnvoyRequestStart(start),
-    );
-    if !envoy.send_tunnel(msg).await {
-        return Err(ApiError::runner_lost());
-    }
-
-    let deadline = tokio::time::Instant::now()
-        + Duration::from_millis(gw.config.gateway.response_start_timeout_ms);
-    loop {
-        let next = tokio::select! {
-            // Past the drain deadline the gateway stops; the client gets an answer, not a
-            // connection that hangs until it is dropped.
-            _ = gw.stopping.cancelled() => return Err(ApiError::shutting_down()),
-            next = tokio::time::timeout_at(deadline, rx.recv()) => next,
-        }
-        .map_err(|_| {
-            ApiError::new(
-                "guard",
-                "request_timeout",
-                "The actor did not answer in time.",
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let sent = cluster::forward::http(
+                &gw,
+                &lease.node_url,
+                &parts.method,
+                path,
+                &parts.headers,
+                body.clone(),
+                hops + 1,
             )
-            .with_status(StatusCode::GATEWAY_TIMEOUT)
-        })?;
-        match next {
-            None | Some(Inbound::RunnerLost) => return Err(ApiError::runner_lost()),
-            Some(Inbound::Message(_, kind)) => match kind {
-                ToRivetTunnelMessageKind::ToRivetResponseStart(start) => {
-                    let mut resp = build(start.status, start.headers)?;
-                    if start.stream {
-                        let (tx, body) =
-                            mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_BUFFER_CHUNKS);
-                        if let Some(first) = start.body.filter(|b| !b.is_empty()) {
-                            let _ = tx.try_send(Ok(first));
+            .await;
+            match sent {
+                Ok(resp) => return Ok(resp),
+                Err(ForwardError::Unreachable(err)) => {
+                    tracing::warn!(owner = %lease.node_id, error = %err, "owner node unreachable");
+                    cluster::await_expiry(&lease, deadline).await?;
+                }
+                Err(err) => return Err(ApiError::forward_failed(&err)),
+            }
+        };
+
+        let (request_id, mut rx) = gw.routes.open(&envoy.key);
+        let guard = RouteGuard {
+            gw: gw.clone(),
+            request_id,
+        };
+
+        let start = ToEnvoyRequestStart {
+            actor_id: actor.actor_id.clone().into(),
+            actor_generation: Some(generation),
+            method: parts.method.as_str().to_string().into(),
+            path: target.actor_path.clone().into(),
+            headers: forward_headers(&parts.headers),
+            body: if body.is_empty() { None } else { Some(body.clone()) },
+            stream: false,
+            response_stream: true,
+        };
+        let msg = tunnel_msg(
+            &gw,
+            request_id,
+            0,
+            ToEnvoyTunnelMessageKind::ToEnvoyRequestStart(start),
+        );
+        if !envoy.send_tunnel(msg).await {
+            return Err(ApiError::runner_lost());
+        }
+
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(gw.config.gateway.response_start_timeout_ms);
+        loop {
+            let next = tokio::select! {
+                // Past the drain deadline the gateway stops; the client gets an answer, not a
+                // connection that hangs until it is dropped.
+                _ = gw.stopping.cancelled() => return Err(ApiError::shutting_down()),
+                next = tokio::time::timeout_at(deadline, rx.recv()) => next,
+            }
+            .map_err(|_| {
+                ApiError::new(
+                    "guard",
+                    "request_timeout",
+                    "The actor did not answer in time.",
+                )
+                .with_status(StatusCode::GATEWAY_TIMEOUT)
+            })?;
+            match next {
+                None | Some(Inbound::RunnerLost) => return Err(ApiError::runner_lost()),
+                Some(Inbound::Message(_, kind)) => match kind {
+                    ToRivetTunnelMessageKind::ToRivetResponseStart(start) => {
+                        // The instance had already let the actor go (it moved or slept between
+                        // the gate and the runner): the request never reached the actor, so it
+                        // goes to the next instance, as the client would have wanted.
+                        if attempt < MAX_DELIVERY_ATTEMPTS && not_delivered(&start) {
+                            tracing::debug!(attempt, "the instance had let the actor go; sending the request to the next one");
+                            drop(guard);
+                            continue 'attempt;
                         }
-                        let pump = StreamPump {
-                            gw: gw.clone(),
-                            envoy,
-                            request_id,
-                            rx,
-                            tx,
-                            _guard: guard,
-                        };
-                        gw.tasks.spawn(pump.run());
-                        *resp.body_mut() = Body::from_stream(tokio_stream_from(body));
-                    } else {
-                        *resp.body_mut() = Body::from(start.body.unwrap_or_default());
+                        let mut resp = build(start.status, start.headers)?;
+                        if start.stream {
+                            let (tx, body) = mpsc::channel::<Result<Bytes, std::io::Error>>(
+                                STREAM_BUFFER_CHUNKS,
+                            );
+                            if let Some(first) = start.body.filter(|b| !b.is_empty()) {
+                                let _ = tx.try_send(Ok(first));
+                            }
+                            let pump = StreamPump {
+                                gw: gw.clone(),
+                                envoy,
+                                request_id,
+                                rx,
+                                tx,
+                                _guard: guard,
+                            };
+                            gw.tasks.spawn(pump.run());
+                            *resp.body_mut() = Body::from_stream(tokio_stream_from(body));
+                        } else {
+                            *resp.body_mut() = Body::from(start.body.unwrap_or_default());
+                        }
+                        return Ok(resp);
                     }
-                    return Ok(resp);
-                }
-                ToRivetTunnelMessageKind::ToRivetResponseAbort(abort) => {
-                    return Err(aborted(abort.reason.detail.as_deref()));
-                }
-                ToRivetTunnelMessageKind::ToRivetResponseChunk(_)
-                | ToRivetTunnelMessageKind::ToRivetRequestBodyWindowUpdate(_)
-                | ToRivetTunnelMessageKind::ToRivetRequestBodyCancel
-                | ToRivetTunnelMessageKind::ToRivetWebSocketOpen(_)
-                | ToRivetTunnelMessageKind::ToRivetWebSocketMessage(_)
-                | ToRivetTunnelMessageKind::ToRivetWebSocketMessageAck(_)
-                | ToRivetTunnelMessageKind::ToRivetWebSocketClose(_) => {}
-            },
+                    ToRivetTunnelMessageKind::ToRivetResponseAbort(abort) => {
+                        return Err(aborted(abort.reason.detail.as_deref()));
+                    }
+                    ToRivetTunnelMessageKind::ToRivetResponseChunk(_)
+                    | ToRivetTunnelMessageKind::ToRivetRequestBodyWindowUpdate(_)
+                    | ToRivetTunnelMessageKind::ToRivetRequestBodyCancel
+                    | ToRivetTunnelMessageKind::ToRivetWebSocketOpen(_)
+                    | ToRivetTunnelMessageKind::ToRivetWebSocketMessage(_)
+                    | ToRivetTunnelMessageKind::ToRivetWebSocketMessageAck(_)
+                    | ToRivetTunnelMessageKind::ToRivetWebSocketClose(_) => {}
+                },
+            }
         }
     }
+}
+
+/// Times a request is sent to an actor whose instance answers that it no longer runs it.
+const MAX_DELIVERY_ATTEMPTS: u32 = 3;
+
+/// Whether a runner answered that the actor does not run there (`envoy.actor_not_running`,
+/// RivetKit's and Rivulet's runners alike): the request never reached the actor.
+fn not_delivered(start: &rivulet_wire::envoy::ToRivetResponseStart) -> bool {
+    if start.status != 503 || start.stream {
+        return false;
+    }
+    let Some(body) = &start.body else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|v| v["group"] == "envoy" && v["code"] == "actor_not_running")
 }
 
 fn tunnel_msg(

@@ -82,8 +82,17 @@ impl Runner {
     /// that ran.
     pub async fn requests_answered(&self, within: std::time::Duration) {
         let _ = tokio::time::timeout(within, async {
-            while !self.requests.is_empty() {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            // Twice in a row, a moment apart: a request still in the tunnel queue when the
+            // first check runs is picked up (and answered, if only with "not running here")
+            // before the second.
+            let mut quiet = 0;
+            while quiet < 2 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                quiet = if self.requests.is_empty() {
+                    quiet + 1
+                } else {
+                    0
+                };
             }
         })
         .await;

@@ -185,14 +185,26 @@ impl Supervisor {
     async fn place(&mut self) -> Input {
         let (ns, pool) = (&self.record.namespace_id, &self.record.runner_name_selector);
         match self.ports.invokers.pool(ns, pool).await {
-            Ok(Some(pool)) => match pool.try_acquire() {
+            Ok(Some(pool)) => match pool.try_acquire(&self.record.actor_id) {
                 Ok(permit) => {
+                    self.queued = None;
                     self.slot = Some((pool, permit));
                     Input::Invoke
                 }
-                // Waits for a slot: placement is retried until one frees.
-                Err(Busy::Full) => {
+                // Waits in the pool's queue: placement is retried until a slot frees.
+                Err(Busy::Full(spot)) => {
                     tracing::debug!(pool = %pool.name, "pool full; the actor waits for a slot");
+                    self.queued = Some(spot);
+                    Input::NoRunner
+                }
+                Err(Busy::QueueFull { max_actors }) => {
+                    self.set_failure(
+                        "serverless.pool_full".into(),
+                        format!(
+                            "Pool `{}` runs {max_actors} actors at once and as many wait already; try again later or raise max_concurrent_actors.",
+                            pool.name
+                        ),
+                    );
                     Input::NoRunner
                 }
                 Err(Busy::BackingOff { code, message }) => {

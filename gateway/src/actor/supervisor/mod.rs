@@ -83,6 +83,7 @@ fn build(ports: Ports, record: ActorRecord) -> (ActorHandle, Supervisor) {
         unload_at: None,
         record_dirty: false,
         slot: None,
+        queued: None,
         invocation: None,
         failure: None,
         failures: 0,
@@ -126,6 +127,8 @@ struct Supervisor {
         Arc<crate::pool::runtime::InvokedPool>,
         tokio::sync::OwnedSemaphorePermit,
     )>,
+    /// Its place in the pool's queue while it waits for a slot.
+    queued: Option<crate::pool::runtime::QueueSpot>,
     /// The serverless request serving (or starting) the current generation.
     invocation: Option<effects::LiveInvocation>,
     /// Why the actor's pool could not run it lately (`serverless.{code}`, message),
@@ -314,6 +317,10 @@ impl Supervisor {
                 break;
             }
             queue.extend(self.lifecycle.handle(Input::Fenced));
+        }
+        // Only an actor waiting to be placed holds a place in its pool's queue.
+        if !matches!(self.lifecycle.phase, Phase::Pending { .. }) {
+            self.queued = None;
         }
         debug_assert_eq!(
             self.lease.is_some(),
