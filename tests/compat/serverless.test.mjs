@@ -19,6 +19,7 @@ const GRACE_S = 2;
 const workDir = makeWorkDir();
 const server = new Server({ target: "rivulet", workDir });
 let app;
+let soakApp;
 let appUrl;
 let client;
 let failed = false;
@@ -54,6 +55,7 @@ describe("serverless pools: stock RivetKit app behind registry.handler", () => {
 	after(async () => {
 		await withTimeout(Promise.resolve(client?.dispose?.()), 5000, "client.dispose").catch(() => {});
 		await app?.stop({ graceMs: 3000 }).catch(() => {});
+		await soakApp?.stop({ graceMs: 3000 }).catch(() => {});
 		await server.stop();
 		if (failed || process.env.COMPAT_KEEP === "1") console.log(`[serverless] logs kept in ${workDir}`);
 		else fs.rmSync(workDir, { recursive: true, force: true });
@@ -150,7 +152,17 @@ describe("serverless pools: stock RivetKit app behind registry.handler", () => {
 	check("soak: 50 connected clients, each on its own actor, through 15 moves each (lifespan 3 s)", async () => {
 		const ACTORS = Number(process.env.SOAK_ACTORS || 50);
 		const MOVES = Number(process.env.SOAK_MOVES || 15);
-		const pool = await putPool("soak", { url: appUrl, request_lifespan: 3, drain_grace_period: 1 });
+		// A RivetKit process serves one pool (it refuses starts for another while its envoy is
+		// up: "serverless start headers do not match active envoy"), so the soak pool gets an
+		// app of its own.
+		const port = await freePort();
+		soakApp = new Child("serverless-app-soak", nodeBin(), [path.join(HERE, "serverless-app.mjs")], {
+			env: { ...process.env, SERVERLESS_PORT: String(port), RIVET_LOG_LEVEL: process.env.SERVERLESS_APP_LOG_LEVEL ?? "warn" },
+			cwd: HERE,
+			logFile: path.join(workDir, "serverless-app-soak.log"),
+		});
+		await waitFor(() => soakApp.out.includes("[serverless-app] listening"), { timeout: 30_000, what: "soak app" });
+		const pool = await putPool("soak", { url: `http://127.0.0.1:${port}/api/rivet`, request_lifespan: 3, drain_grace_period: 1 });
 		assert.equal(pool.status, 200, JSON.stringify(pool.body));
 		// Requests started per actor, read from the gateway's log; the first is its start.
 		const requests = new Map();
