@@ -143,7 +143,11 @@ pub(super) async fn serve(
             method: parts.method.as_str().to_string().into(),
             path: target.actor_path.clone().into(),
             headers: forward_headers(&parts.headers),
-            body: if body.is_empty() { None } else { Some(body.clone()) },
+            body: if body.is_empty() {
+                None
+            } else {
+                Some(body.clone())
+            },
             stream: false,
             response_stream: true,
         };
