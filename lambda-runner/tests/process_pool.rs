@@ -171,7 +171,7 @@ async fn a_runner_killed_mid_request_follows_the_crash_policy() {
     }
 }
 
-/// Actions arriving as the actor moves (ten actors called back to back, moving every 2 s):
+/// Actions arriving as the actor moves (ten actors called back to back, moving every 4 s):
 /// each gets exactly one reply, in order, and nothing is applied twice; the old process's
 /// replies leave before it closes its connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +180,8 @@ async fn actions_in_flight_at_a_move_get_exactly_one_reply() {
     put_pool(
         &gw,
         "busy",
-        json!({"command": runner_command(), "request_lifespan": 3, "drain_grace_period": 1,
+        // A lifespan that leaves a loaded machine time to start ten processes at once.
+        json!({"command": runner_command(), "request_lifespan": 6, "drain_grace_period": 2,
                "env": {"RIVET_LOG_LEVEL": "warn"}}),
     )
     .await;
@@ -191,7 +192,7 @@ async fn actions_in_flight_at_a_move_get_exactly_one_reply() {
         callers.push(async move {
             let started = Instant::now();
             let mut expected = 0;
-            while started.elapsed() < Duration::from_secs(9) {
+            while started.elapsed() < Duration::from_secs(13) {
                 let (status, body) = action(gw, &id, "increment", json!([1])).await;
                 assert_eq!(status, 200, "actor {i} after {expected}: {body}");
                 expected += 1;
