@@ -65,7 +65,8 @@ cargo clippy "${CARGO_FLAGS[@]}" -q --workspace --all-targets -- -D warnings
 
 step "cargo test"
 set +e
-cargo test "${CARGO_FLAGS[@]}" --workspace 2>&1 | tee "$LOG"
+# --no-fail-fast: every test binary runs, so one failure does not hide the others (or the count).
+cargo test "${CARGO_FLAGS[@]}" --workspace --no-fail-fast 2>&1 | tee "$LOG"
 cargo_rc=${PIPESTATUS[0]}
 set -e
 p=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$LOG" | awk '{p+=$4; f+=$6} END {print p+0}')
