@@ -237,14 +237,7 @@ impl Run {
 }
 
 fn describe(err: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
+    let mut out = crate::error_chain(err);
     if err.is_timeout() {
         out.push_str(&format!(" (silent for {} s)", SILENCE_LIMIT.as_secs()));
     }

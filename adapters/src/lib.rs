@@ -176,6 +176,19 @@ pub trait Platform: Send + Sync + 'static {
 /// Extra headers and their values, ordered for stable requests.
 pub type Headers = BTreeMap<String, String>;
 
+/// An HTTP client error with every cause it wraps (`a: b: c`), the form messages name a
+/// failure in; callers add what a timeout means for them.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// Shortens text quoted from a platform to `max` bytes on a character boundary.
 pub(crate) fn quote(text: &str, max: usize) -> String {
     if text.len() <= max {

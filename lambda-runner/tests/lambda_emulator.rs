@@ -38,6 +38,20 @@ fn cargo_lambda() -> Option<PathBuf> {
     bin.exists().then_some(bin)
 }
 
+/// cargo-lambda, or `None` (the test skips) when it is not installed; under
+/// `RIVULET_REQUIRE_LAMBDA=1` (the test command) a missing one fails instead.
+fn cargo_lambda_or_skip() -> Option<PathBuf> {
+    let bin = cargo_lambda();
+    if bin.is_none() {
+        assert!(
+            std::env::var("RIVULET_REQUIRE_LAMBDA").as_deref() != Ok("1"),
+            "cargo-lambda is required (RIVULET_REQUIRE_LAMBDA=1) but not installed; run infra/cargo-lambda.sh"
+        );
+        eprintln!("SKIPPED: cargo-lambda is not installed (infra/cargo-lambda.sh installs it)");
+    }
+    bin
+}
+
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -156,12 +170,7 @@ async fn action(gw: &TestGateway, actor_id: &str, name: &str, args: Value) -> Va
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invocation_serves_its_actor_and_hands_it_back_at_the_deadline() {
-    let Some(bin) = cargo_lambda() else {
-        assert!(
-            std::env::var("RIVULET_REQUIRE_LAMBDA").as_deref() != Ok("1"),
-            "cargo-lambda is required (RIVULET_REQUIRE_LAMBDA=1) but not installed; run infra/cargo-lambda.sh"
-        );
-        eprintln!("SKIPPED: cargo-lambda is not installed (infra/cargo-lambda.sh installs it)");
+    let Some(bin) = cargo_lambda_or_skip() else {
         return;
     };
     let gw = TestGateway::start().await;
@@ -255,12 +264,7 @@ async fn a_bad_event_fails_the_invocation_with_a_clear_error() {
 /// every acknowledged increment kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lambda_pool_is_invoked_by_the_gateway_through_the_sdk() {
-    let Some(bin) = cargo_lambda() else {
-        assert!(
-            std::env::var("RIVULET_REQUIRE_LAMBDA").as_deref() != Ok("1"),
-            "cargo-lambda is required (RIVULET_REQUIRE_LAMBDA=1) but not installed; run infra/cargo-lambda.sh"
-        );
-        eprintln!("SKIPPED: cargo-lambda is not installed (infra/cargo-lambda.sh installs it)");
+    let Some(bin) = cargo_lambda_or_skip() else {
         return;
     };
     let (_emulator, port) = emulator(&bin).await;

@@ -181,14 +181,7 @@ pub fn check(url: &str, body: &[u8]) -> Result<Metadata, MetadataError> {
 }
 
 fn describe(err: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
+    let mut out = rivulet_adapters::error_chain(err);
     if err.is_timeout() {
         out.push_str(&format!(
             " (no answer within {} s)",
