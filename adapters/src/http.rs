@@ -97,6 +97,34 @@ impl Platform for HttpPlatform {
         });
         Invocation::new(rx, cancel)
     }
+
+    /// A `GET {url}/metadata`, answered by any runner endpoint without starting anything:
+    /// on platforms that scale to zero it brings an instance up (or keeps one warm) for the
+    /// start that follows. Its outcome is only logged.
+    fn warm(&self) {
+        let url = format!("{}/metadata", self.url);
+        let mut http = self.client.get(&url).timeout(Duration::from_secs(10));
+        for (k, v) in &self.headers {
+            http = http.header(k, v);
+        }
+        let id_tokens = self.id_tokens;
+        let audience = crate::gcp::audience_of(&self.url);
+        tokio::spawn(async move {
+            if let Some(tokens) = id_tokens {
+                match tokens.token(&audience).await {
+                    Ok(id) => http = http.bearer_auth(id),
+                    Err(err) => {
+                        tracing::debug!(error = %err, "not warming: no ID token");
+                        return;
+                    }
+                }
+            }
+            match http.send().await {
+                Ok(resp) => tracing::debug!(%url, status = resp.status().as_u16(), "warmed"),
+                Err(err) => tracing::debug!(%url, error = %describe(&err), "warming failed"),
+            }
+        });
+    }
 }
 
 struct Run {

@@ -85,6 +85,10 @@ impl Platform for LambdaPlatform {
         "lambda"
     }
 
+    fn standby(&self) -> bool {
+        true
+    }
+
     fn invoke(&self, req: InvokeRequest, cancel: CancellationToken) -> Invocation {
         let (tx, rx) = mpsc::channel(4);
         let f = self.0.clone();
@@ -118,6 +122,9 @@ async fn invoke(
     if let Some(token) = &req.token {
         event["token"] = serde_json::Value::String(token.clone());
     }
+    if let Some(key) = &req.standby {
+        event["standbyKey"] = serde_json::Value::String(key.clone());
+    }
     let body = serde_json::to_vec(&event).unwrap_or_default();
     let sent = client
         .invoke()
@@ -146,7 +153,7 @@ async fn invoke(
     }
     let answer: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
     match answer["outcome"].as_str() {
-        Some("actor_stopped" | "deadline") => InvocationEvent::Finished,
+        Some("actor_stopped" | "deadline" | "unused") => InvocationEvent::Finished,
         Some("gateway_lost") => InvocationEvent::EndedEarly(format!(
             "function {function} lost its connection to the gateway"
         )),

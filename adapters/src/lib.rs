@@ -23,12 +23,15 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// One actor's serverless start.
+/// One actor's serverless start, or a standby request for it.
 #[derive(Debug, Clone)]
 pub struct InvokeRequest {
     /// The start command as a versioned envoy frame (`u16le` version, then `ToEnvoyCommands`
-    /// holding one `CommandStartActor`).
+    /// holding one `CommandStartActor`); empty for a standby request.
     pub payload: Vec<u8>,
+    /// A standby request (see [`Platform::standby`]): the runner connects under this envoy
+    /// key with no actor and waits for the gateway to send it the start command.
+    pub standby: Option<String>,
     /// Gateway URL the runner connects back to.
     pub endpoint: String,
     /// Namespace name.
@@ -171,6 +174,17 @@ pub trait Platform: Send + Sync + 'static {
     /// Starts a request; its events arrive on the returned handle. Returns at once: the
     /// request itself runs in a task that `cancel` (or dropping the handle) ends.
     fn invoke(&self, req: InvokeRequest, cancel: CancellationToken) -> Invocation;
+    /// Whether the runners this platform starts take standby requests: started with no
+    /// actor under an envoy key the gateway chose, then sent the start over their
+    /// connection. The gateway starts one shortly before an actor moves, so the new
+    /// request's cold start is paid while the old instance still serves. Rivulet's own
+    /// runner (`rivulet-runner once`, its Lambda entry) does; RivetKit's handler does not.
+    fn standby(&self) -> bool {
+        false
+    }
+    /// Warms the endpoint ahead of a move on platforms without standby requests (a cheap
+    /// request, so the next start lands on a warm instance). Returns at once.
+    fn warm(&self) {}
 }
 
 /// Extra headers and their values, ordered for stable requests.

@@ -3,7 +3,9 @@
 //!
 //! The command runs under `sh -c` in its own process group. It gets the start command on
 //! stdin and where to connect back in `RIVET_ENDPOINT`, `RIVET_NAMESPACE`, `RIVET_POOL` and
-//! `RIVET_TOKEN`, with `RIVULET_LIFESPAN_MS`; `rivulet-runner once` is such a command. It
+//! `RIVET_TOKEN`, with `RIVULET_LIFESPAN_MS`; `rivulet-runner once` is such a command. A
+//! standby request has an empty stdin and `RIVULET_STANDBY_KEY`: the command connects under
+//! that envoy key and waits for the gateway to send it the start. It
 //! should exit 0 once its actor has stopped. Any other exit, or a signal, is an early end. At
 //! the end of its lifespan (plus a little slack, so the runner's own deadline comes first)
 //! the whole group is killed, as a platform kills a request at its time limit. Output goes
@@ -48,6 +50,10 @@ impl Platform for ProcessPlatform {
         "process"
     }
 
+    fn standby(&self) -> bool {
+        true
+    }
+
     fn invoke(&self, req: InvokeRequest, cancel: CancellationToken) -> Invocation {
         let (tx, rx) = mpsc::channel(4);
         let mut cmd = Command::new("sh");
@@ -68,6 +74,10 @@ impl Platform for ProcessPlatform {
         match &req.token {
             Some(token) => cmd.env("RIVET_TOKEN", token),
             None => cmd.env_remove("RIVET_TOKEN"),
+        };
+        match &req.standby {
+            Some(key) => cmd.env("RIVULET_STANDBY_KEY", key),
+            None => cmd.env_remove("RIVULET_STANDBY_KEY"),
         };
         let command = self.command.clone();
         let token = cancel.clone();

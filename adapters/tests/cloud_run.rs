@@ -39,6 +39,7 @@ fn jwt(audience: &str, exp: u64, n: usize) -> String {
 
 fn request() -> InvokeRequest {
     InvokeRequest {
+        standby: None,
         payload: vec![8, 0],
         endpoint: "http://127.0.0.1:6420".into(),
         namespace: "default".into(),

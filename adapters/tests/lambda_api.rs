@@ -25,6 +25,7 @@ const MODE_OK: usize = 3;
 
 fn request() -> InvokeRequest {
     InvokeRequest {
+        standby: None,
         payload: vec![8, 0, 1, 2],
         endpoint: "http://127.0.0.1:6420".into(),
         namespace: "default".into(),

@@ -55,9 +55,11 @@ async fn http_request_wakes_the_actor_and_sleep_then_restarts_it_at_the_next_gen
         Some("text/plain")
     );
 
-    // The request was delivered only once the actor ran, so the record says so already.
-    let actor = gw.actor(&actor_id).await;
-    assert!(!actor["connectable_ts"].is_null(), "{actor}");
+    // Running is published to waiting requests before it is persisted (one store commit less
+    // on every wake), so the record follows shortly after the reply.
+    let actor = gw
+        .wait_actor(&actor_id, "connectable", |a| !a["connectable_ts"].is_null())
+        .await;
     assert!(actor["sleep_ts"].is_null(), "{actor}");
 
     // The actor asks to sleep: stop command at the next command index, then stopped.

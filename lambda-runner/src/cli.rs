@@ -63,6 +63,10 @@ struct OnceArgs {
     /// not moved it by then.
     #[arg(long, env = "RIVULET_ONCE_DRAIN_MARGIN_MS", default_value_t = 500)]
     drain_margin_ms: u64,
+    /// A standby request: with an empty stdin, connect under this runner key and wait for
+    /// the gateway to send the start (set by the gateway shortly before an actor moves).
+    #[arg(long, env = "RIVULET_STANDBY_KEY")]
+    standby_key: Option<String>,
 }
 
 #[derive(Args, Default)]
@@ -219,7 +223,9 @@ pub fn main(registry: Registry) -> ExitCode {
     }
 }
 
-/// `once`: the start from stdin, served until its actor stops or the lifespan ends.
+/// `once`: the start from stdin (or, with `RIVULET_STANDBY_KEY` and an empty stdin, the
+/// start the gateway sends over a connection under that key), served until its actor stops
+/// or the lifespan ends.
 async fn run_once(runner: Arc<Runner>, args: OnceArgs) -> Result<(), String> {
     use tokio::io::AsyncReadExt;
     let mut payload = Vec::new();
@@ -228,7 +234,13 @@ async fn run_once(runner: Arc<Runner>, args: OnceArgs) -> Result<(), String> {
         .read_to_end(&mut payload)
         .await
         .map_err(|e| format!("cannot read the start command from stdin: {e}"))?;
-    let command = crate::serverless::parse_start_payload(&payload).map_err(|e| e.to_string())?;
+    let start = match args.standby_key.filter(|k| !k.is_empty()) {
+        Some(key) if payload.is_empty() => crate::serverless::Start::Standby(key),
+        Some(_) => return Err("a standby request takes no start command on stdin".into()),
+        None => crate::serverless::Start::Command(Box::new(
+            crate::serverless::parse_start_payload(&payload).map_err(|e| e.to_string())?,
+        )),
+    };
     let cancel = CancellationToken::new();
     let conns = Arc::new(Connections::new(
         runner,
@@ -243,22 +255,21 @@ async fn run_once(runner: Arc<Runner>, args: OnceArgs) -> Result<(), String> {
         namespace: args.namespace,
         pool_name: args.pool,
         token: args.token.filter(|t| !t.is_empty()),
-        command,
+        start,
     };
-    let actor_id = request.actor_id().to_owned();
     let leaving = conns.clone();
     tokio::spawn(async move {
         entry::shutdown_signal().await;
         leaving.shutdown().await;
     });
-    let outcome = conns
+    let served = conns
         .serve(request, conns.deadline(deadline))
         .await
         .map_err(|e| e.to_string())?;
-    tracing::info!(%actor_id, ?outcome, "request done");
+    tracing::info!(actor = ?served.actor, outcome = ?served.outcome, "request done");
     conns.shutdown().await;
     cancel.cancel();
-    match outcome {
+    match served.outcome {
         crate::serverless::Outcome::GatewayLost => Err("lost the gateway connection".into()),
         _ => Ok(()),
     }

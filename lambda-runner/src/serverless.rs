@@ -39,6 +39,17 @@ pub enum StartError {
     Missing(&'static str),
 }
 
+/// What a request serves.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// This start command, exactly as the gateway numbered it.
+    Command(Box<CommandWrapper>),
+    /// A standby request: connect under this envoy key with no actor and wait for the
+    /// gateway to send the start over the connection. The gateway starts one shortly before
+    /// an actor moves, so the cold start is paid while the old instance still serves.
+    Standby(String),
+}
+
 /// Where to connect back to and what to start.
 #[derive(Debug, Clone)]
 pub struct StartRequest {
@@ -50,19 +61,17 @@ pub struct StartRequest {
     pub pool_name: String,
     /// Token to present, if the gateway requires one.
     pub token: Option<String>,
-    /// The start command, exactly as the gateway numbered it.
-    pub command: CommandWrapper,
+    /// The start command, or a standby key.
+    pub start: Start,
 }
 
 impl StartRequest {
-    /// The actor this request serves.
-    pub fn actor_id(&self) -> &str {
-        &self.command.checkpoint.actor_id
-    }
-
-    /// The generation this request serves.
-    pub fn generation(&self) -> u32 {
-        self.command.checkpoint.generation
+    /// The actor and generation this request serves, if its start came with it.
+    pub fn actor(&self) -> Option<(&str, u32)> {
+        match &self.start {
+            Start::Command(c) => Some((&c.checkpoint.actor_id, c.checkpoint.generation)),
+            Start::Standby(_) => None,
+        }
     }
 }
 
@@ -103,8 +112,12 @@ pub struct LambdaStart {
     /// Token, if the gateway requires one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    /// The start payload, base64.
+    /// The start payload, base64; empty for a standby request.
+    #[serde(default)]
     pub payload: String,
+    /// A standby request's envoy key (see [`Start::Standby`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby_key: Option<String>,
 }
 
 impl LambdaStart {
@@ -119,15 +132,21 @@ impl LambdaStart {
         if self.pool_name.is_empty() {
             return Err(StartError::Missing("poolName"));
         }
-        let payload = base64::engine::general_purpose::STANDARD
-            .decode(self.payload.as_bytes())
-            .map_err(|_| StartError::Missing("payload (base64)"))?;
+        let start = match self.standby_key.filter(|k| !k.is_empty()) {
+            Some(key) => Start::Standby(key),
+            None => {
+                let payload = base64::engine::general_purpose::STANDARD
+                    .decode(self.payload.as_bytes())
+                    .map_err(|_| StartError::Missing("payload (base64)"))?;
+                Start::Command(Box::new(parse_start_payload(&payload)?))
+            }
+        };
         Ok(StartRequest {
             endpoint: self.endpoint,
             namespace: self.namespace,
             pool_name: self.pool_name,
             token: self.token.filter(|t| !t.is_empty()),
-            command: parse_start_payload(&payload)?,
+            start,
         })
     }
 }
@@ -142,6 +161,9 @@ pub enum Outcome {
     Deadline,
     /// The connection to the gateway could not be made or was lost for good.
     GatewayLost,
+    /// A standby request was sent no start before its deadline (the actor moved elsewhere,
+    /// slept, or the gateway chose another request).
+    Unused,
 }
 
 #[cfg(test)]
@@ -218,12 +240,18 @@ mod tests {
             pool_name: "lambda".into(),
             token: Some(String::new()),
             payload: payload.clone(),
+            standby_key: None,
         };
         let req = event.clone().into_request().expect("valid");
-        assert_eq!(
-            (req.actor_id(), req.generation(), req.token.clone()),
-            ("a", 2, None)
-        );
+        assert_eq!((req.actor(), req.token.clone()), (Some(("a", 2)), None));
+        let standby = LambdaStart {
+            payload: String::new(),
+            standby_key: Some("standby-a-3".into()),
+            ..event.clone()
+        }
+        .into_request()
+        .expect("a standby event");
+        assert!(matches!(standby.start, Start::Standby(ref k) if k == "standby-a-3"));
         let bad_endpoint = LambdaStart {
             endpoint: "127.0.0.1:6420".into(),
             ..event.clone()

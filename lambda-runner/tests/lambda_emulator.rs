@@ -78,6 +78,10 @@ async fn emulator(bin: &PathBuf) -> (Child, u16) {
             "--package",
             "rivulet-lambda-runner",
             "--ignore-changes",
+            // As on Lambda, where each concurrent invocation gets its own execution
+            // environment: a standby request runs beside the one it replaces.
+            "--concurrency",
+            "4",
             "--timeout",
             &FUNCTION_TIMEOUT_S.to_string(),
             "--env-var",
@@ -253,6 +257,7 @@ async fn a_bad_event_fails_the_invocation_with_a_clear_error() {
         pool_name: "lambda".into(),
         token: None,
         payload: base64::engine::general_purpose::STANDARD.encode(b"\x08\x00garbage"),
+        standby_key: None,
     };
     let err = bad.into_request().unwrap_err().to_string();
     assert!(err.contains("not a valid envoy frame"), "{err}");
@@ -318,6 +323,15 @@ async fn a_lambda_pool_is_invoked_by_the_gateway_through_the_sdk() {
     assert!(
         invocations >= 2,
         "the actor should have moved to a fresh invocation: {listed}"
+    );
+    // The move landed on a standby invocation (started idle before the deadline, with a
+    // gateway-chosen key), not on a request invoked after the old one stopped.
+    let record = gw.record(&actor_id).await;
+    let key = record.envoy_key.clone().unwrap_or_default();
+    assert!(
+        key.starts_with(&format!("standby-{actor_id}-")),
+        "generation {} runs on {key}",
+        record.generation
     );
     assert_eq!(
         action(&gw, &actor_id, "get", json!([])).await,

@@ -86,6 +86,80 @@ async fn a_process_pool_serves_its_actor_and_moves_it_to_fresh_processes() {
     assert_eq!((status, body["output"].clone()), (200, json!(expected)));
 }
 
+/// The next request is started before the move (a standby: the runner connects and waits,
+/// unclaimed), so at the deadline the actor is handed to a process that is already connected.
+/// The record then names the standby's envoy key, which only the gateway's standby path
+/// chooses; the state moved with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_lands_on_a_standby_started_before_the_deadline() {
+    let gw = TestGateway::start_with(|c| c.gateway.allow_process_pools = true).await;
+    // Move at 8 s; the standby is started 2 s before, time enough for a debug build to connect.
+    put_pool(
+        &gw,
+        "warm",
+        json!({"command": runner_command(), "request_lifespan": 12, "drain_grace_period": 4,
+               "env": {"RIVET_LOG_LEVEL": "warn"}}),
+    )
+    .await;
+    let id = create(&gw, "warm", "standby", "sleep").await;
+    let (status, body) = action(&gw, &id, "increment", json!([5])).await;
+    assert_eq!((status, body["output"].clone()), (200, json!(5)), "{body}");
+    // Running is persisted just after the reply may have left; wait for the record.
+    let first = loop {
+        let record = gw.record(&id).await;
+        if record.connectable_ts.is_some() {
+            break record;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(first.generation, 1);
+    let first_key = first.envoy_key.clone().unwrap();
+    assert!(!first_key.starts_with("standby-"), "{first_key}");
+
+    let waited = Instant::now();
+    let moved = loop {
+        let record = gw.record(&id).await;
+        if record.generation >= 2 && record.connectable_ts.is_some() {
+            break record;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "no move: {record:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let key = moved.envoy_key.clone().unwrap();
+    assert!(
+        key.starts_with(&format!("standby-{id}-2-")),
+        "generation 2 should run on the standby, not a fresh request: {key}"
+    );
+    let (status, body) = action(&gw, &id, "increment", json!([1])).await;
+    assert_eq!((status, body["output"].clone()), (200, json!(6)), "{body}");
+}
+
+/// A standby the gateway gave up before its runner connected (the move went ahead without
+/// it) is told so at connect and ends at once, unused and without error, instead of idling
+/// until its lifespan ends (a Lambda invocation cannot be cancelled from outside).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_no_longer_expected_ends_at_once_unused() {
+    let gw = TestGateway::start().await;
+    let started = Instant::now();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rivulet-runner"))
+        .args(["once", "--endpoint", &gw.url(""), "--lifespan-ms", "60000"])
+        .env("RIVULET_STANDBY_KEY", "standby-nobody-2-abc")
+        .env("RIVET_LOG_LEVEL", "info")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("standby request not needed"), "{log}");
+    assert!(log.contains("Unused"), "{log}");
+    assert!(started.elapsed() < Duration::from_secs(30), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_dies_before_connecting_is_a_named_error_at_once() {
     let gw = TestGateway::start_with(|c| c.gateway.allow_process_pools = true).await;

@@ -23,13 +23,21 @@ const ACTORS = Number(process.env.BENCH_SL_ACTORS || 10);
 const SECONDS = Number(process.env.BENCH_SL_SECONDS || 30);
 const LIFESPAN_S = Number(process.env.BENCH_SL_LIFESPAN_S || 4);
 const GRACE_S = Number(process.env.BENCH_SL_GRACE_S || 1);
+// Pause between one client's calls (ms). With 0 every move is met by a call in flight.
+const GAP_MS = Number(process.env.BENCH_SL_GAP_MS ?? 20);
 // How clients call: over one connected socket each, or as separate HTTP actions. The Rust
 // runner does not yet keep a client's socket across a move (it closes it with
 // actor.stopping), so its default is HTTP.
 const CLIENT = process.env.BENCH_SL_CLIENT || (ADAPTER === "http" ? "socket" : "http");
 
 const workDir = makeWorkDir();
-const server = new Server({ target: "rivulet", workDir, extraArgs: ["--allow-process-pools"] });
+// The gateway logs each move (read back below to find the moves' windows).
+const server = new Server({
+	target: "rivulet",
+	workDir,
+	extraArgs: ["--allow-process-pools"],
+	extraEnv: { RIVET_LOG_LEVEL: "warn,rivulet_gateway::actor::supervisor=info" },
+});
 await server.init();
 await server.start();
 let app;
@@ -57,6 +65,8 @@ if (put.status !== 200) throw new Error(`pool refused: ${await put.text()}`);
 const client = createClient({ endpoint: server.url, namespace: "default", encoding: "bare" });
 const run = Date.now().toString(36);
 const latencies = [];
+// Every call after the first, per actor: [sent, received] on the wall clock (ms).
+const spans = Array.from({ length: ACTORS }, () => []);
 const first = [];
 let wrong = 0;
 let closed = 0;
@@ -78,12 +88,13 @@ await Promise.all(
 			const sent = performance.now();
 			const value = await conn.increment(1);
 			const took = performance.now() - sent;
+			if (expected > 0) spans[i].push([performance.timeOrigin + sent, performance.timeOrigin + sent + took]);
 			expected += 1;
 			calls += 1;
 			if (value !== expected) wrong++;
 			if (expected === 1) first.push(took);
 			else latencies.push(took);
-			await sleep(20);
+			if (GAP_MS > 0) await sleep(GAP_MS);
 		}
 		disposing = true;
 		if (CLIENT === "socket") await conn.dispose();
@@ -97,6 +108,35 @@ const q = (xs, p) => {
 	return s.length ? Math.round(s[Math.min(s.length - 1, Math.floor(p * s.length))] * 100) / 100 : null;
 };
 const moves = Math.max(0, invocations - ACTORS);
+// Each move, from the gateway's log: from "moving the actor" to the next "actor running" of
+// the same actor. Its client-visible pause is the longest call that overlapped it (a call
+// sent during the move waits for it; one in flight when it began is answered or resent).
+const movePauses = (() => {
+	const log = fs.readFileSync(path.join(workDir, "rivulet.log"), "utf8").replace(/\x1b\[[0-9;]*m/g, "");
+	const windows = Array.from({ length: ACTORS }, () => []);
+	const open = new Map();
+	for (const line of log.split("\n")) {
+		const key = /key="bench-[^"]*-(\d+)"/.exec(line);
+		if (!key) continue;
+		const i = Number(key[1]);
+		const at = Date.parse(line.slice(0, line.indexOf(" ")));
+		if (line.includes("moving the actor")) open.set(i, at);
+		else if (line.includes("actor running") && open.has(i)) {
+			windows[i].push([open.get(i), at]);
+			open.delete(i);
+		}
+	}
+	const pauses = [];
+	const gateway = [];
+	for (let i = 0; i < ACTORS; i++) {
+		for (const [from, to] of windows[i]) {
+			gateway.push(to - from);
+			const hit = spans[i].filter(([s, r]) => s <= to && r >= from).map(([s, r]) => r - s);
+			if (hit.length) pauses.push(Math.max(...hit));
+		}
+	}
+	return { pauses, gateway, windows: windows.reduce((n, w) => n + w.length, 0) };
+})();
 const result = {
 	bench: "serverless",
 	adapter: ADAPTER,
@@ -107,12 +147,15 @@ const result = {
 	drain_grace_s: GRACE_S,
 	calls,
 	call_latency_ms: { p50: q(latencies, 0.5), p99: q(latencies, 0.99), max: q(latencies, 1) },
-	// The slowest calls are those that waited for a move; with a call every ~20 ms each move
-	// is waited out by about one call, so the top `moves` latencies are the move pauses.
-	move_pause_ms: (() => {
-		const top = [...latencies].sort((a, b) => b - a).slice(0, Math.max(1, moves));
-		return { p50: q(top, 0.5), p99: q(top, 0.99), max: q(top, 1) };
-	})(),
+	// Per move met by a call: the longest call overlapping it (see movePauses).
+	move_pause_ms: {
+		p50: q(movePauses.pauses, 0.5),
+		p99: q(movePauses.pauses, 0.99),
+		max: q(movePauses.pauses, 1),
+		moves_met_by_a_call: movePauses.pauses.length,
+	},
+	// The same moves inside the gateway: stop sent to the old instance until the new one runs.
+	move_gateway_ms: { p50: q(movePauses.gateway, 0.5), p99: q(movePauses.gateway, 0.99), max: q(movePauses.gateway, 1) },
 	cold_wake_ms: { p50: q(first, 0.5), max: q(first, 1) },
 	moves,
 	invocations,

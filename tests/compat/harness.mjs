@@ -187,14 +187,15 @@ export class Server {
 	/**
 	 * `name` tells logs apart when several servers run; `shareStoreWith` (a started Server on
 	 * DynamoDB) makes this one a second gateway node on the same table; `extraArgs` go to
-	 * `rivulet serve`.
+	 * `rivulet serve` and `extraEnv` to its environment.
 	 */
-	constructor({ target, workDir, name, shareStoreWith, extraArgs = [] }) {
+	constructor({ target, workDir, name, shareStoreWith, extraArgs = [], extraEnv = {} }) {
 		this.target = target;
 		this.workDir = workDir;
 		this.name = name ?? target;
 		this.shareStoreWith = shareStoreWith;
 		this.extraArgs = extraArgs;
+		this.extraEnv = extraEnv;
 		this.dataDir = path.join(workDir, name ? `data-${name}` : "data");
 		fs.mkdirSync(this.dataDir, { recursive: true });
 		this.child = undefined;
@@ -278,7 +279,7 @@ export class Server {
 		const logFile = path.join(this.workDir, `${this.name}.log`);
 		let cmd;
 		let args;
-		const env = { ...process.env };
+		const env = { ...process.env, ...this.extraEnv };
 		if (this.target === "engine") {
 			cmd = this.bin;
 			args = ["start", "--config", this.configPath];

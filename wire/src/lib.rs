@@ -28,3 +28,12 @@ pub const ENVOY_MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 
 /// Room kept in an envoy frame for everything around a client payload (ids, headers, path).
 pub const ENVOY_FRAME_ENVELOPE_BYTES: usize = 1024 * 1024;
+
+/// Envoy keys the gateway chooses for standby requests start with this; a runner connecting
+/// under such a key that the gateway no longer expects is refused with
+/// [`STANDBY_NOT_NEEDED`].
+pub const STANDBY_KEY_PREFIX: &str = "standby-";
+
+/// Close code (`group.code`) telling a standby request's runner that the gateway gave it up
+/// (the move went ahead without it): it ended unused, not in error.
+pub const STANDBY_NOT_NEEDED: &str = "envoy.standby_not_needed";

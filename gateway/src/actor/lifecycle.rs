@@ -77,6 +77,12 @@ pub enum Timer {
         /// Generation serving.
         generation: u32,
     },
+    /// Shortly before `Deadline`: start a standby request for the next generation (or warm
+    /// the endpoint), so the move does not wait for a cold start.
+    Warm {
+        /// Generation serving.
+        generation: u32,
+    },
 }
 
 /// Where the actor is.
@@ -201,6 +207,11 @@ pub enum Input {
         /// The runner that claimed it.
         envoy: String,
     },
+    /// A standby request's runner connected under its key and waits for the next start.
+    StandbyReady {
+        /// Its envoy key.
+        envoy: String,
+    },
     /// A timer fired.
     Timeout(Timer),
     /// The actor asked to sleep (`sleep: true`) or stop.
@@ -261,6 +272,12 @@ pub enum Effect {
     },
     /// End the request started for the actor (nothing runs there, or it is abandoned).
     CancelInvocation,
+    /// Start a standby request for the generation after `generation` (or, on platforms
+    /// without them, warm the endpoint); its runner reports `StandbyReady`.
+    Standby {
+        /// Generation serving now.
+        generation: u32,
+    },
     /// Persist the new generation, then send the start command.
     Start {
         /// Runner to start on.
@@ -322,6 +339,12 @@ pub struct Lifecycle {
     pub crash_policy: CrashPolicy,
     /// A wake arrived while stopping to sleep: start again once stopped.
     rewake: bool,
+    /// The runner of a standby request, connected and waiting, while the instance it will
+    /// take over runs (`Running`, `Starting`).
+    standby: Option<String>,
+    /// The hand-over under way moves onto a standby request: the next start is an invoked
+    /// one, with its own deadline.
+    onto_standby: bool,
 }
 
 impl Lifecycle {
@@ -332,6 +355,8 @@ impl Lifecycle {
             generation,
             crash_policy,
             rewake: false,
+            standby: None,
+            onto_standby: false,
         }
     }
 
@@ -339,8 +364,20 @@ impl Lifecycle {
     pub fn handle(&mut self, input: Input) -> Vec<Effect> {
         let phase = std::mem::replace(&mut self.phase, Phase::Destroyed);
         let (next, effects) = self.step(phase, input);
+        if !matches!(next, Phase::Running { .. } | Phase::Starting { .. }) {
+            // A standby waits only for the instance it is to take over.
+            self.standby = None;
+        }
+        if !matches!(next, Phase::HandingOver { .. }) {
+            self.onto_standby = false;
+        }
         self.phase = next;
         effects
+    }
+
+    /// The standby runner waiting to take the actor over, if one is connected.
+    pub fn standby(&self) -> Option<&str> {
+        self.standby.as_deref()
     }
 
     /// Whether this node holds the actor's lease in the current phase.
@@ -566,7 +603,11 @@ impl Lifecycle {
                     generation,
                     envoy: envoy.clone(),
                 },
-                vec![E::Attach { envoy }, E::Arm(Timer::Deadline { generation })],
+                vec![
+                    E::Attach { envoy },
+                    E::Arm(Timer::Deadline { generation }),
+                    E::Arm(Timer::Warm { generation }),
+                ],
             ),
             // The request failed or ended before any runner claimed the actor.
             Input::Stopped {
@@ -626,10 +667,13 @@ impl Lifecycle {
                 self.hand_over(generation, envoy)
             }
             Input::Timeout(Timer::Deadline { generation: g }) if ours(g) => {
-                self.hand_over(generation, envoy)
+                self.move_before_deadline(generation, envoy)
             }
             Input::OwnershipLost | Input::Fenced => self.abandon(Some((envoy, generation)), &input),
-            _ => (Phase::Starting { generation, envoy }, vec![]),
+            _ => {
+                let effects = self.standby_input(generation, input);
+                (Phase::Starting { generation, envoy }, effects)
+            }
         }
     }
 
@@ -660,10 +704,13 @@ impl Lifecycle {
                 self.hand_over(generation, envoy)
             }
             Input::Timeout(Timer::Deadline { generation: g }) if ours(g) => {
-                self.hand_over(generation, envoy)
+                self.move_before_deadline(generation, envoy)
             }
             Input::OwnershipLost | Input::Fenced => self.abandon(Some((envoy, generation)), &input),
-            _ => (Phase::Running { generation, envoy }, vec![]),
+            _ => {
+                let effects = self.standby_input(generation, input);
+                (Phase::Running { generation, envoy }, effects)
+            }
         }
     }
 
@@ -710,6 +757,52 @@ impl Lifecycle {
                 },
                 vec![],
             ),
+        }
+    }
+
+    /// Standby inputs while `generation` runs (or starts): the warm timer asks for a standby
+    /// request, its runner reports ready, or goes away again.
+    fn standby_input(&mut self, generation: u32, input: Input) -> Vec<Effect> {
+        match input {
+            Input::Timeout(Timer::Warm { generation: g })
+                if g == generation && self.standby.is_none() =>
+            {
+                vec![Effect::Standby { generation }]
+            }
+            Input::StandbyReady { envoy } => {
+                self.standby = Some(envoy);
+                vec![]
+            }
+            Input::RunnerLost { envoy } if self.standby.as_ref() == Some(&envoy) => {
+                self.standby = None;
+                vec![]
+            }
+            _ => vec![],
+        }
+    }
+
+    /// The request serving `generation` nears its end: hand the actor over to the standby
+    /// request if its runner is ready (the old instance stops, then the start goes to the
+    /// standby at once), else as when a runner goes away (a fresh request is started once
+    /// the old instance has stopped).
+    fn move_before_deadline(&mut self, generation: u32, from: String) -> (Phase, Vec<Effect>) {
+        match self.standby.take() {
+            Some(to) => {
+                self.onto_standby = true;
+                (
+                    Phase::HandingOver {
+                        generation,
+                        from: from.clone(),
+                        to: Some(to),
+                    },
+                    vec![Effect::Stop {
+                        envoy: from,
+                        generation,
+                        intent: StopIntent::GoingAway,
+                    }],
+                )
+            }
+            None => self.hand_over(generation, from),
         }
     }
 
@@ -802,12 +895,20 @@ impl Lifecycle {
     /// look once more and sleep if no runner is left.
     fn handed_over(&mut self, to: Option<String>, record: Option<Effect>) -> (Phase, Vec<Effect>) {
         self.rewake = false;
+        let onto_standby = std::mem::take(&mut self.onto_standby);
         let mut effects: Vec<Effect> = record.into_iter().collect();
         effects.push(Effect::MarkPending);
         match to {
             Some(envoy) => {
                 let (phase, start) = self.start(envoy);
                 effects.extend(start);
+                if onto_standby {
+                    // The standby request is the one serving now: it moves on at its own
+                    // deadline.
+                    let generation = self.generation;
+                    effects.push(Effect::Arm(Timer::Deadline { generation }));
+                    effects.push(Effect::Arm(Timer::Warm { generation }));
+                }
                 (phase, effects)
             }
             None => {

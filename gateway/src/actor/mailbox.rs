@@ -13,7 +13,8 @@
 //! refused, logged, and the runner's connection is the one that pays (see `envoy::conn`).
 //!
 //! The supervisor takes everything pending at once ([`Mailbox::take`]) and applies it in a
-//! fixed order: sockets, a claim, events, the end of a serverless request, runner loss, runner
+//! fixed order: sockets, a claim, a standby runner ready, events, the end of a serverless
+//! request, runner loss, runner
 //! shutdown, destroy, sleep, wake, refresh.
 //! Sockets come first so a start built after a wake restores every hibernating socket.
 
@@ -47,6 +48,8 @@ pub struct Batch {
     pub sockets: BTreeMap<SocketId, bool>,
     /// A runner claimed this generation (the newest claim), applied before events.
     pub claim: Option<(u32, String)>,
+    /// A standby request's runner connected (the newest), applied after the claim.
+    pub standby_ready: Option<String>,
     /// Runner events, in arrival order.
     pub events: VecDeque<EventWrapper>,
     /// How the newest generation's serverless request ended, applied after events.
@@ -70,6 +73,7 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.sockets.is_empty()
             && self.claim.is_none()
+            && self.standby_ready.is_none()
             && self.events.is_empty()
             && self.invocation_end.is_none()
             && self.runners_lost.is_empty()
@@ -106,6 +110,7 @@ impl Batch {
                     self.claim = Some((generation, envoy));
                 }
             }
+            Msg::StandbyReady { envoy } => self.standby_ready = Some(envoy),
             Msg::InvocationEnded { generation, end } => {
                 if self
                     .invocation_end

@@ -119,6 +119,11 @@ pub enum Msg {
         /// Generation claimed.
         generation: u32,
     },
+    /// A standby request's runner connected under its key (see `Effect::Standby`).
+    StandbyReady {
+        /// Its envoy key.
+        envoy: String,
+    },
     /// The serverless request started for this generation ended.
     InvocationEnded {
         /// Generation it carried.

@@ -147,6 +147,12 @@ pub trait Invokers: Send + Sync + 'static {
     fn await_claim(&self, _actor_id: &str, _generation: u32, _namespace_id: &str, _pool: &str) {}
     /// Withdraws an unclaimed claim.
     fn cancel_claim(&self, _actor_id: &str, _generation: u32) {}
+    /// Reports a runner connecting under `envoy_key` to the actor as its standby.
+    fn expect_standby(&self, _envoy_key: &str, _actor_id: &str) {}
+    /// The standby under `envoy_key` was used.
+    fn forget_standby(&self, _envoy_key: &str) {}
+    /// The standby under `envoy_key` was given up; its runner, if connected, is told to end.
+    fn dismiss_standby(&self, _envoy_key: &str) {}
     /// The runner that claimed `generation` of the actor, if one did.
     fn claimant(&self, _actor_id: &str, _generation: u32) -> Option<String> {
         None
@@ -168,6 +174,15 @@ impl Invokers for Gateway {
     }
     fn cancel_claim(&self, actor_id: &str, generation: u32) {
         self.envoys.cancel_claim(actor_id, generation);
+    }
+    fn expect_standby(&self, envoy_key: &str, actor_id: &str) {
+        self.envoys.expect_standby(envoy_key, actor_id);
+    }
+    fn forget_standby(&self, envoy_key: &str) {
+        self.envoys.forget_standby(envoy_key);
+    }
+    fn dismiss_standby(&self, envoy_key: &str) {
+        self.envoys.dismiss_standby(envoy_key);
     }
     fn claimant(&self, actor_id: &str, generation: u32) -> Option<String> {
         self.envoys

@@ -45,6 +45,19 @@ pub(super) async fn serve(gw: Gateway, params: ConnectParams, socket: WebSocket)
             return close_with(socket, &refusal).await;
         }
     };
+    // A standby request the gateway gave up before its runner connected: told so at once, so
+    // that the request ends now instead of waiting, unused, until its deadline.
+    if params
+        .envoy_key
+        .starts_with(rivulet_wire::STANDBY_KEY_PREFIX)
+        && gw.envoys.standby_for(&params.envoy_key).is_none()
+    {
+        let refusal = Refusal {
+            code: rivulet_wire::STANDBY_NOT_NEEDED,
+            detail: "the move went ahead without this standby".into(),
+        };
+        return close_with(socket, &refusal).await;
+    }
     let reg = gw.envoys.register(
         EnvoyIdentity {
             key: params.envoy_key.clone(),
@@ -72,6 +85,13 @@ pub(super) async fn serve(gw: Gateway, params: ConnectParams, socket: WebSocket)
     );
     async move {
         tracing::info!(replayed_commands = reg.replay.len(), "runner connected");
+        if let Some(actor_id) = gw.envoys.standby_for(&handle.key) {
+            if let Some(actor) = gw.actors.get(&actor_id) {
+                let _ = actor.send(Msg::StandbyReady {
+                    envoy: handle.key.clone(),
+                });
+            }
+        }
         let init = ToEnvoy::ToEnvoyInit(ToEnvoyInit {
             metadata: ProtocolMetadata {
                 envoy_lost_threshold: gw.config.envoy.lost_threshold_ms,
@@ -451,6 +471,13 @@ async fn on_disconnect(gw: Gateway, handle: Arc<EnvoyHandle>) {
         return; // replaced by a newer connection that carries on
     }
     tracing::info!("runner disconnected");
+    // A standby that leaves before it was used is gone for its actor at once: it ran nothing.
+    if let Some(actor_id) = gw.envoys.standby_for(&handle.key) {
+        gw.envoys.forget_standby(&handle.key);
+        if let Some(actor) = gw.actors.get(&actor_id) {
+            let _ = actor.send(Msg::RunnerLost(handle.key.clone()));
+        }
+    }
     // A runner that announced its shutdown and then closed will not answer what it still
     // had: its requests end now (hibernatable sockets are held for the next instance)
     // instead of after the lost threshold.

@@ -165,6 +165,9 @@ struct Inner {
     /// them: actor id -> (generation, namespace id, pool). One entry per actor being
     /// invoked; an entry leaves when claimed or withdrawn.
     awaiting: HashMap<String, (u32, String, String)>,
+    /// Standby requests started but not yet used: envoy key -> the actor it is for. Its
+    /// runner connecting under the key is reported to the actor, and so is its leaving.
+    standbys: HashMap<String, String>,
 }
 
 /// What `register` hands the connection task.
@@ -377,6 +380,42 @@ impl Registry {
         self.awaiting.store(inner.awaiting.len(), Ordering::Relaxed);
     }
 
+    /// A runner connecting under `envoy_key` is the standby request started for `actor_id`.
+    pub fn expect_standby(&self, envoy_key: &str, actor_id: &str) {
+        self.inner
+            .lock()
+            .standbys
+            .insert(envoy_key.to_owned(), actor_id.to_owned());
+    }
+
+    /// The standby was used.
+    pub fn forget_standby(&self, envoy_key: &str) {
+        self.inner.lock().standbys.remove(envoy_key);
+    }
+
+    /// The standby was given up: forgotten, and its runner, if connected and running nothing,
+    /// told so, so that its request ends now rather than at its deadline (a Lambda invocation
+    /// cannot be cancelled from outside; only its runner can end it).
+    pub fn dismiss_standby(&self, envoy_key: &str) {
+        self.forget_standby(envoy_key);
+        if let Some(handle) = self.get(envoy_key) {
+            if handle.assigned.lock().is_empty() {
+                handle.close(
+                    1000,
+                    format!(
+                        "{}#the move went ahead without this standby",
+                        rivulet_wire::STANDBY_NOT_NEEDED
+                    ),
+                );
+            }
+        }
+    }
+
+    /// The actor a standby runner under `envoy_key` waits for, if it is one.
+    pub fn standby_for(&self, envoy_key: &str) -> Option<String> {
+        self.inner.lock().standbys.get(envoy_key).cloned()
+    }
+
     /// Withdraws a claim nobody made.
     pub fn cancel_claim(&self, actor_id: &str, generation: u32) {
         let mut inner = self.inner.lock();
@@ -452,6 +491,32 @@ mod tests {
         let first = reg.register(id(instance), parent).handle;
         first.assigned.lock().insert("a1".into(), 3);
         assert!(reg.unregister(&first));
+    }
+
+    #[test]
+    fn a_dismissed_standby_is_told_to_end_unless_it_already_runs_an_actor() {
+        let parent = CancellationToken::new();
+        let reg = Registry::new(8);
+        reg.expect_standby("k", "a1");
+        assert_eq!(reg.standby_for("k").as_deref(), Some("a1"));
+        let handle = reg.register(id(None), &parent).handle;
+        reg.dismiss_standby("k");
+        assert_eq!(reg.standby_for("k"), None);
+        assert!(handle.cancel.is_cancelled());
+        let (code, reason) = handle.close_reason();
+        assert_eq!(code, 1000);
+        assert!(
+            reason.starts_with(rivulet_wire::STANDBY_NOT_NEEDED),
+            "{reason}"
+        );
+
+        // Once it took the actor over, giving the key up must not cut the actor.
+        let reg = Registry::new(8);
+        reg.expect_standby("k", "a1");
+        let handle = reg.register(id(None), &parent).handle;
+        handle.assigned.lock().insert("a1".into(), 2);
+        reg.dismiss_standby("k");
+        assert!(!handle.cancel.is_cancelled());
     }
 
     #[test]

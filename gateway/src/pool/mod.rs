@@ -75,6 +75,19 @@ pub struct Invoked {
     pub max_actors: u64,
 }
 
+impl Invoked {
+    /// How long before a move the next request is started as a standby (or the endpoint
+    /// warmed): long enough for a cold start, short next to the request's life so the
+    /// overlap costs little. At most 2 s, the drain grace, or a quarter of the time a
+    /// request serves.
+    pub fn warm_lead(&self) -> Duration {
+        let serving = self.lifespan.saturating_sub(self.drain_grace);
+        Duration::from_secs(2)
+            .min(self.drain_grace)
+            .min(serving / 4)
+    }
+}
+
 /// What a pool invokes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {

@@ -149,6 +149,24 @@ impl InvokedPool {
         self.waiting.lock().len()
     }
 
+    /// A slot for a standby request, only if one is free now with nobody waiting and the
+    /// platform not backing off: a standby is an optimisation and never delays a start.
+    pub fn try_acquire_spare(&self) -> Option<OwnedSemaphorePermit> {
+        if self
+            .state
+            .lock()
+            .retry_at
+            .is_some_and(|at| Instant::now() < at)
+        {
+            return None;
+        }
+        let waiting = self.waiting.lock();
+        if !waiting.is_empty() {
+            return None;
+        }
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
     /// Records that the platform took an invocation.
     pub fn succeeded(&self) {
         let mut health = self.state.lock();

@@ -26,7 +26,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::Connections;
-use crate::serverless::{parse_start_payload, StartRequest, MAX_START_PAYLOAD};
+use crate::serverless::{parse_start_payload, Start, StartRequest, MAX_START_PAYLOAD};
 
 /// How often the event stream says the request is alive.
 const PING_EVERY: Duration = Duration::from_secs(1);
@@ -103,7 +103,7 @@ async fn start(State(conns): State<Arc<Connections>>, headers: HeaderMap, body: 
         namespace,
         pool_name,
         token: header(&headers, "x-rivet-token"),
-        command,
+        start: Start::Command(Box::new(command)),
     };
     // Connect first: a gateway that cannot be reached or refuses is an error answer, not a
     // stream that looks like a normal run.

@@ -1,5 +1,5 @@
 //! The AWS Lambda entry: every invocation's event is a [`LambdaStart`] (one actor's start
-//! command and where to connect back). The function serves that actor until it stops, or
+//! command and where to connect back, or a standby key to wait under for the start). The function serves that actor until it stops, or
 //! until the invocation's deadline minus the drain margin, when it hands the actor back to
 //! the gateway, waits for its state to be flushed and returns. The answer says which.
 
@@ -16,10 +16,10 @@ use crate::serverless::{LambdaStart, Outcome};
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LambdaResult {
-    /// The actor served.
-    pub actor_id: String,
+    /// The actor served (none for a standby invocation that was sent no start).
+    pub actor_id: Option<String>,
     /// Its generation.
-    pub generation: u32,
+    pub generation: Option<u32>,
     /// How the invocation ended.
     pub outcome: Outcome,
 }
@@ -55,13 +55,12 @@ pub async fn handle(
 ) -> Result<LambdaResult, LambdaError> {
     let request = event.payload.into_request()?;
     let deadline = conns.deadline(Some(deadline_instant(event.context.deadline)));
-    let actor_id = request.actor_id().to_owned();
-    let generation = request.generation();
-    let outcome = conns.serve(request, deadline).await?;
+    let served = conns.serve(request, deadline).await?;
+    let (actor_id, generation) = served.actor.unzip();
     Ok(LambdaResult {
         actor_id,
         generation,
-        outcome,
+        outcome: served.outcome,
     })
 }
 

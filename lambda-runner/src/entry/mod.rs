@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::envoy::{EnvoyClient, EnvoyConfig, EnvoyError};
 use crate::runner::{Runner, RunnerHandler};
-use crate::serverless::{Outcome, StartRequest};
+use crate::serverless::{Outcome, Start, StartRequest};
 
 /// Builds the envoy configuration announcing `runner`'s actor types.
 pub fn envoy_config(runner: &Runner, endpoint: &str) -> EnvoyConfig {
@@ -48,8 +48,18 @@ struct Shared {
 
 /// A start request's hold on its connection; give it back with [`Connections::run`].
 pub struct Lease {
-    key: ConnKey,
+    /// The shared connection's key; `None` for a standby request's own connection.
+    key: Option<ConnKey>,
     client: EnvoyClient,
+}
+
+/// What a request served, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    /// The actor and generation (for a standby request, those of the start it was sent).
+    pub actor: Option<(String, u32)>,
+    /// How it ended.
+    pub outcome: Outcome,
 }
 
 /// The envoy connections of a serverless process.
@@ -96,6 +106,19 @@ impl Connections {
     /// Connects to the request's gateway (or joins the open connection to it). Fails when
     /// the gateway cannot be reached or refuses, before anything was started.
     pub async fn acquire(&self, req: &StartRequest) -> Result<Lease, EnvoyError> {
+        if let Start::Standby(envoy_key) = &req.start {
+            // Its own connection, under the key the gateway chose: that is how the gateway
+            // knows this request is ready, and where it sends the start.
+            let mut config = self.config_for(req);
+            config.envoy_key = envoy_key.clone();
+            let client = EnvoyClient::connect(
+                config,
+                Arc::new(RunnerHandler(self.runner.clone())),
+                self.cancel.child_token(),
+            )
+            .await?;
+            return Ok(Lease { key: None, client });
+        }
         let key = (
             req.endpoint.clone(),
             req.namespace.clone(),
@@ -105,22 +128,13 @@ impl Connections {
         if let Some(shared) = self.clients.lock().await.get_mut(&key) {
             shared.users += 1;
             return Ok(Lease {
-                key,
+                key: Some(key),
                 client: shared.client.clone(),
             });
         }
         // Connecting can take a while; other starts must not wait on the lock for it.
-        let mut config = envoy_config(&self.runner, &req.endpoint);
-        config.namespace = req.namespace.clone();
-        config.pool_name = req.pool_name.clone();
-        config.token = req.token.clone();
-        // Leaving must fit in the margin before the platform's deadline.
-        config.shutdown_timeout = self
-            .drain_margin
-            .saturating_sub(Duration::from_secs(2))
-            .max(Duration::from_secs(1));
         let client = EnvoyClient::connect(
-            config,
+            self.config_for(req),
             Arc::new(RunnerHandler(self.runner.clone())),
             self.cancel.child_token(),
         )
@@ -133,7 +147,7 @@ impl Connections {
             drop(clients);
             client.shutdown().await;
             return Ok(Lease {
-                key,
+                key: Some(key),
                 client: existing,
             });
         }
@@ -144,27 +158,72 @@ impl Connections {
                 users: 1,
             },
         );
-        Ok(Lease { key, client })
+        Ok(Lease {
+            key: Some(key),
+            client,
+        })
     }
 
-    /// Starts the request's actor on its connection and waits until the actor stops, or
-    /// until `deadline` minus the drain margin. Then, if no other request uses the
-    /// connection, it is closed: the gateway stops whatever still runs here ("going away",
-    /// state flushed) and places it elsewhere. If others still use it, only this actor is
-    /// handed back (it sleeps, and its next request wakes it wherever a runner is).
+    fn config_for(&self, req: &StartRequest) -> EnvoyConfig {
+        let mut config = envoy_config(&self.runner, &req.endpoint);
+        config.namespace = req.namespace.clone();
+        config.pool_name = req.pool_name.clone();
+        config.token = req.token.clone();
+        // Leaving must fit in the margin before the platform's deadline.
+        config.shutdown_timeout = self
+            .drain_margin
+            .saturating_sub(Duration::from_secs(2))
+            .max(Duration::from_secs(1));
+        config
+    }
+
+    /// Starts the request's actor on its connection (a standby request first waits for the
+    /// gateway to send its start) and waits until the actor stops, or until `deadline` minus
+    /// the drain margin. Then, if no other request uses the connection, it is closed: the
+    /// gateway stops whatever still runs here ("going away", state flushed) and places it
+    /// elsewhere. If others still use it, only this actor is handed back (it sleeps, and its
+    /// next request wakes it wherever a runner is).
     pub async fn run(
         &self,
         lease: Lease,
         req: StartRequest,
         deadline: Option<tokio::time::Instant>,
-    ) -> Outcome {
-        let actor_id = req.actor_id().to_owned();
-        let generation = req.generation();
+    ) -> Served {
+        let Lease { key, client } = lease;
+        let drain_at = deadline.map(|d| d.checked_sub(self.drain_margin).unwrap_or(d));
+        let (actor_id, generation) = match req.start {
+            Start::Command(command) => {
+                let actor = (
+                    command.checkpoint.actor_id.to_string(),
+                    command.checkpoint.generation,
+                );
+                client.inject_commands(vec![*command]);
+                actor
+            }
+            Start::Standby(envoy_key) => {
+                let waited = tokio::select! {
+                    started = self.runner.wait_start(&envoy_key) => Ok(started),
+                    _ = sleep_until_opt(drain_at) => Err(Outcome::Unused),
+                    // Its own connection ends only when the gateway dismisses the standby
+                    // (or evicts the key): nothing ran, so it ended unused.
+                    _ = client.ended() => Err(Outcome::Unused),
+                    _ = self.cancel.cancelled() => Err(Outcome::GatewayLost),
+                };
+                match waited {
+                    Ok(started) => started,
+                    Err(outcome) => {
+                        tracing::info!(%envoy_key, ?outcome, "standby request sent no start");
+                        client.shutdown().await;
+                        return Served {
+                            actor: None,
+                            outcome,
+                        };
+                    }
+                }
+            }
+        };
         let span = tracing::info_span!("serverless", %actor_id, generation);
         let _enter = span.enter();
-        let Lease { key, client } = lease;
-        client.inject_commands(vec![req.command]);
-        let drain_at = deadline.map(|d| d.checked_sub(self.drain_margin).unwrap_or(d));
         let outcome = tokio::select! {
             _ = self.runner.wait_stopped(&actor_id, generation) => Outcome::ActorStopped,
             _ = sleep_until_opt(drain_at) => {
@@ -173,19 +232,22 @@ impl Connections {
             }
             _ = self.cancel.cancelled() => Outcome::GatewayLost,
         };
-        let last = {
-            let mut clients = self.clients.lock().await;
-            match clients.get_mut(&key) {
-                Some(shared) => {
-                    shared.users = shared.users.saturating_sub(1);
-                    if shared.users == 0 {
-                        clients.remove(&key);
-                        true
-                    } else {
-                        false
+        let last = match &key {
+            None => true,
+            Some(key) => {
+                let mut clients = self.clients.lock().await;
+                match clients.get_mut(key) {
+                    Some(shared) => {
+                        shared.users = shared.users.saturating_sub(1);
+                        if shared.users == 0 {
+                            clients.remove(key);
+                            true
+                        } else {
+                            false
+                        }
                     }
+                    None => false,
                 }
-                None => false,
             }
         };
         if last {
@@ -201,7 +263,10 @@ impl Connections {
             .await;
         }
         tracing::info!(?outcome, "serverless request done");
-        outcome
+        Served {
+            actor: Some((actor_id, generation)),
+            outcome,
+        }
     }
 
     /// [`Self::acquire`] then [`Self::run`].
@@ -209,8 +274,23 @@ impl Connections {
         &self,
         req: StartRequest,
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<Outcome, EnvoyError> {
-        let lease = self.acquire(&req).await?;
+    ) -> Result<Served, EnvoyError> {
+        let lease = match self.acquire(&req).await {
+            Ok(lease) => lease,
+            // A standby the gateway gave up before it connected ran nothing: unused, not
+            // an error.
+            Err(EnvoyError::Refused { code, detail })
+                if matches!(req.start, Start::Standby(_))
+                    && code == rivulet_wire::STANDBY_NOT_NEEDED =>
+            {
+                tracing::info!(%detail, "standby request not needed");
+                return Ok(Served {
+                    actor: None,
+                    outcome: Outcome::Unused,
+                });
+            }
+            Err(err) => return Err(err),
+        };
         Ok(self.run(lease, req, deadline).await)
     }
 

@@ -54,6 +54,8 @@ enum End {
     Finished,
     /// Another connection took over this envoy key.
     Evicted,
+    /// The gateway gave up the standby request this connection was for.
+    Dismissed(String),
     /// The gateway is going away (restart); reconnect at once.
     GoingAway,
     /// Anything else: reconnect with backoff.
@@ -108,6 +110,14 @@ pub(super) async fn run(inner: Arc<Inner>, ready: oneshot::Sender<Result<(), Env
                         tracing::error!("evicted: another envoy connected with this key; stopping");
                         declare_lost(&inner);
                         inner.state.lock().close(EnvoyError::Evicted);
+                        break;
+                    }
+                    End::Dismissed(detail) => {
+                        tracing::info!(%detail, "the gateway no longer needs this standby; stopping");
+                        inner.state.lock().close(EnvoyError::Refused {
+                            code: rivulet_wire::STANDBY_NOT_NEEDED.into(),
+                            detail,
+                        });
                         break;
                     }
                     End::GoingAway => tracing::info!("gateway going away, reconnecting"),
@@ -369,6 +379,7 @@ async fn serve(inner: &Arc<Inner>, ws: Ws) -> End {
                 break match code.as_str() {
                     _ if inner.closing.is_cancelled() => End::Finished,
                     "ws.eviction" => End::Evicted,
+                    c if c == rivulet_wire::STANDBY_NOT_NEEDED => End::Dismissed(detail),
                     "ws.going_away" => End::GoingAway,
                     _ => End::Lost(format!("closed by the gateway: {code} {detail}")),
                 };

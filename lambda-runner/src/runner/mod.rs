@@ -57,6 +57,10 @@ pub struct Runner {
     bodies: Bodies,
     stopped: Mutex<VecDeque<(String, u32)>>,
     stopped_changed: Notify,
+    /// Start commands received, newest last (envoy key, actor, generation), for standby
+    /// requests waiting for theirs ([`Runner::wait_start`]).
+    starts: Mutex<VecDeque<(String, String, u32)>>,
+    starts_changed: Notify,
     tasks: TaskTracker,
     /// HTTP requests being handled, whose answers must leave before the connection closes.
     requests: TaskTracker,
@@ -72,6 +76,8 @@ impl Runner {
             bodies: Bodies::default(),
             stopped: Mutex::new(VecDeque::new()),
             stopped_changed: Notify::new(),
+            starts: Mutex::new(VecDeque::new()),
+            starts_changed: Notify::new(),
             tasks: TaskTracker::new(),
             requests: TaskTracker::new(),
         })
@@ -125,6 +131,33 @@ impl Runner {
         }
     }
 
+    /// Waits for the first start command that arrives over the connection with `envoy_key`
+    /// (a standby request's), and returns its actor and generation.
+    pub async fn wait_start(&self, envoy_key: &str) -> (String, u32) {
+        loop {
+            let notified = self.starts_changed.notified();
+            if let Some((_, actor, generation)) = self
+                .starts
+                .lock()
+                .iter()
+                .find(|(key, _, _)| key == envoy_key)
+            {
+                return (actor.clone(), *generation);
+            }
+            notified.await;
+        }
+    }
+
+    fn mark_started(&self, envoy_key: &str, actor_id: &str, generation: u32) {
+        let mut starts = self.starts.lock();
+        if starts.len() >= STOPPED_MEMORY {
+            starts.pop_front();
+        }
+        starts.push_back((envoy_key.to_owned(), actor_id.to_owned(), generation));
+        drop(starts);
+        self.starts_changed.notify_waiters();
+    }
+
     fn mark_stopped(&self, actor_id: &str, generation: u32) {
         let mut stopped = self.stopped.lock();
         if stopped.len() >= STOPPED_MEMORY {
@@ -142,11 +175,7 @@ impl Runner {
     /// Serves one HTTP request in its own task.
     fn serve_http(self: &Arc<Self>, client: EnvoyClient, key: RequestKey, pending: PendingBody) {
         let Some(runtime) = self.runtime(&pending.actor_id) else {
-            let _ = tunnel::respond(
-                &client,
-                key,
-                unavailable("the actor is not running on this runner"),
-            );
+            let _ = tunnel::respond(&client, key, not_running_here());
             return;
         };
         self.requests.spawn(async move {
@@ -267,8 +296,16 @@ fn close_socket(
     sockets.forget(socket);
 }
 
-fn unavailable(message: &str) -> ToRivetTunnelMessageKind {
-    error_response(503, "actor", "not_running", message)
+/// The actor does not run here (it moved, slept or stopped between the gateway's gate and
+/// this runner). Named as RivetKit's runner names it, so the gateway knows the request never
+/// reached the actor and sends it to the next instance.
+fn not_running_here() -> ToRivetTunnelMessageKind {
+    error_response(
+        503,
+        "envoy",
+        "actor_not_running",
+        "the actor is not running on this runner",
+    )
 }
 
 fn error_response(status: u16, group: &str, code: &str, message: &str) -> ToRivetTunnelMessageKind {
@@ -308,6 +345,7 @@ impl EnvoyHandler for RunnerHandler {
         let runner = &self.0;
         let actor_id = start.actor_id.clone();
         let generation = start.generation;
+        runner.mark_started(client.envoy_key(), &actor_id, generation);
         // Sockets that hibernated on the gateway cannot be restored: this runtime never
         // accepts sockets as hibernatable. Close any the gateway still lists.
         for hibernating in &start.hibernating_requests {
@@ -449,8 +487,11 @@ impl EnvoyHandler for RunnerHandler {
                 if !start.stream {
                     runner.serve_http(client, key, pending);
                 } else if !runner.bodies.start(key, pending) {
-                    let _ =
-                        tunnel::respond(&client, key, unavailable("too many requests in progress"));
+                    let _ = tunnel::respond(
+                        &client,
+                        key,
+                        error_response(503, "actor", "overloaded", "too many requests in progress"),
+                    );
                 }
             }
             ToEnvoyTunnelMessageKind::ToEnvoyRequestChunk(chunk) => {

@@ -493,7 +493,8 @@ fn an_invoked_actor_is_claimed_runs_and_moves_to_a_fresh_request_at_its_deadline
         }),
         vec![
             Effect::Attach { envoy: "e".into() },
-            Effect::Arm(Timer::Deadline { generation: 4 })
+            Effect::Arm(Timer::Deadline { generation: 4 }),
+            Effect::Arm(Timer::Warm { generation: 4 })
         ]
     );
     assert_eq!(
@@ -530,6 +531,117 @@ fn an_invoked_actor_is_claimed_runs_and_moves_to_a_fresh_request_at_its_deadline
             Effect::Arm(Timer::Start { generation: 5 })
         ]
     );
+}
+
+/// A claimed, running invoked actor (generation 4 on "e").
+fn invoked_running() -> Lifecycle {
+    let mut l = lc(pending());
+    l.handle(Input::Invoke);
+    l.handle(Input::Claimed {
+        generation: 4,
+        envoy: "e".into(),
+    });
+    l.handle(Input::Running { generation: 4 });
+    l
+}
+
+#[test]
+fn a_ready_standby_takes_the_actor_over_at_the_deadline_without_a_fresh_request() {
+    let mut l = invoked_running();
+    // Shortly before the deadline: a standby request is asked for, once.
+    assert_eq!(
+        l.handle(Input::Timeout(Timer::Warm { generation: 4 })),
+        vec![Effect::Standby { generation: 4 }]
+    );
+    assert_eq!(
+        l.handle(Input::Timeout(Timer::Warm { generation: 3 })),
+        vec![]
+    );
+    assert_eq!(l.handle(Input::StandbyReady { envoy: "f".into() }), vec![]);
+    assert_eq!(l.standby(), Some("f"));
+    assert_eq!(l.serving(), Some(("e", 4)), "the old instance serves on");
+    assert_eq!(
+        l.handle(Input::Timeout(Timer::Warm { generation: 4 })),
+        vec![],
+        "a standby is already there"
+    );
+    // The deadline: the old instance stops, nothing is placed or invoked.
+    assert_eq!(
+        l.handle(Input::Timeout(Timer::Deadline { generation: 4 })),
+        vec![Effect::Stop {
+            envoy: "e".into(),
+            generation: 4,
+            intent: StopIntent::GoingAway
+        }]
+    );
+    assert_eq!(l.serving(), None);
+    assert_eq!(l.handle(Input::Invoke), vec![]);
+    // Once it stopped, the next generation starts on the standby, with its own deadline.
+    assert_eq!(
+        l.handle(stopped(4)),
+        vec![
+            Effect::MarkPending,
+            Effect::Start {
+                envoy: "f".into(),
+                generation: 5
+            },
+            Effect::Arm(Timer::Start { generation: 5 }),
+            Effect::Arm(Timer::Deadline { generation: 5 }),
+            Effect::Arm(Timer::Warm { generation: 5 }),
+        ]
+    );
+    assert_eq!(
+        l.handle(Input::Running { generation: 5 }),
+        vec![Effect::MarkRunning]
+    );
+    assert_eq!(l.serving(), Some(("f", 5)));
+    assert_eq!(l.standby(), None);
+}
+
+#[test]
+fn a_standby_not_ready_or_gone_falls_back_to_a_fresh_request() {
+    // Not connected by the deadline: the move is the plain one.
+    let mut l = invoked_running();
+    l.handle(Input::Timeout(Timer::Warm { generation: 4 }));
+    assert_eq!(
+        l.handle(Input::Timeout(Timer::Deadline { generation: 4 })),
+        vec![
+            Effect::Stop {
+                envoy: "e".into(),
+                generation: 4,
+                intent: StopIntent::GoingAway
+            },
+            Effect::Place
+        ]
+    );
+    // Connected, then gone before the deadline.
+    let mut l = invoked_running();
+    l.handle(Input::StandbyReady { envoy: "f".into() });
+    l.handle(Input::RunnerLost { envoy: "f".into() });
+    assert_eq!(l.standby(), None);
+    assert_eq!(l.serving(), Some(("e", 4)));
+    // Gone during the hand-over: once the old one stopped, a fresh request is placed, and
+    // that start has no deadline of the standby's.
+    let mut l = invoked_running();
+    l.handle(Input::StandbyReady { envoy: "f".into() });
+    l.handle(Input::Timeout(Timer::Deadline { generation: 4 }));
+    assert_eq!(l.handle(Input::RunnerLost { envoy: "f".into() }), vec![]);
+    assert_eq!(
+        l.handle(stopped(4)),
+        vec![Effect::MarkPending, Effect::Place]
+    );
+    assert_eq!(
+        l.handle(Input::Invoke),
+        vec![
+            Effect::Invoke { generation: 5 },
+            Effect::Arm(Timer::Start { generation: 5 })
+        ]
+    );
+    // Asked to sleep while a standby waits: it is forgotten.
+    let mut l = invoked_running();
+    l.handle(Input::StandbyReady { envoy: "f".into() });
+    l.handle(Input::SleepRequested);
+    assert_eq!(l.standby(), None);
 }
 
 #[test]
@@ -636,6 +748,7 @@ fn all_inputs() -> Vec<Input> {
     }
     inputs.push(Input::RunnerPicked { envoy: "e".into() });
     inputs.push(Input::RunnerPicked { envoy: "f".into() });
+    inputs.push(Input::StandbyReady { envoy: "f".into() });
     for generation in [2, 3, 4] {
         inputs.push(Input::Intent {
             generation,
@@ -654,6 +767,7 @@ fn all_inputs() -> Vec<Input> {
         inputs.push(Input::Timeout(Timer::Start { generation }));
         inputs.push(Input::Timeout(Timer::Adopt { generation }));
         inputs.push(Input::Timeout(Timer::Deadline { generation }));
+        inputs.push(Input::Timeout(Timer::Warm { generation }));
         for envoy in ["e", "f"] {
             inputs.push(Input::Claimed {
                 generation,
@@ -674,7 +788,8 @@ fn generation_of(input: &Input) -> Option<u32> {
         | Input::Timeout(
             Timer::Start { generation }
             | Timer::Adopt { generation }
-            | Timer::Deadline { generation },
+            | Timer::Deadline { generation }
+            | Timer::Warm { generation },
         ) => Some(*generation),
         _ => None,
     }
@@ -821,6 +936,16 @@ fn check(before: &Lifecycle, input: &Input, l: &Lifecycle, effects: &[Effect], c
                 matches!(phase, Phase::Invoking { .. }),
                 "only an unclaimed request is cancelled: {case}"
             ),
+            Effect::Standby { generation } => {
+                assert!(
+                    matches!(phase, Phase::Running { generation: g, .. } | Phase::Starting { generation: g, .. } if g == generation),
+                    "a standby only for the instance that runs: {case}"
+                );
+                assert_eq!(
+                    l.phase, *phase,
+                    "asking for a standby moves nothing: {case}"
+                );
+            }
             Effect::Stop {
                 generation, envoy, ..
             } => {

@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::Supervisor;
-use crate::actor::lifecycle::{Effect, Input, StopIntent, Timer};
+use crate::actor::lifecycle::{Effect, Input, Phase, StopIntent, Timer};
 use crate::actor::{InvocationEnd, Msg};
 use crate::pool::runtime::Busy;
 use crate::util::now_ms;
@@ -25,6 +25,24 @@ pub(super) struct LiveInvocation {
     /// When the actor must start moving to a fresh request (lifespan minus drain grace
     /// after it was started).
     pub move_at: tokio::time::Instant,
+    /// When the next request is started as a standby (or the endpoint warmed), a little
+    /// before `move_at`.
+    pub warm_at: tokio::time::Instant,
+}
+
+/// A standby request: started shortly before a move with no actor, its runner connected
+/// (or connecting) under `key` and waiting for the start of `generation`.
+pub(super) struct LiveStandby {
+    /// The envoy key its runner connects under.
+    pub key: String,
+    /// The generation it is to run (the one after the instance it takes over).
+    pub generation: u32,
+    /// Ends it.
+    pub cancel: CancellationToken,
+    /// As [`LiveInvocation::move_at`], counted from its own start.
+    pub move_at: tokio::time::Instant,
+    /// As [`LiveInvocation::warm_at`].
+    pub warm_at: tokio::time::Instant,
 }
 
 impl Supervisor {
@@ -53,6 +71,10 @@ impl Supervisor {
                 self.cancel_invocation();
                 None
             }
+            Effect::Standby { generation } => {
+                self.start_standby(generation).await;
+                None
+            }
             Effect::Start { envoy, generation } => self.start(envoy, generation).await,
             Effect::Stop {
                 envoy,
@@ -65,6 +87,10 @@ impl Supervisor {
                     StopIntent::Destroy => StopActorReason::Destroy,
                     StopIntent::GoingAway => StopActorReason::GoingAway,
                 };
+                if intent == StopIntent::GoingAway {
+                    // With "actor running" after it, this brackets the pause clients see.
+                    tracing::info!(envoy_key = %envoy, generation, "moving the actor: stopping it where it runs");
+                }
                 let cmd = self.command(
                     generation,
                     Command::CommandStopActor(CommandStopActor { reason }),
@@ -109,6 +135,10 @@ impl Supervisor {
                         Some(live) if live.generation == generation => live.move_at,
                         _ => return None,
                     },
+                    Timer::Warm { generation } => match &self.invocation {
+                        Some(live) if live.generation == generation => live.warm_at,
+                        _ => return None,
+                    },
                 };
                 self.timers.arm(timer, at);
                 None
@@ -122,8 +152,13 @@ impl Supervisor {
                 self.record.pending_allocation_ts = None;
                 self.record.sleep_ts = None;
                 self.record.reschedule_ts = None;
-                self.persist().await;
+                // Traffic flows before the record is written: the instance already runs
+                // and its generation is stored (fenced), so the write only tells other nodes
+                // and a restarted gateway that it is connectable, and a client should not
+                // wait out a store commit at every wake and move.
+                self.publish();
                 tracing::info!("actor running");
+                self.persist().await;
                 None
             }
             Effect::MarkPending => {
@@ -263,18 +298,17 @@ impl Supervisor {
         );
         let (endpoint, token) = self.ports.invokers.endpoint();
         let cancel = self.ports.cancel.child_token();
-        let config = &pool.config;
-        let move_at =
-            tokio::time::Instant::now() + config.lifespan.saturating_sub(config.drain_grace);
+        let (move_at, warm_at) = move_times(&pool.config);
         let req = InvokeRequest {
             payload,
+            standby: None,
             endpoint,
             namespace: pool.namespace.clone(),
             pool: pool.name.clone(),
             token,
             actor_id: self.record.actor_id.clone(),
             generation,
-            lifespan: config.lifespan,
+            lifespan: pool.config.lifespan,
         };
         pool.count_invocation();
         tracing::info!(pool = %pool.name, platform = pool.platform.name(), generation, "invoking a serverless request");
@@ -290,36 +324,120 @@ impl Supervisor {
             generation,
             cancel,
             move_at,
+            warm_at,
         });
-        let mailbox = self.mailbox.clone();
-        tokio::spawn(async move {
-            // The slot is held for as long as the request lives.
-            let _permit = permit;
-            let mut invocation = invocation;
-            while let Some(event) = invocation.events.recv().await {
-                let end = match event {
-                    InvocationEvent::Accepted => {
-                        pool.succeeded();
-                        continue;
-                    }
-                    InvocationEvent::Finished => {
-                        pool.succeeded();
-                        InvocationEnd::Finished
-                    }
-                    InvocationEvent::EndedEarly(why) => InvocationEnd::EndedEarly(why),
-                    InvocationEvent::Failed(err) => {
-                        pool.failed(&err);
-                        InvocationEnd::Failed {
-                            code: format!("serverless.{}", err.code()),
-                            message: err.message,
-                        }
-                    }
-                };
-                let _ = mailbox.put(Msg::InvocationEnded { generation, end });
-                break;
-            }
-        });
+        watch_invocation(pool, permit, invocation, self.mailbox.clone(), generation);
         None
+    }
+
+    /// Starts a standby request for the generation after `generation`, if the pool's
+    /// platform takes them and a slot is free without waiting; otherwise warms the
+    /// endpoint (or does nothing). The move at the deadline uses the standby only if its
+    /// runner is connected by then.
+    async fn start_standby(&mut self, generation: u32) {
+        if self.standby.is_some() {
+            return;
+        }
+        let (ns, pool) = (&self.record.namespace_id, &self.record.runner_name_selector);
+        let Ok(Some(pool)) = self.ports.invokers.pool(ns, pool).await else {
+            return;
+        };
+        if !pool.platform.standby() {
+            pool.platform.warm();
+            return;
+        }
+        let Some(permit) = pool.try_acquire_spare() else {
+            tracing::debug!(pool = %pool.name, "no spare slot for a standby; the move will wait for a fresh request");
+            return;
+        };
+        let next = generation + 1;
+        let key = format!(
+            "{}{}-{next}-{:x}",
+            rivulet_wire::STANDBY_KEY_PREFIX,
+            self.record.actor_id,
+            rand::random::<u32>()
+        );
+        self.ports
+            .invokers
+            .expect_standby(&key, &self.record.actor_id);
+        let (endpoint, token) = self.ports.invokers.endpoint();
+        let cancel = self.ports.cancel.child_token();
+        let (move_at, warm_at) = move_times(&pool.config);
+        let req = InvokeRequest {
+            payload: Vec::new(),
+            standby: Some(key.clone()),
+            endpoint,
+            namespace: pool.namespace.clone(),
+            pool: pool.name.clone(),
+            token,
+            actor_id: self.record.actor_id.clone(),
+            generation: next,
+            lifespan: pool.config.lifespan,
+        };
+        pool.count_invocation();
+        tracing::info!(pool = %pool.name, platform = pool.platform.name(), generation = next, envoy_key = %key, "starting a standby request");
+        let invocation = pool.platform.invoke(req, cancel.clone());
+        self.standby = Some(LiveStandby {
+            key,
+            generation: next,
+            cancel,
+            move_at,
+            warm_at,
+        });
+        watch_invocation(pool, permit, invocation, self.mailbox.clone(), next);
+    }
+
+    /// Ends the standby request unless the machine still counts on it: while the instance
+    /// it is to take over runs, or the hand-over onto it is under way.
+    pub(super) fn drop_unwanted_standby(&mut self) {
+        let Some(standby) = &self.standby else {
+            return;
+        };
+        let wanted = match &self.lifecycle.phase {
+            Phase::Running { generation, .. } | Phase::Starting { generation, .. } => {
+                generation + 1 == standby.generation
+            }
+            Phase::HandingOver {
+                generation,
+                to: Some(to),
+                ..
+            } => *to == standby.key && generation + 1 == standby.generation,
+            _ => false,
+        };
+        if !wanted {
+            if let Some(standby) = self.standby.take() {
+                tracing::debug!(envoy_key = %standby.key, "standby request not needed; ending it");
+                standby.cancel.cancel();
+                self.ports.invokers.dismiss_standby(&standby.key);
+            }
+        }
+    }
+
+    /// The start of `generation` goes to the standby's runner: the standby becomes the
+    /// request serving the actor.
+    fn promote_standby(&mut self, envoy: &str, generation: u32) {
+        if self
+            .standby
+            .as_ref()
+            .is_none_or(|s| s.key != envoy || s.generation != generation)
+        {
+            return;
+        }
+        let Some(standby) = self.standby.take() else {
+            return;
+        };
+        self.ports.invokers.forget_standby(&standby.key);
+        if let Some(old) = self.invocation.take() {
+            self.ports
+                .invokers
+                .cancel_claim(&self.record.actor_id, old.generation);
+        }
+        self.invocation = Some(LiveInvocation {
+            generation,
+            cancel: standby.cancel,
+            move_at: standby.move_at,
+            warm_at: standby.warm_at,
+        });
     }
 
     /// Ends the current serverless request and withdraws its claim, if any.
@@ -336,6 +454,30 @@ impl Supervisor {
     /// instance crashing (its crash policy applies); a clean end changes nothing, the runner
     /// has already reported the actor stopped.
     pub(super) async fn on_invocation_end(&mut self, generation: u32, end: InvocationEnd) {
+        if self
+            .standby
+            .as_ref()
+            .is_some_and(|s| s.generation == generation)
+        {
+            // A standby that ended before it was used ran nothing: the move will start a
+            // fresh request instead.
+            if let Some(standby) = self.standby.take() {
+                self.ports.invokers.forget_standby(&standby.key);
+                match &end {
+                    InvocationEnd::Finished => {
+                        tracing::debug!(envoy_key = %standby.key, "standby request ended unused")
+                    }
+                    InvocationEnd::EndedEarly(why) => {
+                        tracing::warn!(envoy_key = %standby.key, %why, "standby request ended early")
+                    }
+                    InvocationEnd::Failed { code, message } => {
+                        tracing::warn!(envoy_key = %standby.key, %code, %message, "standby request failed")
+                    }
+                }
+                self.apply(Input::RunnerLost { envoy: standby.key }).await;
+            }
+            return;
+        }
         if self
             .invocation
             .as_ref()
@@ -377,6 +519,7 @@ impl Supervisor {
     }
 
     async fn start(&mut self, envoy: String, generation: u32) -> Option<Input> {
+        self.promote_standby(&envoy, generation);
         self.record.generation = generation;
         self.record.envoy_key = Some(envoy.clone());
         self.record.envoy_instance = self.ports.runners.instance_of(&envoy);
@@ -495,4 +638,49 @@ impl Supervisor {
             self.apply(Input::Fenced).await;
         }
     }
+}
+
+/// When a request started now must hand its actor on, and when its standby is started.
+fn move_times(config: &crate::pool::Invoked) -> (tokio::time::Instant, tokio::time::Instant) {
+    let move_at = tokio::time::Instant::now() + config.lifespan.saturating_sub(config.drain_grace);
+    let warm_at = move_at.checked_sub(config.warm_lead()).unwrap_or(move_at);
+    (move_at, warm_at)
+}
+
+/// Follows a request's events to its end, holding its pool slot until then, and posts the
+/// end to the actor's mailbox.
+fn watch_invocation(
+    pool: std::sync::Arc<crate::pool::runtime::InvokedPool>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    invocation: rivulet_adapters::Invocation,
+    mailbox: std::sync::Arc<crate::actor::mailbox::Mailbox>,
+    generation: u32,
+) {
+    tokio::spawn(async move {
+        // The slot is held for as long as the request lives.
+        let _permit = permit;
+        let mut invocation = invocation;
+        while let Some(event) = invocation.events.recv().await {
+            let end = match event {
+                InvocationEvent::Accepted => {
+                    pool.succeeded();
+                    continue;
+                }
+                InvocationEvent::Finished => {
+                    pool.succeeded();
+                    InvocationEnd::Finished
+                }
+                InvocationEvent::EndedEarly(why) => InvocationEnd::EndedEarly(why),
+                InvocationEvent::Failed(err) => {
+                    pool.failed(&err);
+                    InvocationEnd::Failed {
+                        code: format!("serverless.{}", err.code()),
+                        message: err.message,
+                    }
+                }
+            };
+            let _ = mailbox.put(Msg::InvocationEnded { generation, end });
+            break;
+        }
+    });
 }

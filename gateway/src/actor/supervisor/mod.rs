@@ -85,6 +85,7 @@ fn build(ports: Ports, record: ActorRecord) -> (ActorHandle, Supervisor) {
         slot: None,
         queued: None,
         invocation: None,
+        standby: None,
         failure: None,
         failures: 0,
     };
@@ -131,6 +132,8 @@ struct Supervisor {
     queued: Option<crate::pool::runtime::QueueSpot>,
     /// The serverless request serving (or starting) the current generation.
     invocation: Option<effects::LiveInvocation>,
+    /// A standby request started ahead of the next move (see `Effect::Standby`).
+    standby: Option<effects::LiveStandby>,
     /// Why the actor's pool could not run it lately (`serverless.{code}`, message),
     /// published to waiting requests so they fail at once with the named error.
     failure: Option<(String, String)>,
@@ -275,6 +278,12 @@ impl Supervisor {
         if let Some((generation, envoy)) = batch.claim {
             self.apply(Input::Claimed { generation, envoy }).await;
         }
+        if let Some(envoy) = batch.standby_ready {
+            // Only the standby this supervisor started now: a late one was given up.
+            if self.standby.as_ref().is_some_and(|s| s.key == envoy) {
+                self.apply(Input::StandbyReady { envoy }).await;
+            }
+        }
         for event in batch.events {
             self.on_event(event).await;
         }
@@ -322,6 +331,7 @@ impl Supervisor {
         if !matches!(self.lifecycle.phase, Phase::Pending { .. }) {
             self.queued = None;
         }
+        self.drop_unwanted_standby();
         debug_assert_eq!(
             self.lease.is_some(),
             self.lifecycle.holds_lease(),

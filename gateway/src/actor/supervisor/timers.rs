@@ -14,6 +14,7 @@ pub(super) struct Timers {
     adopt: Option<(Instant, Timer)>,
     place: Option<(Instant, Timer)>,
     deadline: Option<(Instant, Timer)>,
+    warm: Option<(Instant, Timer)>,
 }
 
 impl Timers {
@@ -24,7 +25,7 @@ impl Timers {
 
     /// The earliest deadline.
     pub(super) fn next(&self) -> Option<Instant> {
-        [self.start, self.adopt, self.place, self.deadline]
+        [self.start, self.adopt, self.place, self.deadline, self.warm]
             .into_iter()
             .flatten()
             .map(|(at, _)| at)
@@ -39,6 +40,7 @@ impl Timers {
             &mut self.adopt,
             &mut self.place,
             &mut self.deadline,
+            &mut self.warm,
         ] {
             if let Some((at, timer)) = *slot {
                 if at <= now {
@@ -56,6 +58,7 @@ impl Timers {
             Timer::Adopt { .. } => &mut self.adopt,
             Timer::Place => &mut self.place,
             Timer::Deadline { .. } => &mut self.deadline,
+            Timer::Warm { .. } => &mut self.warm,
         }
     }
 }
