@@ -48,7 +48,9 @@ impl Host for MemoryHost {
     fn set_alarm(&self, _at_ms: Option<i64>) {}
     fn request_sleep(&self) {}
     fn request_destroy(&self) {}
-    fn ws_accept(&self, _socket: SocketId) {}
+    fn ws_accept(&self, _socket: SocketId, _hibernatable: bool) {}
+    fn ws_ack(&self, _socket: SocketId, _index: u16) {}
+    fn ws_hibernate(&self, _socket: SocketId) {}
     fn ws_send(&self, _socket: SocketId, _frame: Frame) {}
     fn ws_close(&self, _socket: SocketId, _code: u16, _reason: String) {}
 }
@@ -72,6 +74,7 @@ async fn main() {
         generation: 1,
         input: None,
         create_ts: 0,
+        hibernating: Vec::new(),
     };
     let runtime = match registry
         .start("counter", info, host, CancellationToken::new())

@@ -196,6 +196,10 @@ fn sleepy_counter() -> ActorDef<i64> {
             sleep_timeout: Duration::from_millis(400),
             ..ActorOptions::default()
         })
+        // Clients that connect with `{"stay": true}` keep the actor awake.
+        .can_hibernate(|params: Option<&serde_json::Value>| {
+            params.and_then(|p| p.get("stay")) != Some(&serde_json::Value::Bool(true))
+        })
         .action("bump", |c, ()| async move {
             Ok(c.update(|n| {
                 *n += 1;
@@ -205,7 +209,7 @@ fn sleepy_counter() -> ActorDef<i64> {
 }
 
 #[tokio::test]
-async fn an_idle_actor_asks_to_sleep_unless_a_client_is_connected() {
+async fn an_idle_actor_asks_to_sleep_unless_a_client_keeps_it_awake() {
     let registry = Registry::new().register("sleepy", sleepy_counter());
     let host = MemHost::fresh();
     let runtime = start(&registry, "sleepy", &host, 1).await;
@@ -216,15 +220,26 @@ async fn an_idle_actor_asks_to_sleep_unless_a_client_is_connected() {
     .await;
     runtime.abort();
 
+    // A hibernatable client does not keep it awake: the gateway holds its socket.
     let host = MemHost::fresh();
     let runtime = start(&registry, "sleepy", &host, 1).await;
-    let client = Client::connect(&runtime, &host, 1, Encoding::Json, None).await;
+    let _client = Client::connect(&runtime, &host, 1, Encoding::Json, None).await;
+    host.wait_until("a sleep request", |host| {
+        host.sleep_requests.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    runtime.abort();
+
+    let host = MemHost::fresh();
+    let runtime = start(&registry, "sleepy", &host, 1).await;
+    let client =
+        Client::connect(&runtime, &host, 1, Encoding::Json, Some(r#"{"stay":true}"#)).await;
     // Many sleep timeouts pass with the socket open...
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     assert_eq!(
         host.sleep_requests.load(Ordering::SeqCst),
         0,
-        "an open socket keeps it awake"
+        "a socket that cannot hibernate keeps it awake"
     );
     // ...and once it closes the actor asks to sleep.
     runtime.ws_closed(client.socket);

@@ -19,7 +19,12 @@ async fn init_comes_first_then_action_responses() {
         let client = Client::connect(&runtime, &host, 1, encoding, None).await;
 
         let events = host.events(client.socket);
-        assert_eq!(events.first(), Some(&SocketEvent::Accept), "{encoding:?}");
+        // `/connect` sockets are hibernatable unless the actor opts out.
+        assert_eq!(
+            events.first(),
+            Some(&SocketEvent::Accept(true)),
+            "{encoding:?}"
+        );
         match client.received().first() {
             Some(ToClient::Init {
                 actor_id,
@@ -105,7 +110,7 @@ async fn a_rejected_connection_sees_the_user_error() {
     for (socket, params) in [(1, None), (2, Some(r#"{"user":"  "}"#))] {
         let client = Client::connect(&runtime, &host, socket, Encoding::Json, params).await;
         let events = host.events(client.socket);
-        assert_eq!(events.first(), Some(&SocketEvent::Accept));
+        assert_eq!(events.first(), Some(&SocketEvent::Accept(false)));
         match client.received().as_slice() {
             [ToClient::Error(body)] => {
                 assert_eq!(
@@ -274,9 +279,12 @@ async fn connections_have_state_and_disconnect_hooks() {
 }
 
 #[tokio::test]
-async fn stopping_closes_open_connections() {
+async fn stopping_closes_connections_that_cannot_hibernate() {
     let log = Log::default();
-    let registry = Registry::new().register("tracked", tracked_actor(log.clone()));
+    let registry = Registry::new().register(
+        "tracked",
+        tracked_actor(log.clone()).can_hibernate(|_| false),
+    );
     let host = MemHost::fresh();
     let runtime = start(&registry, "tracked", &host, 1).await;
     let ann = Client::connect(
@@ -337,9 +345,9 @@ async fn raw_websockets_are_driven_by_the_actors_handlers() {
         .ws_open(socket, "/websocket/feed?x=1".to_owned(), Default::default())
         .await
         .expect("offered");
-    runtime.ws_message(socket, Frame::Text("hi".to_owned()));
-    runtime.ws_message(socket, Frame::Binary(vec![1, 2, 3]));
-    runtime.ws_message(socket, Frame::Text("bye".to_owned()));
+    runtime.ws_message(socket, 1, Frame::Text("hi".to_owned()));
+    runtime.ws_message(socket, 2, Frame::Binary(vec![1, 2, 3]));
+    runtime.ws_message(socket, 3, Frame::Text("bye".to_owned()));
     host.wait_until("the close", |host| {
         host.events(socket)
             .iter()
@@ -349,7 +357,7 @@ async fn raw_websockets_are_driven_by_the_actors_handlers() {
     assert_eq!(
         host.events(socket),
         [
-            SocketEvent::Accept,
+            SocketEvent::Accept(false),
             SocketEvent::Send(Frame::Text("welcome /feed?x=1".to_owned())),
             SocketEvent::Send(Frame::Text("HI".to_owned())),
             SocketEvent::Send(Frame::Binary(vec![3, 2, 1])),
@@ -389,4 +397,145 @@ async fn raw_websockets_are_driven_by_the_actors_handlers() {
     );
     runtime.abort();
     counter.abort();
+}
+
+/// A hibernatable connection outlives its instance: at the stop its socket is handed to the
+/// carrier (not closed, no `on_disconnect`), its record goes in the final save, and the next
+/// instance, told the socket is still held, takes it back with its params, state and
+/// subscriptions. A client message resent with an index already taken is dropped; messages
+/// taken are acknowledged once durable.
+#[tokio::test]
+async fn a_hibernatable_connection_outlives_its_instance_and_takes_each_message_once() {
+    let registry = examples::registry();
+    let host = MemHost::fresh();
+    let runtime = start(&registry, "chat", &host, 1).await;
+    let ann = Client::connect(
+        &runtime,
+        &host,
+        1,
+        Encoding::Bare,
+        Some(r#"{"user":"ann"}"#),
+    )
+    .await;
+    ann.subscribe("message", true); // message 1
+    let first = ann.call_ok(1, "post", vec![text("hello")]).await; // message 2
+    assert_eq!(field(&first, "user"), Some(&text("ann")));
+    // The post's save carried the connection's record; the gateway is told both are taken.
+    host.wait_until("the ack", |h| h.acks.lock().get(&ann.socket) == Some(&2))
+        .await;
+
+    runtime.stop(StopReason::GoingAway).await.expect("stop");
+    assert_eq!(
+        host.events(ann.socket).last(),
+        Some(&SocketEvent::Hibernate)
+    );
+    assert_eq!(ann.closed(), None, "the client's socket stays open");
+
+    // The next instance, on the same KV, with the socket still held by the gateway.
+    let next = host.next_generation();
+    let mut info = actor_support::start_info(2, None);
+    info.hibernating = vec![ann.socket];
+    let runtime = registry
+        .start(
+            "chat",
+            info,
+            Arc::clone(&next) as Arc<dyn rivulet_lambda_runner::actor::Host>,
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .expect("restarts");
+    assert_eq!(next.events(ann.socket), [SocketEvent::Accept(true)]);
+    let ann = ann.restored(&runtime, &next);
+
+    // The gateway resends message 2 (unacknowledged in its view): dropped, not posted twice.
+    ann.send_frame_at(
+        2,
+        &rivulet_lambda_runner::protocol::ToServer::ActionRequest {
+            id: 1,
+            name: "post".into(),
+            args: Value::Array(vec![text("hello")]),
+        },
+    );
+    // A new message: the connection's user (state) and subscription came back with it.
+    let second = ann.call_ok(2, "post", vec![text("again")]).await;
+    assert_eq!(field(&second, "user"), Some(&text("ann")));
+    next.wait_until("the event", |_| !ann.events_named("message").is_empty())
+        .await;
+    assert_eq!(
+        ann.events_named("message"),
+        [Value::Array(vec![second.clone()])]
+    );
+    assert_eq!(
+        ann.call_ok(3, "history", vec![]).await,
+        Value::Array(vec![first, second])
+    );
+    runtime.abort();
+}
+
+/// A held socket whose connection is not stored is closed; a stored connection whose socket
+/// the carrier no longer holds is gone: its record is deleted and `on_disconnect` runs.
+#[tokio::test]
+async fn restore_drops_what_does_not_match() {
+    let log = Log::default();
+    let registry = Registry::new().register("tracked", tracked_actor(log.clone()));
+    let host = MemHost::fresh();
+    let runtime = start(&registry, "tracked", &host, 1).await;
+    let _ann = Client::connect(
+        &runtime,
+        &host,
+        1,
+        Encoding::Json,
+        Some(r#"{"name":"ann"}"#),
+    )
+    .await;
+    runtime.stop(StopReason::Sleep).await.expect("stop");
+    assert_eq!(*log.lock(), ["connect ann", "sleep"]);
+    let stored = |h: &MemHost| {
+        h.store
+            .lock()
+            .keys()
+            .filter(|k| k.first() == Some(&4))
+            .count()
+    };
+    assert_eq!(stored(&host), 1, "the connection is stored");
+
+    let next = host.next_generation();
+    let mut info = actor_support::start_info(2, None);
+    info.hibernating = vec![SocketId(99)];
+    let runtime = registry
+        .start(
+            "tracked",
+            info,
+            Arc::clone(&next) as Arc<dyn rivulet_lambda_runner::actor::Host>,
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .expect("restarts");
+    assert_eq!(
+        next.events(SocketId(99)),
+        [SocketEvent::Close(1011, "ws.stale_metadata".to_owned())]
+    );
+    assert_eq!(*log.lock(), ["connect ann", "sleep", "disconnect ann"]);
+    assert_eq!(stored(&next), 0, "the gone connection's record is deleted");
+    runtime.abort();
+}
+
+/// Destroying the actor ends hibernatable connections too.
+#[tokio::test]
+async fn destroy_closes_hibernatable_connections() {
+    let log = Log::default();
+    let registry = Registry::new().register("tracked", tracked_actor(log.clone()));
+    let host = MemHost::fresh();
+    let runtime = start(&registry, "tracked", &host, 1).await;
+    let ann = Client::connect(
+        &runtime,
+        &host,
+        1,
+        Encoding::Json,
+        Some(r#"{"name":"ann"}"#),
+    )
+    .await;
+    runtime.stop(StopReason::Destroy).await.expect("stop");
+    assert_eq!(ann.closed(), Some((1000, "actor.stopping".to_owned())));
+    assert_eq!(*log.lock(), ["connect ann", "disconnect ann"]);
 }

@@ -2,6 +2,11 @@
 //! connection an HTTP action runs under), with its params, its state and its event
 //! subscriptions; and [`RawSocket`], a WebSocket under `/websocket/...` that the actor's own
 //! handlers drive.
+//!
+//! A `/connect` connection is hibernatable unless the actor opts out
+//! ([`ActorDef::can_hibernate`](super::ActorDef::can_hibernate)): it is kept in the actor's KV
+//! (see `hibernate`) and outlives the instance, so the actor may sleep or move while the
+//! client stays connected.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -27,6 +32,35 @@ pub(crate) struct Transport {
 /// connection knowing the actor's state types.
 pub(crate) trait ConnOwner: Send + Sync {
     fn disconnect_conn(&self, conn_id: String, reason: String) -> BoxFuture<'static, ()>;
+    /// A hibernatable connection changed: its record is written with the next save.
+    fn conn_changed(&self);
+}
+
+/// What a connection reaches of its actor.
+pub(crate) struct ConnLinks {
+    pub(crate) host: Arc<dyn Host>,
+    pub(crate) control: Arc<Control>,
+    pub(crate) owner: Weak<dyn ConnOwner>,
+}
+
+/// What a hibernatable connection keeps beyond its params and state.
+pub(crate) struct Hibernation {
+    /// The params as the client sent them (JSON text), to decode them again on restore.
+    pub(crate) params_json: Option<String>,
+    /// Index of the last client message taken, for a restored connection.
+    pub(crate) last_in: Option<u16>,
+}
+
+/// Bookkeeping of a hibernatable connection's record.
+#[derive(Debug, Default)]
+pub(crate) struct RecordMeta {
+    pub(crate) last_in: Option<u16>,
+    /// Bumped on every change; `written` is the version the stored record holds.
+    pub(crate) version: u64,
+    pub(crate) written: u64,
+    /// The record outgrew [`MAX_RECORD_BYTES`](super::hibernate::MAX_RECORD_BYTES): the
+    /// connection is closed at the stop instead of kept.
+    pub(crate) unstorable: bool,
 }
 
 /// One client connection. Cheap to clone; all clones are the same connection.
@@ -45,6 +79,9 @@ struct ConnInner<CP, CS> {
     host: Arc<dyn Host>,
     control: Arc<Control>,
     owner: Weak<dyn ConnOwner>,
+    /// `Some` for a hibernatable connection: its params' JSON text.
+    hibernation: Option<Option<String>>,
+    record: Mutex<RecordMeta>,
 }
 
 impl<CP, CS> Clone for Conn<CP, CS> {
@@ -73,10 +110,18 @@ where
         params: Option<CP>,
         state: CS,
         transport: Option<Transport>,
-        host: Arc<dyn Host>,
-        control: Arc<Control>,
-        owner: Weak<dyn ConnOwner>,
+        links: ConnLinks,
+        hibernation: Option<Hibernation>,
     ) -> Self {
+        let ConnLinks {
+            host,
+            control,
+            owner,
+        } = links;
+        let record = RecordMeta {
+            last_in: hibernation.as_ref().and_then(|h| h.last_in),
+            ..RecordMeta::default()
+        };
         Self {
             inner: Arc::new(ConnInner {
                 id,
@@ -87,8 +132,78 @@ where
                 host,
                 control,
                 owner,
+                hibernation: hibernation.map(|h| h.params_json),
+                record: Mutex::new(record),
             }),
         }
+    }
+
+    /// A connection restored from its record: written as it is, with its subscriptions.
+    pub(crate) fn with_id(
+        id: String,
+        params: Option<CP>,
+        state: CS,
+        transport: Option<Transport>,
+        links: ConnLinks,
+        hibernation: Hibernation,
+        subscriptions: Vec<String>,
+    ) -> Self {
+        let conn = Self::new(id, params, state, transport, links, Some(hibernation));
+        conn.inner.subscriptions.lock().extend(subscriptions);
+        conn
+    }
+
+    /// Whether this connection outlives its actor instance (a hibernatable `/connect`
+    /// socket).
+    pub fn is_hibernatable(&self) -> bool {
+        self.inner.hibernation.is_some() && self.inner.transport.is_some()
+    }
+
+    /// The params' JSON text kept for a hibernatable connection.
+    pub(crate) fn params_json(&self) -> Option<&str> {
+        self.inner.hibernation.as_ref().and_then(|p| p.as_deref())
+    }
+
+    /// The record's bookkeeping.
+    pub(crate) fn record(&self) -> parking_lot::MutexGuard<'_, RecordMeta> {
+        self.inner.record.lock()
+    }
+
+    /// Marks the record changed, to be written with the next save.
+    pub(crate) fn touch(&self) {
+        if !self.is_hibernatable() {
+            return;
+        }
+        self.inner.record.lock().version += 1;
+        if let Some(owner) = self.inner.owner.upgrade() {
+            owner.conn_changed();
+        }
+    }
+
+    /// Takes client message `index`: `false` if it was taken before (a message the gateway
+    /// resent after a restore).
+    pub(crate) fn take_message(&self, index: u16) -> bool {
+        if !self.is_hibernatable() {
+            return true;
+        }
+        {
+            let mut record = self.inner.record.lock();
+            if let Some(last) = record.last_in {
+                if !super::hibernate::is_after(index, last) {
+                    return false;
+                }
+            }
+            record.last_in = Some(index);
+        }
+        self.touch();
+        true
+    }
+
+    /// Events it subscribed to.
+    pub(crate) fn subscriptions(&self) -> Vec<String> {
+        let mut subs: Vec<String> = self.inner.subscriptions.lock().iter().cloned().collect();
+        subs.sort();
+        subs
     }
 
     /// Connection id, as the client got it in `Init`.
@@ -108,12 +223,17 @@ where
         f(&state)
     }
 
-    /// Changes the connection's state (kept in memory only, like RivetKit's for
-    /// non-hibernatable connections).
+    /// Changes the connection's state. A hibernatable connection's state is saved with the
+    /// actor's next save (within `state_save_interval`, and on stop); others keep it in
+    /// memory only.
     pub fn update<R>(&self, f: impl FnOnce(&mut CS) -> R) -> R {
-        let guard = self.inner.state.lock();
-        let mut state = guard.borrow_mut();
-        f(&mut state)
+        let result = {
+            let guard = self.inner.state.lock();
+            let mut state = guard.borrow_mut();
+            f(&mut state)
+        };
+        self.touch();
+        result
     }
 
     /// Whether this is a `/connect` WebSocket (and not the connection of one HTTP action).
@@ -147,11 +267,15 @@ where
     }
 
     pub(crate) fn subscribe(&self, event: String) {
-        self.inner.subscriptions.lock().insert(event);
+        if self.inner.subscriptions.lock().insert(event) {
+            self.touch();
+        }
     }
 
     pub(crate) fn unsubscribe(&self, event: &str) {
-        self.inner.subscriptions.lock().remove(event);
+        if self.inner.subscriptions.lock().remove(event) {
+            self.touch();
+        }
     }
 
     pub(crate) fn is_subscribed(&self, event: &str) -> bool {

@@ -21,8 +21,9 @@ use super::conn::{Conn, ConnOwner, RawSocket};
 use super::def::{ActorInfo, ActorState, ActorVars, ConnParams, ConnState, DefInner};
 use super::dispatch;
 use super::error::{ActorError, SaveError};
+use super::hibernate::{conn_key, ConnRecord, MAX_RECORD_BYTES};
 use super::host::{Host, SocketId};
-use super::persist::{Saver, USER_KV_TAG};
+use super::persist::{ExtraWrite, Saver, USER_KV_TAG};
 use super::runtime::Control;
 use super::schedule::{ScheduleStore, ScheduledEvent};
 
@@ -97,8 +98,102 @@ where
     /// Returns once change version `need` is saved (see [`Saver::save_through`]).
     pub(crate) async fn save_through(&self, need: u64) -> Result<(), SaveError> {
         self.saver
-            .save_through(&*self.host, &|| self.snapshot(), &|b| self.restore(b), need)
+            .save_through(
+                &*self.host,
+                &|| self.snapshot(),
+                &|b| self.restore(b),
+                &|| self.conn_writes(),
+                need,
+            )
             .await
+    }
+
+    /// The records of hibernatable connections changed since they were last written, to go in
+    /// the next save's put; once it is durable each record's last client message is
+    /// acknowledged to the gateway, which may then forget it. Bounded per save (the put's key
+    /// and size limits); the rest go with the next one.
+    pub(crate) fn conn_writes(&self) -> ExtraWrite {
+        const MAX_RECORDS: usize = 100;
+        const MAX_BYTES: usize = 512 * 1024;
+        let conns: Vec<Conn<CP, CS>> = self
+            .conns
+            .lock()
+            .by_id
+            .values()
+            .filter(|c| c.is_hibernatable())
+            .cloned()
+            .collect();
+        let mut entries = Vec::new();
+        let mut written = Vec::new();
+        let mut bytes = 0;
+        let mut more = false;
+        for conn in conns {
+            let (version, last_in) = {
+                let record = conn.record();
+                if record.version == record.written || record.unstorable {
+                    continue;
+                }
+                (record.version, record.last_in)
+            };
+            if entries.len() == MAX_RECORDS || bytes >= MAX_BYTES {
+                more = true;
+                break;
+            }
+            let Some(transport) = conn.transport() else {
+                continue;
+            };
+            let state = conn.state(|state| {
+                let mut out = Vec::new();
+                ciborium::into_writer(state, &mut out).map(|()| out)
+            });
+            let encoded = state.map_err(|e| e.to_string()).and_then(|state| {
+                ConnRecord::new(
+                    conn.id().to_owned(),
+                    transport.socket,
+                    transport.encoding,
+                    conn.params_json().map(str::to_owned),
+                    state,
+                    conn.subscriptions(),
+                    last_in,
+                )
+                .encode()
+            });
+            match encoded {
+                Ok(record) if record.len() <= MAX_RECORD_BYTES => {
+                    bytes += record.len();
+                    entries.push((conn_key(conn.id()), record));
+                    written.push((conn, version, last_in));
+                }
+                Ok(record) => {
+                    tracing::error!(conn_id = %conn.id(), bytes = record.len(), limit = MAX_RECORD_BYTES, "connection state too large to keep; the connection will be closed at the next stop");
+                    conn.record().unstorable = true;
+                }
+                Err(error) => {
+                    tracing::error!(conn_id = %conn.id(), %error, "connection state not serializable; the connection will be closed at the next stop");
+                    conn.record().unstorable = true;
+                }
+            }
+        }
+        if more {
+            self.saver.mark_dirty();
+        }
+        if written.is_empty() {
+            return ExtraWrite::default();
+        }
+        let host = Arc::clone(&self.host);
+        ExtraWrite {
+            entries,
+            written: Some(Box::new(move || {
+                for (conn, version, last_in) in written {
+                    let mut record = conn.record();
+                    record.written = record.written.max(version);
+                    drop(record);
+                    if let (Some(index), Some(transport)) = (last_in, conn.transport()) {
+                        host.ws_ack(transport.socket, index);
+                    }
+                }
+            })),
+        }
     }
 
     /// Puts an encoded state back (a rollback); returns the change version it stands at.
@@ -110,9 +205,13 @@ where
         Ok(self.saver.version())
     }
 
-    /// Whether any client keeps the actor awake.
+    /// Whether any client keeps the actor awake: a raw socket, or a `/connect` socket that
+    /// is not hibernatable. Hibernatable ones do not; the gateway holds them while it sleeps.
     pub(crate) fn has_sockets(&self) -> bool {
-        !self.conns.lock().sockets.is_empty()
+        self.conns.lock().sockets.values().any(|entry| match entry {
+            SocketEntry::Connect(conn) => !conn.is_hibernatable(),
+            SocketEntry::Raw(_) => true,
+        })
     }
 }
 
@@ -131,6 +230,10 @@ where
             }
         }
         .boxed()
+    }
+
+    fn conn_changed(&self) {
+        self.saver.mark_dirty();
     }
 }
 

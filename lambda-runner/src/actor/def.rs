@@ -35,9 +35,10 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ActorState for T {}
 pub trait ConnParams: DeserializeOwned + Clone + Send + Sync + 'static {}
 impl<T: DeserializeOwned + Clone + Send + Sync + 'static> ConnParams for T {}
 
-/// What per-connection state must be. Implemented for every `Send + 'static` type.
-pub trait ConnState: Send + 'static {}
-impl<T: Send + 'static> ConnState for T {}
+/// What per-connection state must be: a serde type, as it is saved with a hibernatable
+/// connection. Implemented for every such type.
+pub trait ConnState: Serialize + DeserializeOwned + Send + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + 'static> ConnState for T {}
 
 /// What ephemeral vars must be. Implemented for every `Send + 'static` type.
 pub trait ActorVars: Send + 'static {}
@@ -136,6 +137,7 @@ pub(crate) type RawCloseFn<C> = Box<dyn Fn(C, RawSocket) -> Fut<()> + Send + Syn
 pub(crate) type ActionFn<C> = Box<dyn Fn(C, Vec<Value>) -> Fut<Value> + Send + Sync>;
 
 type ConnStateOf<S, CP, CS, V> = ConnStateFn<Ctx<S, CP, CS, V>, CP, CS>;
+pub(crate) type CanHibernateFn<CP> = Box<dyn Fn(Option<&CP>) -> bool + Send + Sync>;
 type ConnHookOf<S, CP, CS, V> = ConnHookFn<Ctx<S, CP, CS, V>, Conn<CP, CS>>;
 
 // === ActorDef ===
@@ -162,6 +164,7 @@ pub(crate) struct DefInner<S, CP, CS, V> {
     pub(crate) on_before_connect: Option<ParamsHookFn<Ctx<S, CP, CS, V>, CP>>,
     pub(crate) create_conn_state: Option<ConnStateOf<S, CP, CS, V>>,
     pub(crate) on_connect: Option<ConnHookOf<S, CP, CS, V>>,
+    pub(crate) can_hibernate: Option<CanHibernateFn<CP>>,
     pub(crate) on_disconnect: Option<ConnHookOf<S, CP, CS, V>>,
     pub(crate) on_request: Option<RequestFn<Ctx<S, CP, CS, V>>>,
     pub(crate) on_websocket: Option<RawOpenFn<Ctx<S, CP, CS, V>>>,
@@ -223,6 +226,7 @@ where
                 on_before_connect: None,
                 create_conn_state: None,
                 on_connect: None,
+                can_hibernate: None,
                 on_disconnect: None,
                 on_request: None,
                 on_websocket: None,
@@ -348,6 +352,20 @@ where
         Fu: Future<Output = Result<CS, ActorError>> + Send + 'static,
     {
         self.inner.create_conn_state = Some(Box::new(move |ctx, params| f(ctx, params).boxed()));
+        self
+    }
+
+    /// Decides per connection, from its params, whether its `/connect` socket is
+    /// hibernatable (RivetKit's `canHibernateWebSocket`). By default every one is: the
+    /// connection (params, state, subscriptions) is saved with the actor, the gateway holds
+    /// the client's socket while the actor sleeps or moves, and the actor may sleep while
+    /// such clients stay connected. A connection that is not hibernatable keeps the actor
+    /// awake and is closed when the actor stops.
+    pub fn can_hibernate<F>(mut self, f: F) -> Self
+    where
+        F: Fn(Option<&CP>) -> bool + Send + Sync + 'static,
+    {
+        self.inner.can_hibernate = Some(Box::new(f));
         self
     }
 

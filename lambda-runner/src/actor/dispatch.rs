@@ -12,10 +12,11 @@ use std::time::Duration;
 use ciborium::Value;
 use futures_util::future::FutureExt;
 
-use super::conn::{send_to_client, Conn, ConnOwner, RawSocket, Transport};
+use super::conn::{send_to_client, Conn, ConnLinks, ConnOwner, Hibernation, RawSocket, Transport};
 use super::context::{Ctx, Shared, SocketEntry};
 use super::def::{unit_as, ActorInfo, ActorState, ActorVars, ConnParams, ConnState};
 use super::error::{ActorError, RuntimeError};
+use super::hibernate::{conn_key, ConnRecord};
 use super::host::{header_value, HttpRequest, HttpResponse, SocketId, StopReason};
 use super::runtime::Command;
 use super::wire;
@@ -290,7 +291,11 @@ where
             ws_open(shared, socket, &path, headers).await;
             let _ = reply.send(());
         }
-        Command::WsMessage { socket, frame } => ws_message(shared, socket, frame).await,
+        Command::WsMessage {
+            socket,
+            index,
+            frame,
+        } => ws_message(shared, socket, index, frame).await,
     }
 }
 
@@ -436,6 +441,7 @@ where
     CS: ConnState,
     V: ActorVars,
 {
+    let params_json = params.clone().filter(|value| !value.is_null());
     let params: Option<CP> = match params {
         None | Some(serde_json::Value::Null) => None,
         Some(value) => Some(
@@ -463,14 +469,28 @@ where
         })?,
     };
     let owner: Weak<dyn ConnOwner> = shared.weak.clone();
+    // Only a `/connect` socket can hibernate; the actor may opt a connection out.
+    let hibernation = transport
+        .filter(|_| {
+            def.can_hibernate
+                .as_ref()
+                .is_none_or(|can| can(params.as_ref()))
+        })
+        .map(|_| Hibernation {
+            params_json: params_json.map(|json| json.to_string()),
+            last_in: None,
+        });
     let conn = Conn::new(
         new_conn_id(),
         params,
         state,
         transport,
-        Arc::clone(&shared.host),
-        Arc::clone(&shared.control),
-        owner,
+        ConnLinks {
+            host: Arc::clone(&shared.host),
+            control: Arc::clone(&shared.control),
+            owner,
+        },
+        hibernation,
     );
     let mut table = shared.conns.lock();
     table.by_id.insert(conn.id().to_owned(), conn.clone());
@@ -556,7 +576,25 @@ pub(crate) async fn disconnect_by_id<S, CP, CS, V>(
             .host
             .ws_close(transport.socket, 1000, reason.to_owned());
     }
+    forget_record(shared, &conn).await;
     run_on_disconnect(shared, conn).await;
+}
+
+/// Deletes the stored record of a hibernatable connection that ended for good.
+async fn forget_record<S, CP, CS, V>(shared: &Arc<Shared<S, CP, CS, V>>, conn: &Conn<CP, CS>)
+where
+    S: ActorState,
+    CP: ConnParams,
+    CS: ConnState,
+    V: ActorVars,
+{
+    if !conn.is_hibernatable() {
+        return;
+    }
+    if let Err(error) = shared.host.kv_delete(vec![conn_key(conn.id())]).await {
+        // Harmless: the next instance finds its socket gone and drops it then.
+        tracing::debug!(conn_id = %conn.id(), %error, "deleting a connection record failed");
+    }
 }
 
 /// The glue reported a socket gone: forget it and run its close hook.
@@ -579,7 +617,10 @@ pub(crate) async fn socket_closed<S, CP, CS, V>(
     };
     match entry {
         None => {}
-        Some(SocketEntry::Connect(conn)) => run_on_disconnect(shared, conn).await,
+        Some(SocketEntry::Connect(conn)) => {
+            forget_record(shared, &conn).await;
+            run_on_disconnect(shared, conn).await;
+        }
         Some(SocketEntry::Raw(raw)) => run_raw_close(shared, raw).await,
     }
 }
@@ -692,7 +733,7 @@ async fn connect_socket<S, CP, CS, V>(
     let reject = |error: ActorError| {
         let body = error.to_error_body(Some(actor.clone()), None);
         shared.control.forget_socket(socket);
-        shared.host.ws_accept(socket);
+        shared.host.ws_accept(socket, false);
         send_to_client(
             &*shared.host,
             &shared.control,
@@ -705,7 +746,7 @@ async fn connect_socket<S, CP, CS, V>(
         Ok(conn) => conn,
         Err(error) => return reject(error),
     };
-    shared.host.ws_accept(socket);
+    shared.host.ws_accept(socket, conn.is_hibernatable());
     send_to_client(
         &*shared.host,
         &shared.control,
@@ -715,16 +756,20 @@ async fn connect_socket<S, CP, CS, V>(
             connection_id: conn.id().to_owned(),
         },
     );
-    if let Err(error) = finish_conn(shared, &conn).await {
-        let body = error.to_error_body(Some(actor.clone()), None);
-        send_to_client(
-            &*shared.host,
-            &shared.control,
-            transport,
-            &ToClient::Error(body.clone()),
-        );
-        shared.control.forget_socket(socket);
-        shared.host.ws_close(socket, 1011, close_reason(&body));
+    match finish_conn(shared, &conn).await {
+        // Written with the next save (within the save interval, or at the stop).
+        Ok(()) => conn.touch(),
+        Err(error) => {
+            let body = error.to_error_body(Some(actor.clone()), None);
+            send_to_client(
+                &*shared.host,
+                &shared.control,
+                transport,
+                &ToClient::Error(body.clone()),
+            );
+            shared.control.forget_socket(socket);
+            shared.host.ws_close(socket, 1011, close_reason(&body));
+        }
     }
 }
 
@@ -757,7 +802,7 @@ async fn raw_open<S, CP, CS, V>(
         .lock()
         .sockets
         .insert(socket, SocketEntry::Raw(raw.clone()));
-    shared.host.ws_accept(socket);
+    shared.host.ws_accept(socket, false);
     let request = HttpRequest {
         method: "GET".to_owned(),
         path,
@@ -775,6 +820,7 @@ async fn raw_open<S, CP, CS, V>(
 async fn ws_message<S, CP, CS, V>(
     shared: &Arc<Shared<S, CP, CS, V>>,
     socket: SocketId,
+    index: u16,
     frame: Frame,
 ) where
     S: ActorState,
@@ -789,7 +835,17 @@ async fn ws_message<S, CP, CS, V>(
     };
     match entry {
         None => tracing::debug!(?socket, "message for an unknown socket dropped"),
-        Some(SocketEntry::Connect(conn)) => connect_message(shared, conn, frame).await,
+        Some(SocketEntry::Connect(conn)) => {
+            if conn.take_message(index) {
+                connect_message(shared, conn, frame).await;
+            } else {
+                tracing::debug!(
+                    ?socket,
+                    index,
+                    "client message taken before the restore; dropped"
+                );
+            }
+        }
         Some(SocketEntry::Raw(raw)) => {
             let Some(handler) = &shared.def.on_websocket_message else {
                 return;
@@ -959,6 +1015,9 @@ where
 // === stop ===
 
 /// The stop sequence: hook and disconnects within the grace period, then the final save.
+/// For a sleep or a move, hibernatable connections are not disconnected: their records go in
+/// the final save, and only then are their sockets handed to the carrier to hold, so the
+/// next instance finds them stored with every message they took.
 pub(crate) async fn stop<S, CP, CS, V>(
     shared: &Arc<Shared<S, CP, CS, V>>,
     reason: StopReason,
@@ -971,6 +1030,11 @@ where
 {
     let def = &shared.def;
     let grace = def.options.sleep_grace_period;
+    let keeps = |entry: &SocketEntry<CP, CS>| {
+        reason != StopReason::Destroy
+            && matches!(entry, SocketEntry::Connect(conn)
+                if conn.is_hibernatable() && !conn.record().unstorable)
+    };
     let graceful = async {
         let (hook, name) = match reason {
             StopReason::Destroy => (&def.on_destroy, "on_destroy"),
@@ -982,7 +1046,14 @@ where
                 tracing::warn!(hook = name, %error, "stop hook failed");
             }
         }
-        let sockets: Vec<SocketId> = shared.conns.lock().sockets.keys().copied().collect();
+        let sockets: Vec<SocketId> = shared
+            .conns
+            .lock()
+            .sockets
+            .iter()
+            .filter(|(_, entry)| !keeps(entry))
+            .map(|(socket, _)| *socket)
+            .collect();
         for socket in sockets {
             close_socket(shared, socket, 1000, "actor.stopping").await;
         }
@@ -993,20 +1064,182 @@ where
             "graceful stop ran out of time; saving anyway"
         );
         // Whatever the hooks did not get to is closed without them.
-        let leftover: Vec<SocketId> = shared
-            .conns
-            .lock()
-            .sockets
-            .drain()
-            .map(|(socket, _)| socket)
-            .collect();
+        let leftover: Vec<SocketId> = {
+            let mut table = shared.conns.lock();
+            let gone: Vec<SocketId> = table
+                .sockets
+                .iter()
+                .filter(|(_, entry)| !keeps(entry))
+                .map(|(socket, _)| *socket)
+                .collect();
+            for socket in &gone {
+                if let Some(SocketEntry::Connect(conn)) = table.sockets.remove(socket) {
+                    table.by_id.remove(conn.id());
+                }
+            }
+            table.by_id.retain(|_, conn| conn.is_hibernatable());
+            gone
+        };
         for socket in leftover {
             shared.control.forget_socket(socket);
             shared
                 .host
                 .ws_close(socket, 1000, "actor.stopping".to_owned());
         }
-        shared.conns.lock().by_id.clear();
     }
-    shared.save_now().await.map_err(RuntimeError::Save)
+    let kept: Vec<SocketId> = shared
+        .conns
+        .lock()
+        .sockets
+        .iter()
+        .filter(|(_, entry)| keeps(entry))
+        .map(|(socket, _)| *socket)
+        .collect();
+    if !kept.is_empty() {
+        // Make sure the final save runs and carries every kept record that changed.
+        shared.saver.mark_dirty();
+    }
+    let saved = shared.save_now().await.map_err(RuntimeError::Save);
+    for socket in kept {
+        shared.control.forget_socket(socket);
+        shared.host.ws_hibernate(socket);
+    }
+    {
+        let mut table = shared.conns.lock();
+        table.sockets.clear();
+        table.by_id.clear();
+    }
+    saved
+}
+
+// === restore ===
+
+/// Takes back, at start, the hibernatable connections stored for this actor whose sockets
+/// the carrier still holds (`hibernating`), and accepts those sockets again. Returns the
+/// stored connections whose sockets are gone, for `on_disconnect` once the actor is up
+/// (their records are deleted). A held socket with no usable record is closed.
+pub(crate) async fn restore_conns<S, CP, CS, V>(
+    shared: &Arc<Shared<S, CP, CS, V>>,
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+    hibernating: &[SocketId],
+) -> Vec<Conn<CP, CS>>
+where
+    S: ActorState,
+    CP: ConnParams,
+    CS: ConnState,
+    V: ActorVars,
+{
+    let held: std::collections::HashSet<SocketId> = hibernating.iter().copied().collect();
+    let mut restored = std::collections::HashSet::new();
+    let mut gone = Vec::new();
+    let mut dead_keys = Vec::new();
+    for (key, bytes) in records {
+        let conn = ConnRecord::decode(&bytes).and_then(|record| rebuild_conn(shared, &record));
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(error) => {
+                tracing::warn!(%error, "stored connection unusable; dropped");
+                dead_keys.push(key);
+                continue;
+            }
+        };
+        let Some(transport) = conn.transport() else {
+            dead_keys.push(key);
+            continue;
+        };
+        if !held.contains(&transport.socket) || !shared.control.offer_socket(transport.socket) {
+            dead_keys.push(key);
+            gone.push(conn);
+            continue;
+        }
+        {
+            let mut table = shared.conns.lock();
+            table.by_id.insert(conn.id().to_owned(), conn.clone());
+            table
+                .sockets
+                .insert(transport.socket, SocketEntry::Connect(conn.clone()));
+        }
+        restored.insert(transport.socket);
+        shared.host.ws_accept(transport.socket, true);
+        tracing::debug!(conn_id = %conn.id(), "connection restored");
+    }
+    for socket in hibernating {
+        if !restored.contains(socket) {
+            tracing::debug!(?socket, "held socket without a stored connection; closing");
+            shared
+                .host
+                .ws_close(*socket, 1011, "ws.stale_metadata".to_owned());
+        }
+    }
+    if !dead_keys.is_empty() {
+        if let Err(error) = shared.host.kv_delete(dead_keys).await {
+            tracing::debug!(%error, "deleting stale connection records failed");
+        }
+    }
+    if !restored.is_empty() {
+        tracing::info!(
+            connections = restored.len(),
+            "hibernated connections restored"
+        );
+    }
+    gone
+}
+
+fn rebuild_conn<S, CP, CS, V>(
+    shared: &Arc<Shared<S, CP, CS, V>>,
+    record: &ConnRecord,
+) -> Result<Conn<CP, CS>, String>
+where
+    S: ActorState,
+    CP: ConnParams,
+    CS: ConnState,
+    V: ActorVars,
+{
+    let encoding = record
+        .encoding()
+        .ok_or_else(|| format!("unknown encoding {}", record.encoding))?;
+    let params: Option<CP> = match &record.params {
+        None => None,
+        Some(text) => {
+            Some(serde_json::from_str(text).map_err(|e| format!("connection params: {e}"))?)
+        }
+    };
+    let state: CS = ciborium::from_reader(record.state.as_slice())
+        .map_err(|e| format!("connection state: {e}"))?;
+    let owner: Weak<dyn ConnOwner> = shared.weak.clone();
+    let conn = Conn::with_id(
+        record.id.clone(),
+        params,
+        state,
+        Some(Transport {
+            socket: SocketId(record.socket),
+            encoding,
+        }),
+        ConnLinks {
+            host: Arc::clone(&shared.host),
+            control: Arc::clone(&shared.control),
+            owner,
+        },
+        Hibernation {
+            params_json: record.params.clone(),
+            last_in: record.last_in,
+        },
+        record.subscriptions.clone(),
+    );
+    Ok(conn)
+}
+
+/// Runs `on_disconnect` for stored connections whose clients left while no instance ran.
+pub(crate) async fn disconnect_gone<S, CP, CS, V>(
+    shared: &Arc<Shared<S, CP, CS, V>>,
+    gone: Vec<Conn<CP, CS>>,
+) where
+    S: ActorState,
+    CP: ConnParams,
+    CS: ConnState,
+    V: ActorVars,
+{
+    for conn in gone {
+        run_on_disconnect(shared, conn).await;
+    }
 }

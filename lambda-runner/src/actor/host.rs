@@ -53,10 +53,20 @@ pub trait Host: Send + Sync + 'static {
     fn request_destroy(&self);
 
     /// Accepts a WebSocket that [`ActorRuntime::ws_open`](super::ActorRuntime::ws_open)
-    /// offered. Called at most once per socket, always before the first `ws_send` on it. A
-    /// socket the runtime refuses gets `ws_close` without `ws_accept`. Sockets are never
-    /// offered as hibernatable: the runtime does not persist connections.
-    fn ws_accept(&self, socket: SocketId);
+    /// offered, or restores one of [`StartInfo::hibernating`]. Called at most once per socket
+    /// and instance, always before the first `ws_send` on it. A socket the runtime refuses
+    /// gets `ws_close` without `ws_accept`. `hibernatable`: the runtime keeps the connection
+    /// across its stops, so the carrier may hold the client's socket while no instance runs
+    /// and must keep each client message until [`Host::ws_ack`] covers it.
+    fn ws_accept(&self, socket: SocketId, hibernatable: bool);
+
+    /// Client messages of a hibernatable socket up to `index` (wrapping) are durably taken:
+    /// the carrier need not deliver them again.
+    fn ws_ack(&self, socket: SocketId, index: u16);
+
+    /// The instance is stopping and keeps this hibernatable socket's connection for the
+    /// next one: the carrier holds the client's socket open instead of closing it.
+    fn ws_hibernate(&self, socket: SocketId);
 
     /// Sends one frame on an accepted socket.
     fn ws_send(&self, socket: SocketId, frame: Frame);
@@ -88,6 +98,11 @@ pub struct StartInfo {
     pub input: Option<Vec<u8>>,
     /// Creation time, ms since the epoch.
     pub create_ts: i64,
+    /// Hibernatable sockets the carrier still holds for this actor: their connections are
+    /// restored from the actor's storage and the sockets accepted again; any other stored
+    /// connection is gone (its `on_disconnect` runs). Client messages on them are numbered
+    /// as before the stop ([`ActorRuntime::ws_message`](super::ActorRuntime::ws_message)).
+    pub hibernating: Vec<SocketId>,
 }
 
 /// Why the glue stops an actor.

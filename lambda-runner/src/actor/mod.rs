@@ -59,8 +59,8 @@
 //! - **Lifecycle**: new actor: `create_state` → `on_create` → first save → `vars` →
 //!   `on_wake`; later starts: `vars` → `on_wake`; stop: `on_sleep` or `on_destroy`, then
 //!   `on_disconnect` per connection, then the final save. [`Ctx::sleep`] and [`Ctx::destroy`]
-//!   ask the host to stop the actor that way; an actor with no sockets asks to sleep by itself
-//!   after `sleep_timeout` (30 s) without work.
+//!   ask the host to stop the actor that way; an actor with no sockets that keep it awake
+//!   asks to sleep by itself after `sleep_timeout` (30 s) without work.
 //! - **Scheduling**: `ctx.schedule().after(duration, "action", (args,))` or `.at(ms, ..)` is
 //!   persisted before it returns and runs even if the actor slept in between.
 //! - **Raw handlers**: [`ActorDef::on_request`] serves `/request/...`;
@@ -73,9 +73,17 @@
 //! events to the returned [`ActorRuntime`], and ends it with [`ActorRuntime::stop`]. See
 //! [`runtime`] for how work is queued and what happens when the queue is full.
 //!
-//! Not supported yet: hibernatable WebSockets (sockets are accepted as not hibernatable, so an
-//! open `/connect` socket keeps the actor awake and is closed when it stops), streamed HTTP
-//! bodies, queues, cron schedules, `onBeforeActionResponse`, actor-to-actor clients.
+//! - **Hibernatable connections**: a `/connect` socket outlives the actor instance unless
+//!   [`ActorDef::can_hibernate`] says otherwise. Its connection (params, state,
+//!   subscriptions) is saved with the actor; the actor sleeps when idle even while such
+//!   clients are connected; when it stops to sleep or move, the gateway holds the client's
+//!   socket, and the next instance takes the connection back without `on_connect` or
+//!   `on_disconnect` running. Client messages are applied exactly once across the stop.
+//!   Raw `/websocket/...` sockets and opted-out connections keep the actor awake and are
+//!   closed when it stops.
+//!
+//! Not supported yet: streamed HTTP bodies, queues, cron schedules,
+//! `onBeforeActionResponse`, actor-to-actor clients.
 
 mod args;
 mod conn;
@@ -83,6 +91,7 @@ mod context;
 mod def;
 mod dispatch;
 mod error;
+mod hibernate;
 mod host;
 mod persist;
 mod registry;

@@ -9,6 +9,8 @@
 //!   976 KiB request limit; a larger state fails to save (`SaveError::TooLarge`).
 //! - `02 <id>`: one pending scheduled action (see `schedule`).
 //! - `03 <key>`: the actor's own KV (`ctx.kv()`).
+//! - `04 <connection id>`: a hibernatable connection (see `hibernate`); changed records are
+//!   written in the same put as the state.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -170,6 +172,17 @@ const UNDONE_KEPT: usize = 16;
 /// Encodes the current state.
 pub(crate) type Snapshot<'a> = &'a (dyn Fn() -> Result<Vec<u8>, SaveError> + Send + Sync);
 
+/// KV entries that go in the same put as the state (changed connection records), and what
+/// to do once they are durable.
+#[derive(Default)]
+pub(crate) struct ExtraWrite {
+    pub(crate) entries: KvEntries,
+    pub(crate) written: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// Collects the [`ExtraWrite`] of one save, under the save lock.
+pub(crate) type Extra<'a> = &'a (dyn Fn() -> ExtraWrite + Send + Sync);
+
 /// Puts the given encoded state back in memory; returns the change version it stands at
 /// (read under the state's lock, so no change slips between).
 pub(crate) type Restore<'a> = &'a (dyn Fn(&[u8]) -> Result<u64, SaveError> + Send + Sync);
@@ -214,8 +227,9 @@ impl Saver {
         host: &dyn Host,
         snapshot: Snapshot<'_>,
         restore: Restore<'_>,
+        extra: Extra<'_>,
     ) -> Result<(), SaveError> {
-        self.save_through(host, snapshot, restore, self.version())
+        self.save_through(host, snapshot, restore, extra, self.version())
             .await
     }
 
@@ -226,6 +240,7 @@ impl Saver {
         host: &dyn Host,
         snapshot: Snapshot<'_>,
         restore: Restore<'_>,
+        extra: Extra<'_>,
         need: u64,
     ) -> Result<(), SaveError> {
         let mut meta = self.meta.lock().await;
@@ -267,7 +282,16 @@ impl Saver {
                 return Err(error);
             }
         };
+        let ExtraWrite {
+            entries: more,
+            written,
+        } = extra();
+        let mut entries = entries;
+        entries.extend(more);
         host.kv_put(entries).await?;
+        if let Some(written) = written {
+            written();
+        }
         if meta.chunks_on_disk > chunks {
             // The header already says how many chunks count; stale ones are only garbage.
             let stale = (chunks..meta.chunks_on_disk).map(state_chunk_key).collect();
@@ -288,6 +312,7 @@ impl Saver {
         host: &dyn Host,
         snapshot: Snapshot<'_>,
         restore: Restore<'_>,
+        extra: Extra<'_>,
         cancel: CancellationToken,
     ) {
         loop {
@@ -307,7 +332,7 @@ impl Saver {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
             }
-            match self.save(host, snapshot, restore).await {
+            match self.save(host, snapshot, restore, extra).await {
                 Ok(()) => {}
                 // Rolled back: nothing left to save.
                 Err(SaveError::TooLarge { .. } | SaveError::Encode(_)) => {}

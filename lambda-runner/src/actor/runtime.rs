@@ -32,6 +32,7 @@ use super::context::{Ctx, Shared, StateSlot};
 use super::def::{unit_as, ActorInfo, ActorState, ActorVars, ConnParams, ConnState, DefInner};
 use super::dispatch;
 use super::error::{ActorError, RuntimeError, SaveError, StartError};
+use super::hibernate::CONN_TAG;
 use super::host::{Host, HttpRequest, HttpResponse, SocketId, StartInfo, StopReason};
 use super::persist::{self, Saver};
 use super::schedule::ScheduleStore;
@@ -75,8 +76,9 @@ impl Control {
         self.state.lock().stopping
     }
 
-    /// Records a socket the glue offered; `false` once the actor is stopping.
-    fn offer_socket(&self, socket: SocketId) -> bool {
+    /// Records a socket the glue offered (or one restored); `false` once the actor is
+    /// stopping.
+    pub(crate) fn offer_socket(&self, socket: SocketId) -> bool {
         let mut state = self.state.lock();
         if state.stopping {
             return false;
@@ -161,6 +163,7 @@ pub(crate) enum Command {
     },
     WsMessage {
         socket: SocketId,
+        index: u16,
         frame: Frame,
     },
 }
@@ -264,12 +267,18 @@ impl ActorRuntime {
         done.await.map_err(|_| RuntimeError::Stopped)
     }
 
-    /// Delivers one client frame. Does not wait; see the module docs for a full queue.
-    pub fn ws_message(&self, socket: SocketId, frame: Frame) {
+    /// Delivers one client frame; `index` is its message index on the socket (numbered by
+    /// the carrier, kept across a hibernation), by which a message resent after a restore is
+    /// recognised. Does not wait; see the module docs for a full queue.
+    pub fn ws_message(&self, socket: SocketId, index: u16, frame: Frame) {
         if !self.inner.control.socket_open(socket) {
             return;
         }
-        match self.inner.tx.try_send(Command::WsMessage { socket, frame }) {
+        match self.inner.tx.try_send(Command::WsMessage {
+            socket,
+            index,
+            frame,
+        }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(command)) => {
                 drop(command);
@@ -438,6 +447,7 @@ where
         }
     };
     let schedule = ScheduleStore::load(&*host).await?;
+    let conn_records = host.kv_list_prefix(vec![CONN_TAG]).await?;
 
     let control = Arc::new(Control::new());
     let shared = Arc::new_cyclic(|weak| Shared {
@@ -490,6 +500,7 @@ where
         })?,
     };
     *shared.vars.lock().borrow_mut() = Some(vars);
+    let gone = dispatch::restore_conns(&shared, conn_records, &info.hibernating).await;
 
     if let Some(on_wake) = &def.on_wake {
         dispatch::guarded(
@@ -501,6 +512,7 @@ where
         .await
         .map_err(hook_error("on_wake"))?;
     }
+    dispatch::disconnect_gone(&shared, gone).await;
     // Like RivetKit, push the alarm on every start: the gateway's copy may be stale.
     shared.schedule.push_alarm(&*host, true);
 
@@ -513,9 +525,10 @@ where
             async move {
                 let snapshot = || shared.snapshot();
                 let restore = |b: &[u8]| shared.restore(b);
+                let extra = || shared.conn_writes();
                 shared
                     .saver
-                    .run(&*shared.host, &snapshot, &restore, saver_token)
+                    .run(&*shared.host, &snapshot, &restore, &extra, saver_token)
                     .await;
             }
             .instrument(span.clone()),

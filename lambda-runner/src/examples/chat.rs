@@ -30,8 +30,9 @@ pub struct ChatParams {
     pub user: Option<String>,
 }
 
-/// Per-connection state: who is on the other end.
-#[derive(Debug, Clone)]
+/// Per-connection state: who is on the other end (saved with the connection, so it is still
+/// known after the room slept or moved under a connected client).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChatConn {
     /// The user's name.
     pub user: String,

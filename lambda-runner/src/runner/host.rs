@@ -7,7 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use rivulet_wire::envoy::{
-    ToRivetTunnelMessageKind, ToRivetWebSocketClose, ToRivetWebSocketMessage, ToRivetWebSocketOpen,
+    ToRivetTunnelMessageKind, ToRivetWebSocketClose, ToRivetWebSocketMessage,
+    ToRivetWebSocketMessageAck, ToRivetWebSocketOpen,
 };
 
 use super::tunnel::Sockets;
@@ -151,14 +152,39 @@ impl Host for EnvoyHost {
         }
     }
 
-    fn ws_accept(&self, socket: SocketId) {
+    fn ws_accept(&self, socket: SocketId, hibernatable: bool) {
+        // For a restored socket this open is what makes the gateway reattach it and resend
+        // the client messages the actor had not acknowledged.
         self.sockets.send(
             &self.client,
             socket,
             ToRivetTunnelMessageKind::ToRivetWebSocketOpen(ToRivetWebSocketOpen {
-                can_hibernate: false,
+                can_hibernate: hibernatable,
             }),
         );
+    }
+
+    fn ws_ack(&self, socket: SocketId, index: u16) {
+        self.sockets.send(
+            &self.client,
+            socket,
+            ToRivetTunnelMessageKind::ToRivetWebSocketMessageAck(ToRivetWebSocketMessageAck {
+                index,
+            }),
+        );
+    }
+
+    fn ws_hibernate(&self, socket: SocketId) {
+        self.sockets.send(
+            &self.client,
+            socket,
+            ToRivetTunnelMessageKind::ToRivetWebSocketClose(ToRivetWebSocketClose {
+                code: None,
+                reason: None,
+                hibernate: true,
+            }),
+        );
+        self.sockets.forget(socket);
     }
 
     fn ws_send(&self, socket: SocketId, frame: Frame) {

@@ -228,8 +228,8 @@ impl Runner {
             close_socket(&self.sockets, &client, socket, 1011, "actor.not_running");
             return;
         };
-        let (tx, mut rx) = mpsc::channel(SOCKET_QUEUE);
-        self.sockets.set_queue(socket, tx);
+        let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
+        let token = self.sockets.set_queue(socket, tx);
         let runner = self.clone();
         self.tasks.spawn(async move {
             if let Err(err) = runtime.ws_open(socket, path, headers).await {
@@ -237,19 +237,30 @@ impl Runner {
                 close_socket(&runner.sockets, &client, socket, 1011, "actor.stopping");
                 return;
             }
-            // Ends when the client closes, or when the socket is forgotten (the actor closed
-            // it, or its queue overflowed), which drops the queue.
-            while let Some(event) = rx.recv().await {
-                match event {
-                    SocketEvent::Frame(frame) => runtime.ws_message(socket, frame),
-                    SocketEvent::Closed => break,
-                }
-            }
-            // However it ended, the actor learns the connection is gone (a socket it closed
-            // itself is ignored there).
-            runtime.ws_closed(socket);
-            runner.sockets.forget(socket);
+            runner.pump_socket(runtime, socket, rx, token).await;
         });
+    }
+
+    /// Feeds a socket's frames to its actor, in order. Ends when the client closes, or when
+    /// the socket is forgotten (the actor closed or hibernated it, or its queue overflowed),
+    /// which drops the queue.
+    async fn pump_socket(
+        &self,
+        runtime: ActorRuntime,
+        socket: SocketId,
+        mut rx: mpsc::Receiver<SocketEvent>,
+        token: u64,
+    ) {
+        while let Some(event) = rx.recv().await {
+            match event {
+                SocketEvent::Frame(index, frame) => runtime.ws_message(socket, index, frame),
+                SocketEvent::Closed => break,
+            }
+        }
+        // However it ended, the actor learns the connection is gone (a socket it closed or
+        // hibernated itself is ignored there).
+        runtime.ws_closed(socket);
+        self.sockets.forget_queue(socket, token);
     }
 
     fn socket_event(&self, client: &EnvoyClient, socket: SocketId, event: SocketEvent) {
@@ -346,11 +357,14 @@ impl EnvoyHandler for RunnerHandler {
         let actor_id = start.actor_id.clone();
         let generation = start.generation;
         runner.mark_started(client.envoy_key(), &actor_id, generation);
-        // Sockets that hibernated on the gateway cannot be restored: this runtime never
-        // accepts sockets as hibernatable. Close any the gateway still lists.
+        // Sockets the gateway holds for the actor: queues first, since the runtime reopens
+        // them while it starts and the gateway then resends what the actor had not taken.
+        let mut restored = Vec::new();
         for hibernating in &start.hibernating_requests {
             let socket = tunnel::socket_id((hibernating.gateway_id, hibernating.request_id));
-            close_socket(&runner.sockets, &client, socket, 1012, "actor.restarted");
+            let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
+            let token = runner.sockets.set_queue(socket, tx);
+            restored.push((socket, rx, token));
         }
         let host = Arc::new(EnvoyHost {
             client: client.clone(),
@@ -364,6 +378,7 @@ impl EnvoyHandler for RunnerHandler {
             generation,
             input: start.config.input.as_ref().map(|b| b.to_vec()),
             create_ts: start.config.create_ts,
+            hibernating: restored.iter().map(|(socket, _, _)| *socket).collect(),
         };
         let cancel = CancellationToken::new();
         match runner
@@ -372,6 +387,14 @@ impl EnvoyHandler for RunnerHandler {
             .await
         {
             Ok(runtime) => {
+                for (socket, rx, token) in restored {
+                    let runner = runner.clone();
+                    let runtime = runtime.clone();
+                    runner
+                        .tasks
+                        .clone()
+                        .spawn(async move { runner.pump_socket(runtime, socket, rx, token).await });
+                }
                 let replaced = {
                     let mut actors = runner.actors.lock();
                     match actors.get(&actor_id) {
@@ -417,6 +440,9 @@ impl EnvoyHandler for RunnerHandler {
                 }
             }
             Err(err) => {
+                for (socket, _, token) in restored {
+                    runner.sockets.forget_queue(socket, token);
+                }
                 tracing::error!(error = %err, name = %start.config.name, "actor failed to start");
                 if let Err(err) = client.actor_stopped(&actor_id, generation, Some(err.to_string()))
                 {
@@ -536,7 +562,11 @@ impl EnvoyHandler for RunnerHandler {
                         Err(e) => Frame::Binary(e.into_bytes()),
                     }
                 };
-                runner.socket_event(&client, tunnel::socket_id(key), SocketEvent::Frame(frame));
+                runner.socket_event(
+                    &client,
+                    tunnel::socket_id(key),
+                    SocketEvent::Frame(msg.message_id.message_index, frame),
+                );
             }
             ToEnvoyTunnelMessageKind::ToEnvoyWebSocketClose(_) => {
                 runner.socket_event(&client, tunnel::socket_id(key), SocketEvent::Closed);

@@ -36,18 +36,23 @@ fn request_key(socket: SocketId) -> RequestKey {
 
 /// What a socket's task receives after the open.
 pub(crate) enum SocketEvent {
-    /// A client frame.
-    Frame(crate::protocol::Frame),
+    /// A client frame and its message index.
+    Frame(u16, crate::protocol::Frame),
     /// The client or the gateway closed the socket.
     Closed,
 }
 
 /// The open WebSockets: their message counters and the queues of their tasks. Forgetting a
 /// socket drops its queue, which ends its task.
+///
+/// A hibernatable socket can be taken over by the next instance of its actor on this same
+/// runner while the old instance's task is still ending; each queue therefore carries a
+/// token, and a task ending forgets only its own queue.
 #[derive(Default)]
 pub(crate) struct Sockets {
     next_index: Mutex<HashMap<SocketId, u16>>,
-    queues: Mutex<HashMap<SocketId, tokio::sync::mpsc::Sender<SocketEvent>>>,
+    queues: Mutex<HashMap<SocketId, (u64, tokio::sync::mpsc::Sender<SocketEvent>)>>,
+    next_token: std::sync::atomic::AtomicU64,
 }
 
 impl Sockets {
@@ -120,14 +125,32 @@ impl Sockets {
         self.queues.lock().remove(&socket);
     }
 
-    /// Registers the queue of a socket's task.
-    pub(crate) fn set_queue(&self, socket: SocketId, tx: tokio::sync::mpsc::Sender<SocketEvent>) {
-        self.queues.lock().insert(socket, tx);
+    /// Registers the queue of a socket's task; returns its token.
+    pub(crate) fn set_queue(
+        &self,
+        socket: SocketId,
+        tx: tokio::sync::mpsc::Sender<SocketEvent>,
+    ) -> u64 {
+        let token = self
+            .next_token
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.queues.lock().insert(socket, (token, tx));
+        token
+    }
+
+    /// Forgets the socket if its queue is still the one registered under `token`.
+    pub(crate) fn forget_queue(&self, socket: SocketId, token: u64) {
+        let mut queues = self.queues.lock();
+        if queues.get(&socket).is_some_and(|(t, _)| *t == token) {
+            queues.remove(&socket);
+            drop(queues);
+            self.next_index.lock().remove(&socket);
+        }
     }
 
     /// The queue of a socket's task, if it is still open.
     pub(crate) fn queue(&self, socket: SocketId) -> Option<tokio::sync::mpsc::Sender<SocketEvent>> {
-        self.queues.lock().get(&socket).cloned()
+        self.queues.lock().get(&socket).map(|(_, tx)| tx.clone())
     }
 }
 

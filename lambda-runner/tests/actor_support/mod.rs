@@ -27,9 +27,12 @@ pub type Store = Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>;
 /// What the runtime did with a socket, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SocketEvent {
-    Accept,
+    /// Accepted; `true` when as hibernatable.
+    Accept(bool),
     Send(Frame),
     Close(u16, String),
+    /// Kept for the next instance (the client's socket stays open).
+    Hibernate,
 }
 
 /// An in-memory host for one actor generation.
@@ -41,6 +44,8 @@ pub struct MemHost {
     pub destroy_requests: AtomicUsize,
     pub puts: AtomicUsize,
     pub sockets: Mutex<HashMap<SocketId, Vec<SocketEvent>>>,
+    /// The last acknowledged client message index per socket.
+    pub acks: Mutex<HashMap<SocketId, u16>>,
     changed: Notify,
 }
 
@@ -54,6 +59,7 @@ impl MemHost {
             destroy_requests: AtomicUsize::new(0),
             puts: AtomicUsize::new(0),
             sockets: Mutex::new(HashMap::new()),
+            acks: Mutex::new(HashMap::new()),
             changed: Notify::new(),
         })
     }
@@ -151,8 +157,17 @@ impl Host for MemHost {
         self.changed.notify_waiters();
     }
 
-    fn ws_accept(&self, socket: SocketId) {
-        self.record(socket, SocketEvent::Accept);
+    fn ws_accept(&self, socket: SocketId, hibernatable: bool) {
+        self.record(socket, SocketEvent::Accept(hibernatable));
+    }
+
+    fn ws_ack(&self, socket: SocketId, index: u16) {
+        self.acks.lock().insert(socket, index);
+        self.changed.notify_waiters();
+    }
+
+    fn ws_hibernate(&self, socket: SocketId) {
+        self.record(socket, SocketEvent::Hibernate);
     }
 
     fn ws_send(&self, socket: SocketId, frame: Frame) {
@@ -177,6 +192,7 @@ pub fn start_info(generation: u32, input: Option<Vec<u8>>) -> StartInfo {
         generation,
         input,
         create_ts: 1_700_000_000_000,
+        hibernating: Vec::new(),
     }
 }
 
@@ -329,6 +345,8 @@ pub struct Client {
     pub encoding: Encoding,
     pub runtime: ActorRuntime,
     pub host: Arc<MemHost>,
+    /// Index of the last client message sent (the open is 0), as the gateway numbers them.
+    pub sent: Arc<std::sync::atomic::AtomicU16>,
 }
 
 impl Client {
@@ -353,12 +371,32 @@ impl Client {
             encoding,
             runtime: runtime.clone(),
             host: Arc::clone(host),
+            sent: Arc::default(),
         }
+    }
+
+    /// The same client socket, as the next instance restored it (its messages keep their
+    /// numbering).
+    pub fn restored(&self, runtime: &ActorRuntime, host: &Arc<MemHost>) -> Self {
+        Self {
+            socket: self.socket,
+            encoding: self.encoding,
+            runtime: runtime.clone(),
+            host: Arc::clone(host),
+            sent: Arc::clone(&self.sent),
+        }
+    }
+
+    /// Sends one frame with an explicit message index (a resend after a restore).
+    pub fn send_frame_at(&self, index: u16, message: &ToServer) {
+        let frame = protocol::encode_to_server(self.encoding, message).expect("message encodes");
+        self.runtime.ws_message(self.socket, index, frame);
     }
 
     pub fn send(&self, message: &ToServer) {
         let frame = protocol::encode_to_server(self.encoding, message).expect("message encodes");
-        self.runtime.ws_message(self.socket, frame);
+        let index = self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        self.runtime.ws_message(self.socket, index, frame);
     }
 
     pub fn action(&self, id: u64, name: &str, args: Vec<Value>) {
@@ -385,7 +423,7 @@ impl Client {
                 SocketEvent::Send(frame) => {
                     Some(protocol::decode_to_client(self.encoding, &frame).expect("frame decodes"))
                 }
-                SocketEvent::Accept | SocketEvent::Close(..) => None,
+                SocketEvent::Accept(_) | SocketEvent::Close(..) | SocketEvent::Hibernate => None,
             })
             .collect()
     }
@@ -396,7 +434,7 @@ impl Client {
             .into_iter()
             .find_map(|event| match event {
                 SocketEvent::Close(code, reason) => Some((code, reason)),
-                SocketEvent::Accept | SocketEvent::Send(_) => None,
+                SocketEvent::Accept(_) | SocketEvent::Send(_) | SocketEvent::Hibernate => None,
             })
     }
 
@@ -415,7 +453,9 @@ impl Client {
                     SocketEvent::Send(frame) => protocol::decode_to_client(encoding, &frame)
                         .map(|message| is_answer(&message))
                         .unwrap_or(false),
-                    SocketEvent::Accept | SocketEvent::Close(..) => false,
+                    SocketEvent::Accept(_) | SocketEvent::Close(..) | SocketEvent::Hibernate => {
+                        false
+                    }
                 })
             })
             .await;
