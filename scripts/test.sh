@@ -9,8 +9,10 @@
 #      into a fresh temporary cache on every CI run), on the
 #      embedded store and on DynamoDB (moto), including two gateway nodes on one table, and
 #      three nodes killed and restarted in turn while clients write
-#   5. Rust actors (lambda-runner's test_runner) with the stock RivetKit client; the Lambda
-#      entry runs under cargo-lambda's emulator inside the cargo tests
+#   5. Rust actors (lambda-runner's test_runner) with the stock RivetKit client, on a
+#      connected runner and as a `process` pool whose actors move every two seconds under
+#      open client sockets; the Lambda entry runs under cargo-lambda's emulator inside the
+#      cargo tests
 #   6. the Terraform check: terraform/ describes the table `rivulet schema` prints
 # Prints one summary line "N passed, N failed" at the end; exits non-zero on any failure.
 set -euo pipefail
@@ -113,6 +115,9 @@ node_suite RUST_RUNNER_BIN="$TARGET/debug/examples/test_runner" bash tests/compa
 
 step "serverless pools: stock rivetkit app behind registry.handler, invoked and moved by the gateway"
 node_suite bash tests/compat/run-rust.sh serverless.test.mjs
+
+step "serverless process pool of the Rust runner: 50 connected clients through 15 moves each"
+node_suite RUST_RUNNER_BIN="$TARGET/debug/examples/test_runner" bash tests/compat/run-rust.sh serverless-rust.test.mjs
 
 step "rivetkit compatibility on the DynamoDB store (moto)"
 node_suite COMPAT_TARGET=rivulet COMPAT_STORE=dynamodb bash tests/compat/run.sh

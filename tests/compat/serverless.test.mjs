@@ -165,7 +165,8 @@ describe("serverless pools: stock RivetKit app behind registry.handler", () => {
 		const pool = await putPool("soak", { url: `http://127.0.0.1:${port}/api/rivet`, request_lifespan: 3, drain_grace_period: 1 });
 		assert.equal(pool.status, 200, JSON.stringify(pool.body));
 		// Requests started per actor, read from the gateway's log; the first is its start.
-		const requests = new Map();
+		const invoked = new Map();
+		const requests = { get: (id) => invoked.get(id)?.size };
 		let scanned = 0;
 		const scan = () => {
 			const out = server.child.out;
@@ -175,8 +176,13 @@ describe("serverless pools: stock RivetKit app behind registry.handler", () => {
 			scanned += cut;
 			for (const line of fresh.slice(0, cut).split("\n")) {
 				if (!line.includes("invoking a serverless request")) continue;
-				const m = line.replace(/\x1b\[[0-9;]*m/g, "").match(/actor_id=([0-9a-z]+)/);
-				if (m) requests.set(m[1], (requests.get(m[1]) ?? 0) + 1);
+				// Distinct generations: a trimmed log buffer is read again.
+				const plain = line.replace(/\x1b\[[0-9;]*m/g, "");
+				const id = plain.match(/actor_id=([0-9a-z]+)/);
+				const generation = plain.match(/ generation=([0-9]+)/);
+				if (!id || !generation) continue;
+				if (!invoked.has(id[1])) invoked.set(id[1], new Set());
+				invoked.get(id[1]).add(generation[1]);
 			}
 		};
 		const scanner = setInterval(scan, 250);

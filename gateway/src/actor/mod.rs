@@ -201,6 +201,10 @@ impl ActorHandle {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut woke = false;
         let mut rewakes = 0;
+        // Whether the actor was seen waking (or running) since the last wake was sent: only
+        // then is "sleeping" news that it went back to sleep. Before, the wake is still on
+        // its way (the loop also turns on every change of the runner set).
+        let mut stirred = false;
         loop {
             let status = rx.borrow_and_update().clone();
             match status {
@@ -208,6 +212,7 @@ impl ActorHandle {
                     envoy_key,
                     generation,
                 } => {
+                    stirred = true;
                     if let Some(envoy) = gw.envoys.get(&envoy_key) {
                         return Ok(Ready::Local { envoy, generation });
                     }
@@ -222,6 +227,7 @@ impl ActorHandle {
                 {
                     handle.wake(gw, &mut rx).await?;
                     woke = true;
+                    stirred = false;
                 }
                 Status::Elsewhere { lease, .. } => return Ok(Ready::Remote(lease)),
                 // The pool could not run it: say why at once, not after the ready timeout.
@@ -233,10 +239,12 @@ impl ActorHandle {
                         " while the actor was being placed",
                     ))
                 }
+                Status::Sleeping if !stirred => {}
                 Status::Sleeping => {
                     // It went back to sleep while we waited (a crash, or its runner left):
                     // ask again, a bounded number of times, as the engine does.
                     rewakes += 1;
+                    stirred = false;
                     if rewakes > MAX_REWAKES {
                         return Err(ApiError::new(
                             "guard",
@@ -248,22 +256,27 @@ impl ActorHandle {
                     handle.wake(gw, &mut rx).await?;
                 }
                 Status::Waking | Status::Stopping => {
+                    stirred = true;
                     if !woke {
                         handle.wake(gw, &mut rx).await?;
                         woke = true;
                     }
                 }
             }
+            // `Some(true)`: the actor's status changed; `Some(false)`: the runner set did.
             let changed = async {
                 tokio::select! {
-                    r = rx.changed() => r.is_ok(),
-                    r = runners.changed() => r.is_ok(),
+                    r = rx.changed() => r.is_ok().then_some(true),
+                    r = runners.changed() => r.is_ok().then_some(false),
                 }
             };
             match tokio::time::timeout_at(deadline, changed).await {
-                Ok(true) => {}
+                // Any news from the supervisor after the wake counts as it having acted on
+                // it, even if it went back to sleep between two looks.
+                Ok(Some(true)) => stirred = true,
+                Ok(Some(false)) => {}
                 // The supervisor exited: destroyed (the next look says so) or unloaded.
-                Ok(false) => handle.wake(gw, &mut rx).await?,
+                Ok(None) => handle.wake(gw, &mut rx).await?,
                 Err(_) => return Err(ApiError::actor_ready_timeout()),
             }
         }
