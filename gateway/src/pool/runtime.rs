@@ -43,6 +43,9 @@ pub struct InvokedPool {
     state: Mutex<Health>,
     /// Invocations started, for metrics and tests.
     pub invocations: AtomicU64,
+    /// Milliseconds requests were open, summed as each ends (what a per-second platform
+    /// bills, as the gateway sees it).
+    pub request_ms: AtomicU64,
     /// Actors waiting for a slot, in no order (each retries placement); at most
     /// `max_actors` of them, so the queue is bounded by the pool's own size. The count is
     /// of the actor's live [`QueueSpot`]s: a retry's new spot replaces the old one.
@@ -329,6 +332,7 @@ impl Pools {
             "actors_running": pool.in_use(),
             "actors_waiting": pool.waiting(),
             "invocations": pool.invocations.load(Ordering::Relaxed),
+            "request_seconds": pool.request_ms.load(Ordering::Relaxed) as f64 / 1000.0,
             "last_error": last_error,
         }))
     }
@@ -388,6 +392,7 @@ fn build(name: &str, namespace: &str, config: Invoked) -> InvokedPool {
         slots: Arc::new(Semaphore::new(slots)),
         state: Mutex::new(Health::default()),
         invocations: AtomicU64::new(0),
+        request_ms: AtomicU64::new(0),
         waiting: Mutex::new(HashMap::new()),
     }
 }
@@ -396,5 +401,11 @@ impl InvokedPool {
     /// Counts an invocation.
     pub fn count_invocation(&self) {
         self.invocations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds the time one request was open.
+    pub fn count_request_time(&self, open: std::time::Duration) {
+        let ms = u64::try_from(open.as_millis()).unwrap_or(u64::MAX);
+        self.request_ms.fetch_add(ms, Ordering::Relaxed);
     }
 }

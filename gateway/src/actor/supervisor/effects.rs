@@ -659,6 +659,7 @@ fn watch_invocation(
     tokio::spawn(async move {
         // The slot is held for as long as the request lives.
         let _permit = permit;
+        let opened = tokio::time::Instant::now();
         let mut invocation = invocation;
         while let Some(event) = invocation.events.recv().await {
             let end = match event {
@@ -682,5 +683,7 @@ fn watch_invocation(
             let _ = mailbox.put(Msg::InvocationEnded { generation, end });
             break;
         }
+        // Ended, or given up (a cancelled standby): either way no longer open here.
+        pool.count_request_time(opened.elapsed());
     });
 }
