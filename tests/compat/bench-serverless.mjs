@@ -6,8 +6,10 @@
 //
 // BENCH_SL_ADAPTER:
 //   http     the stock RivetKit 2.3.19 app behind registry.handler (serverless-app.mjs)
-//   process  the Rust runner, `rivulet-runner once` per request (RUST_RUNNER_BIN's sibling
-//            rivulet-runner, default target/debug/rivulet-runner)
+//   process  the Rust runner, `rivulet-runner once` per request (RIVULET_RUNNER_BIN, default
+//            target/debug/rivulet-runner)
+//   lambda   the Rust runner's Lambda entry under `cargo lambda watch` (CARGO_LAMBDA), invoked
+//            by the gateway through aws-sdk-lambda
 //
 // Prints one JSON object: call latency p50/p99/max (the p99 and max are the moves: a call
 // that waits for one), the longest wait per move, the first call on each new actor (a cold
@@ -16,7 +18,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { createClient } from "rivetkit/client";
-import { Child, HERE, REPO, Server, freePort, makeWorkDir, nodeBin, sleep, waitFor } from "./harness.mjs";
+import { Child, HERE, LambdaEmulator, REPO, Server, freePort, makeWorkDir, nodeBin, sleep, waitFor } from "./harness.mjs";
 
 const ADAPTER = process.env.BENCH_SL_ADAPTER || "http";
 const ACTORS = Number(process.env.BENCH_SL_ACTORS || 10);
@@ -29,12 +31,18 @@ const GAP_MS = Number(process.env.BENCH_SL_GAP_MS ?? 20);
 const CLIENT = process.env.BENCH_SL_CLIENT || "socket";
 
 const workDir = makeWorkDir();
+let emulator;
+if (ADAPTER === "lambda") {
+	// Built with --release unless BENCH_SL_LAMBDA_DEBUG=1.
+	emulator = new LambdaEmulator({ workDir, release: process.env.BENCH_SL_LAMBDA_DEBUG !== "1", concurrency: 4 * ACTORS });
+	await emulator.start();
+}
 // The gateway logs each move (read back below to find the moves' windows).
 const server = new Server({
 	target: "rivulet",
 	workDir,
 	extraArgs: ["--allow-process-pools"],
-	extraEnv: { RIVET_LOG_LEVEL: "warn,rivulet_gateway::actor::supervisor=info" },
+	extraEnv: { RIVET_LOG_LEVEL: "warn,rivulet_gateway::actor::supervisor=info", ...(emulator?.awsEnv() ?? {}) },
 });
 await server.init();
 await server.start();
@@ -49,6 +57,8 @@ if (ADAPTER === "http") {
 	});
 	await waitFor(() => app.out.includes("[serverless-app] listening"), { timeout: 30_000, what: "serverless app" });
 	pool = { serverless: { url: `http://127.0.0.1:${port}/api/rivet`, request_lifespan: LIFESPAN_S, drain_grace_period: GRACE_S } };
+} else if (ADAPTER === "lambda") {
+	pool = { lambda: { function: "rivulet-runner", request_lifespan: LIFESPAN_S, drain_grace_period: GRACE_S } };
 } else {
 	const bin = path.resolve(REPO, process.env.RIVULET_RUNNER_BIN || "target/debug/rivulet-runner");
 	pool = { process: { command: `${bin} once`, request_lifespan: LIFESPAN_S, drain_grace_period: GRACE_S, env: { RIVET_LOG_LEVEL: "warn" } } };
@@ -170,6 +180,7 @@ console.log(JSON.stringify(result));
 await client.dispose?.();
 await app?.stop({ graceMs: 3000 });
 await server.stop();
+await emulator?.stop();
 if (process.env.BENCH_KEEP === "1") console.error(`[bench-serverless] logs kept in ${workDir}`);
 else fs.rmSync(workDir, { recursive: true, force: true });
 process.exit(0);

@@ -16,7 +16,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createClient } from "rivetkit/client";
-import { Child, REPO, Server, freePort, makeWorkDir, portInUse, sleep, waitFor, withLogs, withTimeout } from "./harness.mjs";
+import { LambdaEmulator, REPO, Server, makeWorkDir, sleep, waitFor, withLogs, withTimeout } from "./harness.mjs";
 
 const NS = "default";
 const RUN = Date.now().toString(36);
@@ -169,39 +169,9 @@ describe("a Lambda pool of the Rust runner (cargo lambda watch) with the stock c
 	let emulator;
 	let client;
 	before(async () => {
-		const port = await freePort();
-		emulator = new Child(
-			"cargo-lambda",
-			cargoLambda,
-			[
-				"lambda", "watch", "--invoke-address", "127.0.0.1", "--invoke-port", String(port),
-				"--bin", "rivulet-runner", "--package", "rivulet-lambda-runner", "--ignore-changes",
-				// Each invocation its own environment, as on Lambda: an actor's request and its
-				// standby run side by side.
-				"--concurrency", "24", "--timeout", "120",
-			],
-			{ env: { ...process.env, RIVET_LOG_LEVEL: "warn" }, cwd: REPO, logFile: path.join(workDir, "cargo-lambda.log") },
-		);
-		await waitFor(() => portInUse(port), { timeout: 120_000, what: "the Lambda emulator listening" });
-		// The emulator builds the function on its first invocation (answering 408 meanwhile).
-		const invokeUrl = `http://127.0.0.1:${port}/2015-03-31/functions/rivulet-runner/invocations`;
-		const buildDeadline = Date.now() + 1_200_000;
-		for (;;) {
-			const res = await fetch(invokeUrl, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ endpoint: "http://127.0.0.1:1", namespace: NS, poolName: "x", payload: "" }) });
-			const text = await res.text();
-			if (res.status !== 408) {
-				assert.ok(text.includes("InvalidStart"), `a bad event fails clearly (${res.status}): ${text}`);
-				break;
-			}
-			assert.ok(Date.now() < buildDeadline, "the emulator did not build the function in 20 minutes");
-		}
-		server = gateway({
-			AWS_ENDPOINT_URL_LAMBDA: `http://127.0.0.1:${port}`,
-			AWS_REGION: "us-east-1",
-			AWS_ACCESS_KEY_ID: "test",
-			AWS_SECRET_ACCESS_KEY: "test",
-			AWS_EC2_METADATA_DISABLED: "true",
-		});
+		emulator = new LambdaEmulator({ workDir, bin: cargoLambda });
+		await emulator.start();
+		server = gateway(emulator.awsEnv());
 		await server.init();
 		await server.start();
 		await putPool(server, "lam", { lambda: { function: "rivulet-runner", request_lifespan: 3, drain_grace_period: 1 } });
@@ -211,14 +181,14 @@ describe("a Lambda pool of the Rust runner (cargo lambda watch) with the stock c
 	after(async () => {
 		await withTimeout(Promise.resolve(client?.dispose?.()), 5000, "client.dispose").catch(() => {});
 		await server?.stop();
-		await emulator?.stop({ graceMs: 3000 });
+		await emulator?.stop();
 	});
 
 	const check = withLogs(
 		it,
 		() => [
 			["rivulet", server?.child, 40],
-			["cargo-lambda", emulator, 40],
+			["cargo-lambda", emulator?.child, 40],
 		],
 		() => {
 			failed = true;
