@@ -105,6 +105,30 @@ struct DevArgs {
     /// examples/demo/run.sh, the same actors written with RivetKit].
     #[arg(long, env = "RIVULET_DEV_RUNNER")]
     runner: Option<String>,
+    /// Run the demo actors as a serverless platform would: each actor in its own process
+    /// (`rivulet-runner once`, or --runner's command) that lives LIFESPAN_S seconds (default
+    /// 30), moved to a fresh one shortly before it ends, with clients staying connected.
+    /// Registers the pool `default` as a `process` pool instead of starting a long-lived
+    /// runner.
+    #[arg(
+        long,
+        value_name = "LIFESPAN_S",
+        num_args = 0..=1,
+        default_missing_value = "30",
+        env = "RIVULET_DEV_SERVERLESS"
+    )]
+    serverless: Option<u64>,
+}
+
+/// What `rivulet dev` runs the demo actors with.
+enum DemoRunner {
+    /// A long-lived runner process (the command, or the default).
+    LongLived(Option<String>),
+    /// A `process` pool: the command per actor request, with this lifespan.
+    Serverless {
+        command: Option<String>,
+        lifespan_s: u64,
+    },
 }
 
 fn init_logging() {
@@ -112,8 +136,10 @@ fn init_logging() {
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "info".to_string());
+    // Colours only on a terminal; log collectors get plain text.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
 }
 
@@ -150,7 +176,14 @@ fn main() -> ExitCode {
         Command::Serve(args) => (args, None),
         Command::Dev(mut dev) => {
             dev.serve.allow_process_pools = true;
-            (dev.serve, Some(dev.runner))
+            let demo = match dev.serverless {
+                Some(lifespan_s) => DemoRunner::Serverless {
+                    command: dev.runner,
+                    lifespan_s,
+                },
+                None => DemoRunner::LongLived(dev.runner),
+            };
+            (dev.serve, Some(demo))
         }
         Command::Schema(schema) => return run_schema(schema),
         Command::Runners(runners) => return runners_cmd::run(runners),
@@ -223,7 +256,7 @@ fn run_schema(args: SchemaArgs) -> ExitCode {
     }
 }
 
-async fn serve(config: Config, runner: Option<Option<String>>) -> Result<(), Failure> {
+async fn serve(config: Config, runner: Option<DemoRunner>) -> Result<(), Failure> {
     // `rivulet dev` may create its DynamoDB table; `serve` never creates infrastructure.
     let store = startup::open_store(&config, runner.is_some()).await?;
     let listener = startup::bind(config.listen).await?;
@@ -235,10 +268,25 @@ async fn serve(config: Config, runner: Option<Option<String>>) -> Result<(), Fai
     );
     let shutdown = CancellationToken::new();
     let child = match runner {
-        Some(runner) => {
+        Some(DemoRunner::LongLived(runner)) => {
             let child = dev::start_runner(runner, &endpoint).map_err(Failure::Run)?;
             dev::print_banner(&endpoint);
             Some(child)
+        }
+        Some(DemoRunner::Serverless {
+            command,
+            lifespan_s,
+        }) => {
+            let command = command.unwrap_or_else(dev::default_once_command);
+            tokio::spawn(dev::register_process_pool(
+                endpoint.clone(),
+                config.auth_token.clone(),
+                command,
+                lifespan_s,
+                shutdown.clone(),
+            ));
+            dev::print_banner(&endpoint);
+            None
         }
         None => None,
     };
@@ -303,6 +351,63 @@ mod dev {
         match beside {
             Some(path) => format!("'{}' serve", path.display()),
             None => NODE_DEMO_RUNNER.to_string(),
+        }
+    }
+
+    /// `rivulet-runner once` next to this binary: the demo actors, one per process.
+    pub fn default_once_command() -> String {
+        let beside = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("rivulet-runner")))
+            .unwrap_or_else(|| "rivulet-runner".into());
+        format!("'{}' once", beside.display())
+    }
+
+    /// Registers the pool `default` as a `process` pool of `command` once the gateway
+    /// answers, as `rivulet runners put default --command ...` would. The drain grace is a
+    /// tenth of the lifespan, at least 1 s.
+    pub async fn register_process_pool(
+        endpoint: String,
+        token: Option<String>,
+        command: String,
+        lifespan_s: u64,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let grace_s = (lifespan_s / 10).max(1);
+        let body = serde_json::json!({"datacenters": {"default": {"process": {
+            "command": command,
+            "request_lifespan": lifespan_s,
+            "drain_grace_period": grace_s,
+        }}}});
+        let client = reqwest::Client::new();
+        let url = format!("{endpoint}/runner-configs/default?namespace=default");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let mut put = client.put(&url).json(&body);
+            if let Some(token) = &token {
+                put = put.bearer_auth(token);
+            }
+            match put.send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    tracing::info!(%command, lifespan_s, grace_s, "demo actors run as a process pool: one process per actor, moved before each lifespan ends");
+                    return;
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let text = resp.text().await.unwrap_or_default();
+                    tracing::error!(%status, answer = %text, "registering the demo process pool failed");
+                    return;
+                }
+                Err(err) if tokio::time::Instant::now() > deadline => {
+                    tracing::error!(error = %err, "registering the demo process pool failed: the gateway did not answer");
+                    return;
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+            }
         }
     }
 

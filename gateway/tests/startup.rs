@@ -546,3 +546,87 @@ fn runners_cli_puts_lists_and_deletes_pools() {
         &["cannot reach the gateway at http://127.0.0.1:9"],
     );
 }
+
+/// `rivulet dev --serverless 5` registers the demo actors as a `process` pool (one process
+/// per actor request, lifespan 5 s, drain grace 1 s) instead of starting a long-lived
+/// runner; here the command only notes that it ran and exits, so the request that invoked it
+/// gets the named error at once.
+#[tokio::test]
+async fn dev_serverless_runs_the_demo_actors_as_a_process_pool() {
+    let home = tempfile::tempdir().unwrap();
+    let marker = home.path().join("invoked");
+    let command = format!(
+        "echo ran >> {}; echo 'demo runner stand-in' >&2; exit 3",
+        marker.display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _dev = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_rivulet"))
+            .args(["dev", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--serverless", "5", "--runner", &command, "--data-dir"])
+            .arg(home.path().join("data"))
+            .env("RIVET_LOG_LEVEL", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pool = loop {
+        let listed = http
+            .get(format!("{endpoint}/runner-configs?namespace=default"))
+            .send()
+            .await;
+        if let Ok(resp) = listed {
+            let body: serde_json::Value = resp.json().await.unwrap();
+            if let Some(pool) = body["runner_configs"].get("default") {
+                break pool.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo pool was never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let process = &pool["datacenters"]["default"]["process"];
+    assert_eq!(process["command"], command.as_str(), "{pool}");
+    assert_eq!(process["request_lifespan"], 5, "{pool}");
+    assert_eq!(process["drain_grace_period"], 1, "{pool}");
+
+    let created: serde_json::Value = http
+        .post(format!("{endpoint}/actors?namespace=default"))
+        .json(&serde_json::json!({"name": "counter", "key": "demo", "runner_name_selector": "default"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actor_id = created["actor"]["actor_id"].as_str().unwrap().to_owned();
+    let resp = http
+        .post(format!("{endpoint}/gateway/{actor_id}/action/increment"))
+        .header("x-rivet-encoding", "json")
+        .json(&serde_json::json!({"args": [1]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "ended_early", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("demo runner stand-in"),
+        "{body}"
+    );
+    assert!(marker.exists(), "the pool's command ran for the request");
+}
