@@ -181,21 +181,21 @@ where
     }
 
     /// Takes client message `index`: `false` if it was taken before (a message the gateway
-    /// resent after a restore).
+    /// resent after a restore). The new index rides with the next save (the one a state
+    /// change of this message makes, or the stop's) but does not cause one: read-only
+    /// traffic writes nothing.
     pub(crate) fn take_message(&self, index: u16) -> bool {
         if !self.is_hibernatable() {
             return true;
         }
-        {
-            let mut record = self.inner.record.lock();
-            if let Some(last) = record.last_in {
-                if !super::hibernate::is_after(index, last) {
-                    return false;
-                }
+        let mut record = self.inner.record.lock();
+        if let Some(last) = record.last_in {
+            if !super::hibernate::is_after(index, last) {
+                return false;
             }
-            record.last_in = Some(index);
         }
-        self.touch();
+        record.last_in = Some(index);
+        record.version += 1;
         true
     }
 

@@ -5,10 +5,13 @@
 //! The gateway holds the client's socket while no instance runs and keeps every client
 //! message the actor has not acknowledged; the next instance reopens the socket and gets
 //! those messages again, with their original indices. A connection's record holds the index
-//! of the last message the actor took (`last_in`). It is written in the same KV put as the
-//! state change that message made (see `persist::Saver`), and acknowledged to the gateway only
-//! once written, so after any stop or crash each message is applied exactly once: a resent
-//! message at or before `last_in` is dropped, and one after it was never applied.
+//! of the last message the actor took (`last_in`), set before the message runs, so a state
+//! change the message makes is saved in the same KV put as that index (see
+//! `persist::Saver`). Read-only messages write nothing: their index rides with the next save
+//! or the stop's. A message is acknowledged once applied, its state change durable by then.
+//! So a resent message at or before the stored `last_in` is dropped, and each state change
+//! happens once across any stop or crash; after a crash only a read-only message that was in
+//! flight may run again.
 //!
 //! # KV layout
 //! `04 <connection id>`: CBOR [`ConnRecord`].
