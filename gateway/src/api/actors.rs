@@ -45,6 +45,31 @@ pub async fn resolve_namespace(gw: &Gateway, name: Option<&str>) -> Result<Names
     Ok(ns)
 }
 
+/// The record as this node sees it live. An actor that runs here is published to its
+/// waiting requests a moment before its record says so (the write follows), so a reader
+/// after a successful request must not see it asleep: while the supervisor here reports it
+/// running, the record shows it connectable.
+pub fn live_record(gw: &Gateway, mut a: ActorRecord) -> ActorRecord {
+    if a.connectable_ts.is_some() || a.destroy_ts.is_some() {
+        return a;
+    }
+    let running = gw.actors.get(&a.actor_id).is_some_and(|handle| {
+        matches!(
+            *handle.watch().borrow(),
+            crate::actor::Status::Running { .. }
+        )
+    });
+    if running {
+        let now = crate::util::now_ms();
+        a.start_ts.get_or_insert(now);
+        a.connectable_ts = Some(now);
+        a.sleep_ts = None;
+        a.pending_allocation_ts = None;
+        a.reschedule_ts = None;
+    }
+    a
+}
+
 /// The JSON form of an actor.
 pub fn actor_json(a: &ActorRecord) -> Value {
     let mut v = json!({
@@ -290,7 +315,7 @@ pub async fn get_or_create_route(
     let ns = resolve_namespace(&gw, q.namespace.as_deref()).await?;
     let (record, created) = get_or_create(&gw, &ns, body.into_spec()?).await?;
     Ok(Json(
-        json!({"actor": actor_json(&record), "created": created}),
+        json!({"actor": actor_json(&live_record(&gw, record)), "created": created}),
     ))
 }
 
@@ -352,7 +377,7 @@ pub async fn list(
                 let visible =
                     a.namespace_id == ns.namespace_id && q.get("name").is_none_or(|n| *n == a.name);
                 if visible {
-                    out.push(actor_json(&a));
+                    out.push(actor_json(&live_record(&gw, a)));
                 }
             }
         }
@@ -365,7 +390,7 @@ pub async fn list(
             .get_actor_by_key(&ns.namespace_id, name, key)
             .await?
         {
-            out.push(actor_json(&a));
+            out.push(actor_json(&live_record(&gw, a)));
         }
     } else {
         let name = q.get("name").map(String::as_str);
@@ -379,7 +404,7 @@ pub async fn list(
             .list_actors(&ns.namespace_id, name, include_destroyed, limit)
             .await?
         {
-            out.push(actor_json(&a));
+            out.push(actor_json(&live_record(&gw, a)));
         }
     }
     Ok(Json(json!({"actors": out, "pagination": {"cursor": null}})))
