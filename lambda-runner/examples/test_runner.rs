@@ -1,7 +1,8 @@
 //! The runner the end-to-end tests use: the example actors plus `probe`, an actor made to be
 //! observed — it sleeps after one idle second, fails on request (as a user error and as an
-//! internal one) and schedules actions, so tests can see state survive a sleep and an alarm
-//! wake a sleeping actor. Run it like `rivulet-runner` (`serve`, `lambda`, `http`).
+//! internal one), schedules actions, and lets a client opt out of hibernation, so tests can
+//! see state survive a sleep, an alarm wake a sleeping actor, and sockets of both kinds
+//! through a sleep. Run it like `rivulet-runner` (`serve`, `lambda`, `http`).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -18,6 +19,11 @@ struct Probe {
 fn probe() -> ActorDef<Probe> {
     ActorDef::new()
         .state(Probe::default())
+        // Clients that connect with `{"stay": true}` opt out of hibernation: they keep the
+        // probe awake and are closed when it stops.
+        .can_hibernate(|params: Option<&serde_json::Value>| {
+            params.and_then(|p| p.get("stay")) != Some(&serde_json::Value::Bool(true))
+        })
         .options(ActorOptions {
             sleep_timeout: Duration::from_secs(1),
             ..ActorOptions::default()
