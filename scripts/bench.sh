@@ -19,13 +19,20 @@ export BENCH_RUNNERS="${BENCH_RUNNERS:-node,rust}"
 export RIVET_LOG_LEVEL="${RIVET_LOG_LEVEL:-error}"
 "$NODE" tests/compat/bench.mjs
 "$TARGET/release/examples/bench_actor"
-# Actors moving between serverless requests: client-visible pauses, cold wakes, requests
-# per actor-hour, and lost/duplicated/reordered replies (must be 0); over HTTP (the stock
-# RivetKit app behind registry.handler, connected sockets) and with the Rust runner in a
-# process per request (HTTP actions). BENCH_SERVERLESS=0 skips it.
+# Actors moving between serverless requests, each with a connected stock client:
+# client-visible pauses, cold wakes, requests and request-seconds per actor-hour, and
+# lost/duplicated/reordered replies and closed sockets (must be 0). Over HTTP (the stock
+# RivetKit app behind registry.handler), with the Rust runner in a process per request, and
+# with the Rust runner's Lambda entry under cargo lambda watch (5 actors; installed by
+# infra/cargo-lambda.sh, built in release by the emulator). BENCH_SERVERLESS=0 skips it;
+# BENCH_SL_LAMBDA=0 skips the Lambda part.
 if [ "${BENCH_SERVERLESS:-1}" = "1" ]; then
   BENCH_SL_ADAPTER=http "$NODE" tests/compat/bench-serverless.mjs
   RIVULET_RUNNER_BIN="$RUST_RUNNER_BIN" BENCH_SL_ADAPTER=process "$NODE" tests/compat/bench-serverless.mjs
+  if [ "${BENCH_SL_LAMBDA:-1}" = "1" ]; then
+    CARGO_LAMBDA="$(bash infra/cargo-lambda.sh | tail -n1)" BENCH_SL_ACTORS=5 BENCH_SL_ADAPTER=lambda \
+      "$NODE" tests/compat/bench-serverless.mjs
+  fi
 fi
 # Store requests per operation and per idle minute (DynamoDB on moto), gateway memory per
 # sleeping actor; BENCH_STORE=0 skips it (waking 1,000 actors on moto takes minutes).
