@@ -45,6 +45,10 @@ pub(super) fn serve(
         .protocols(["rivet"])
         .max_message_size(hard)
         .max_frame_size(hard)
+        // A client socket mostly sits idle: tungstenite's default 128 KiB read buffer is
+        // allocated and zeroed per socket up front (it was 128 of the 163 KiB each idle
+        // socket cost). A larger message still grows it to the message's size while read.
+        .read_buffer_size(CLIENT_READ_BUFFER)
         .on_upgrade(move |socket| async move {
             let (mut sink, stream) = socket.split();
             if let Err(err) = run(&gw, &target, &uri, &headers, &mut sink, stream).await {
@@ -54,6 +58,9 @@ pub(super) fn serve(
             }
         })
 }
+
+/// Bytes a client socket reads from the network at a time.
+const CLIENT_READ_BUFFER: usize = 4 * 1024;
 
 /// What the socket reads at most. Messages between the configured limit and this bound are
 /// read whole and then refused with a clean 1009 close; refusing in the middle of a message
