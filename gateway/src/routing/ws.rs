@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Uri};
+use axum::http::{HeaderMap, HeaderValue, Uri};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use rivulet_wire::envoy::{
@@ -39,8 +39,11 @@ pub(super) fn serve(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let hard = read_bound(gw.config.gateway.max_ws_message_bytes);
-    let headers = parts.headers;
-    let uri = parts.uri;
+    // Owned copies: hyper's header values and URI are slices of the connection's read
+    // buffer (16 KiB), which they would keep alive for as long as the socket is open.
+    let headers = owned_headers(&parts.headers);
+    let uri = owned_uri(&parts.uri);
+    drop(parts);
     upgrade
         .protocols(["rivet"])
         .max_message_size(hard)
@@ -57,6 +60,22 @@ pub(super) fn serve(
                 close(&mut sink, code, reason).await;
             }
         })
+}
+
+/// The headers with every value copied out of the request's buffer.
+fn owned_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut owned = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        owned.append(name.clone(), copy);
+    }
+    owned
+}
+
+/// The URI copied out of the request's buffer.
+fn owned_uri(uri: &Uri) -> Uri {
+    uri.to_string().parse().unwrap_or_else(|_| uri.clone())
 }
 
 /// Bytes a client socket reads from the network at a time.
@@ -250,12 +269,14 @@ async fn run(
     sink: &mut ClientSink,
     mut stream: futures_util::stream::SplitStream<WebSocket>,
 ) -> Result<(), ApiError> {
-    let actor = super::resolve(gw, target).await?;
+    // The phases before the socket settles are boxed: a future is as large as its largest
+    // state, and an idle socket should carry only the pump's.
+    let actor = Box::pin(super::resolve(gw, target)).await?;
     let timeout = Duration::from_millis(gw.config.gateway.actor_ready_timeout_ms);
     let deadline = tokio::time::Instant::now() + timeout;
     let hops = cluster::hops(headers);
     let (envoy, generation) = loop {
-        let lease = match super::place(gw, &actor, deadline).await? {
+        let lease = match Box::pin(super::place(gw, &actor, deadline)).await? {
             Ready::Local { envoy, generation } => break (envoy, generation),
             Ready::Remote(lease) => lease,
         };
@@ -263,14 +284,22 @@ async fn run(
             return Err(cluster::too_many_hops());
         }
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        match cluster::forward::connect_ws(gw, &lease.node_url, path, headers, hops + 1).await {
+        match Box::pin(cluster::forward::connect_ws(
+            gw,
+            &lease.node_url,
+            path,
+            headers,
+            hops + 1,
+        ))
+        .await
+        {
             Ok(upstream) => {
-                cluster::forward::pipe_ws(gw, sink, &mut stream, upstream).await;
+                Box::pin(cluster::forward::pipe_ws(gw, sink, &mut stream, upstream)).await;
                 return Ok(());
             }
             Err(ForwardError::Unreachable(err)) => {
                 tracing::warn!(owner = %lease.node_id, error = %err, "owner node unreachable");
-                cluster::await_expiry(&lease, deadline).await?;
+                Box::pin(cluster::await_expiry(&lease, deadline)).await?;
             }
             Err(err) => return Err(ApiError::forward_failed(&err)),
         }
@@ -298,7 +327,7 @@ async fn run(
     if !t.send(open, 0).await {
         return Err(ApiError::runner_lost());
     }
-    wait_open(gw, &mut t, &mut rx, sink).await?;
+    Box::pin(wait_open(gw, &mut t, &mut rx, sink)).await?;
     // A socket the actor can hibernate belongs in every later start of the actor, not only
     // once it has hibernated: when the actor moves (a serverless request's lifespan, a
     // runner going away) its runner may let go of the socket without a hibernating close,
@@ -415,12 +444,12 @@ async fn pump(
                 }
                 t.forward(data, binary).await?;
                 if !t.attached {
-                    t.wake().await?;
+                    Box::pin(t.wake()).await?;
                 }
             }
             inbound = rx.recv() => match inbound {
                 None => return Err(ApiError::runner_lost()),
-                Some(Inbound::RunnerLost) if t.buffer.is_hibernatable() => t.detach().await?,
+                Some(Inbound::RunnerLost) if t.buffer.is_hibernatable() => Box::pin(t.detach()).await?,
                 Some(Inbound::RunnerLost) => return Err(ApiError::runner_lost()),
                 Some(Inbound::Message(_, kind)) => match kind {
                     ToRivetTunnelMessageKind::ToRivetWebSocketMessage(m) => {
@@ -442,11 +471,11 @@ async fn pump(
                     ToRivetTunnelMessageKind::ToRivetWebSocketClose(c) => {
                         if c.hibernate && t.buffer.is_hibernatable() {
                             tracing::debug!("client websocket hibernating");
-                            t.detach().await?;
+                            Box::pin(t.detach()).await?;
                             // Messages the actor never acknowledged must still reach it: wake it
                             // now rather than at the client's next message.
                             if t.buffer.has_pending() {
-                                t.wake().await?;
+                                Box::pin(t.wake()).await?;
                             }
                         } else {
                             close(sink, c.code.unwrap_or(1000), c.reason.map(|r| r.to_string()).unwrap_or_default()).await;
@@ -456,7 +485,7 @@ async fn pump(
                     ToRivetTunnelMessageKind::ToRivetWebSocketOpen(open) => {
                         // The actor restored this socket after a restart.
                         t.buffer.set_hibernatable(open.can_hibernate);
-                        t.reattach().await;
+                        Box::pin(t.reattach()).await;
                     }
                     ToRivetTunnelMessageKind::ToRivetResponseStart(_)
                     | ToRivetTunnelMessageKind::ToRivetResponseChunk(_)
