@@ -123,6 +123,11 @@ pub struct GatewayConfig {
     pub max_buffered_body_bytes: usize,
     /// Client-to-actor messages kept per hibernatable socket until the actor acknowledges them.
     pub max_pending_ws_messages: usize,
+    /// How long a message to a client WebSocket may wait for the client to read. Past it (or
+    /// once the socket's queue of 1,024 messages from the actor is full) the socket is closed
+    /// with 1008 `guard.client_not_reading`; nothing else waits on a client that stopped
+    /// reading.
+    pub client_write_timeout_ms: u64,
     /// How long a sleeping actor with nothing held for it keeps its supervisor in memory
     /// before unloading; the next request or due alarm loads it again (one store read).
     pub actor_unload_after_ms: u64,
@@ -153,6 +158,7 @@ impl Default for GatewayConfig {
             max_buffered_body_bytes: 256 * 1024 * 1024,
             request_head_timeout_ms: 30_000,
             max_pending_ws_messages: 65_535,
+            client_write_timeout_ms: 30_000,
             actor_unload_after_ms: 10_000,
             alarm_scan_interval_ms: 16_000,
             allow_process_pools: false,

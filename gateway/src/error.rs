@@ -285,6 +285,16 @@ impl ApiError {
         .with_status(StatusCode::PAYLOAD_TOO_LARGE)
     }
 
+    /// A client stopped reading its WebSocket: its messages would pile up in the gateway.
+    pub fn client_not_reading() -> Self {
+        Self::new(
+            "guard",
+            "client_not_reading",
+            "The client did not read the messages sent to it in time; the socket is closed.",
+        )
+        .with_status(StatusCode::REQUEST_TIMEOUT)
+    }
+
     /// Client request bodies fill the gateway's buffer budget.
     pub fn bodies_over_budget() -> Self {
         Self::new(
@@ -298,10 +308,11 @@ impl ApiError {
     /// The WebSocket close frame for this error: `group.code#message`, with 1009 (message
     /// too big) for a payload over a limit and 1011 otherwise.
     pub fn to_close(&self) -> (u16, String) {
-        let code = if self.status == StatusCode::PAYLOAD_TOO_LARGE {
-            1009
-        } else {
-            1011
+        let code = match self.status {
+            StatusCode::PAYLOAD_TOO_LARGE => 1009,
+            // Policy violation: the client, not the server, failed.
+            StatusCode::REQUEST_TIMEOUT => 1008,
+            _ => 1011,
         };
         (code, format!("{}#{}", self.reason(), self.message))
     }

@@ -38,6 +38,9 @@ struct Route {
 #[derive(Default)]
 pub struct Routes {
     inner: Mutex<HashMap<RequestKey, Route>>,
+    /// Requests whose route was dropped for a full queue, until their reader closes them;
+    /// bounded by the requests in flight.
+    overflowed: Mutex<std::collections::HashSet<RequestKey>>,
 }
 
 impl Routes {
@@ -82,6 +85,12 @@ impl Routes {
     /// Removes a request.
     pub fn close(&self, request_id: &RequestKey) {
         self.inner.lock().remove(request_id);
+        self.overflowed.lock().remove(request_id);
+    }
+
+    /// Whether the request's route was dropped because its queue was full.
+    pub fn overflowed(&self, request_id: &RequestKey) -> bool {
+        self.overflowed.lock().contains(request_id)
     }
 
     /// Delivers a runner message; returns false if no such request or its queue is full
@@ -106,8 +115,11 @@ impl Routes {
         match route.tx.try_send(Inbound::Message(index, kind)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                // The request's reader (a client socket that stopped reading) is behind:
+                // drop the route so the runner is never held up, and say why.
                 tracing::warn!("tunnel route queue full, closing request");
                 inner.remove(&request_id);
+                self.overflowed.lock().insert(request_id);
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {

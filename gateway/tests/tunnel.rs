@@ -635,3 +635,84 @@ async fn streamed_response_reaches_the_client_chunk_by_chunk() {
         .unwrap();
     assert_eq!(end, None, "the body ends with the final chunk");
 }
+
+/// A client that stops reading while its actor keeps sending: once a message has waited
+/// `client_write_timeout_ms` for it, its socket is closed with 1008
+/// `guard.client_not_reading` and the actor is told; the runner is never held up, and another
+/// client of the same actor keeps working.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_named_and_others_keep_working() {
+    let gw = TestGateway::builder()
+        .configure(|c| c.gateway.client_write_timeout_ms = 300)
+        .start()
+        .await;
+    let mut runner = gw.runner().connect().await;
+    let actor_id = gw.create_actor("counter", "slow").await;
+    let url = gw.ws_url(&format!("/gateway/{actor_id}/connect"));
+    let (mut stuck, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
+        .await
+        .unwrap()
+        .unwrap();
+    runner.accept_start().await;
+    let open = runner.expect_tunnel().await;
+    let stuck_socket = (open.message_id.gateway_id, open.message_id.request_id);
+    let plain_open = || {
+        ToRivetTunnelMessageKind::ToRivetWebSocketOpen(ToRivetWebSocketOpen {
+            can_hibernate: false,
+        })
+    };
+    runner.tunnel(stuck_socket.0, stuck_socket.1, plain_open());
+    let (mut other, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
+        .await
+        .unwrap()
+        .unwrap();
+    let open = runner.expect_tunnel().await;
+    let other_socket = (open.message_id.gateway_id, open.message_id.request_id);
+    runner.tunnel(other_socket.0, other_socket.1, plain_open());
+
+    // 64 MiB towards a client that reads nothing: more than loopback and the gateway's write
+    // buffer take, so a send waits, and then gives up.
+    let chunk = "x".repeat(1024 * 1024);
+    for _ in 0..64 {
+        runner.tunnel(stuck_socket.0, stuck_socket.1, ws_text(&chunk));
+    }
+    let closed = loop {
+        let msg = runner.expect_tunnel().await;
+        if (msg.message_id.gateway_id, msg.message_id.request_id) != stuck_socket {
+            continue;
+        }
+        if let ToEnvoyTunnelMessageKind::ToEnvoyWebSocketClose(c) = msg.message_kind {
+            break c;
+        }
+    };
+    assert_eq!(closed.code, Some(1008));
+
+    // The other client is unaffected.
+    other
+        .send(Message::Text("still here".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        actor_receives(&mut runner, other_socket).await,
+        (1, "still here".to_string())
+    );
+    runner.tunnel(other_socket.0, other_socket.1, ws_text("yes"));
+    assert_eq!(client_text(&mut other).await, "yes");
+
+    // The stuck client, reading at last, finds its socket ended: data, then the named close
+    // if it fitted, or a reset; never an open socket.
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match stuck.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.reason.to_string()),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the stuck socket ends");
+    if let Some(reason) = ended {
+        assert!(reason.starts_with("guard.client_not_reading"), "{reason}");
+    }
+}

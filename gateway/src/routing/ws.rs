@@ -91,15 +91,23 @@ fn read_bound(limit: usize) -> usize {
         .max(limit)
 }
 
+/// Sends the close frame and closes, within a bound: a client that stopped reading must not
+/// keep the socket's task alive by not taking its close either.
 async fn close(sink: &mut ClientSink, code: u16, reason: String) {
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: truncate_reason(reason).into(),
-        })))
-        .await;
-    let _ = sink.close().await;
+    let _ = tokio::time::timeout(CLOSE_WITHIN, async {
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: truncate_reason(reason).into(),
+            })))
+            .await;
+        let _ = sink.close().await;
+    })
+    .await;
 }
+
+/// How long a close may wait for the client.
+const CLOSE_WITHIN: Duration = Duration::from_secs(2);
 
 struct Tunnel<'a> {
     gw: &'a Gateway,
@@ -448,6 +456,10 @@ async fn pump(
                 }
             }
             inbound = rx.recv() => match inbound {
+                None if t.gw.routes.overflowed(&t.request_id) => {
+                    t.tell_closed(1008).await;
+                    return Err(ApiError::client_not_reading());
+                }
                 None => return Err(ApiError::runner_lost()),
                 Some(Inbound::RunnerLost) if t.buffer.is_hibernatable() => Box::pin(t.detach()).await?,
                 Some(Inbound::RunnerLost) => return Err(ApiError::runner_lost()),
@@ -461,8 +473,15 @@ async fn pump(
                                 Err(_) => Message::Binary(m.data),
                             }
                         };
-                        if sink.send(msg).await.is_err() {
-                            return Ok(());
+                        let write_timeout = Duration::from_millis(t.gw.config.gateway.client_write_timeout_ms);
+                        match tokio::time::timeout(write_timeout, sink.send(msg)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return Ok(()),
+                            Err(_) => {
+                                // The actor learns its client is gone, as for any close.
+                                t.tell_closed(1008).await;
+                                return Err(ApiError::client_not_reading());
+                            }
                         }
                     }
                     ToRivetTunnelMessageKind::ToRivetWebSocketMessageAck(ack) => {
