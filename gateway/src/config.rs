@@ -128,6 +128,10 @@ pub struct GatewayConfig {
     /// with 1008 `guard.client_not_reading`; nothing else waits on a client that stopped
     /// reading.
     pub client_write_timeout_ms: u64,
+    /// Client WebSockets this node holds at once (awake actors' and hibernating alike); past
+    /// it an upgrade is refused with 503 `guard.too_many_sockets` and `retry-after`, so a
+    /// surge cannot take the node's memory.
+    pub max_client_sockets: usize,
     /// How long a sleeping actor with nothing held for it keeps its supervisor in memory
     /// before unloading; the next request or due alarm loads it again (one store read).
     pub actor_unload_after_ms: u64,
@@ -159,6 +163,7 @@ impl Default for GatewayConfig {
             request_head_timeout_ms: 30_000,
             max_pending_ws_messages: 65_535,
             client_write_timeout_ms: 30_000,
+            max_client_sockets: 200_000,
             actor_unload_after_ms: 10_000,
             alarm_scan_interval_ms: 16_000,
             allow_process_pools: false,

@@ -295,6 +295,16 @@ impl ApiError {
         .with_status(StatusCode::REQUEST_TIMEOUT)
     }
 
+    /// This node holds as many client WebSockets as it may.
+    pub fn too_many_sockets(max: usize) -> Self {
+        Self::new(
+            "guard",
+            "too_many_sockets",
+            format!("This gateway node holds its maximum of {max} client WebSockets; retry shortly or against another node."),
+        )
+        .with_status(StatusCode::SERVICE_UNAVAILABLE)
+    }
+
     /// Client request bodies fill the gateway's buffer budget.
     pub fn bodies_over_budget() -> Self {
         Self::new(

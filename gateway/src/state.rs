@@ -58,6 +58,8 @@ pub struct Inner {
     /// Bytes of client request bodies buffered at once, one permit per byte
     /// (`gateway.max_buffered_body_bytes`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// Client WebSockets open on this node, one permit each (`gateway.max_client_sockets`).
+    pub client_sockets: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::ops::Deref for Gateway {
@@ -82,6 +84,12 @@ impl Gateway {
                 .max_buffered_body_bytes
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         ));
+        let client_sockets = Arc::new(tokio::sync::Semaphore::new(
+            config
+                .gateway
+                .max_client_sockets
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         Gateway(Arc::new(Inner {
             config,
             store,
@@ -97,6 +105,7 @@ impl Gateway {
             stopping: CancellationToken::new(),
             tasks: TaskTracker::new(),
             body_budget,
+            client_sockets,
         }))
     }
 }

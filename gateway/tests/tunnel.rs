@@ -716,3 +716,63 @@ async fn a_client_that_stops_reading_is_closed_named_and_others_keep_working() {
         assert!(reason.starts_with("guard.client_not_reading"), "{reason}");
     }
 }
+
+/// A node holds at most `max_client_sockets` client WebSockets: the next upgrade is refused
+/// with 503 `guard.too_many_sockets` and `retry-after`, and a freed place is taken again.
+#[tokio::test]
+async fn client_sockets_past_the_node_cap_are_refused_named() {
+    let gw = TestGateway::builder()
+        .configure(|c| c.gateway.max_client_sockets = 2)
+        .start()
+        .await;
+    let mut runner = gw.runner().connect().await;
+    let actor_id = gw.create_actor("counter", "cap").await;
+    let url = gw.ws_url(&format!("/gateway/{actor_id}/connect"));
+    let mut open = Vec::new();
+    for n in 0..2 {
+        let (client, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
+            .await
+            .unwrap()
+            .unwrap();
+        if n == 0 {
+            runner.accept_start().await;
+        }
+        let msg = runner.expect_tunnel().await;
+        runner.tunnel(
+            msg.message_id.gateway_id,
+            msg.message_id.request_id,
+            ToRivetTunnelMessageKind::ToRivetWebSocketOpen(ToRivetWebSocketOpen {
+                can_hibernate: false,
+            }),
+        );
+        open.push(client);
+    }
+    let refused = tokio_tungstenite::connect_async(&url).await.unwrap_err();
+    let tokio_tungstenite::tungstenite::Error::Http(resp) = refused else {
+        panic!("expected an HTTP refusal, got {refused:?}");
+    };
+    assert_eq!(resp.status(), 503);
+    assert_eq!(
+        resp.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(b"1".as_slice())
+    );
+    let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).to_string();
+    assert!(body.contains("too_many_sockets"), "{body}");
+
+    // One closes; its place is free again.
+    let mut first = open.remove(0);
+    first.close(None).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok(_) => break,
+            Err(_) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the place never freed"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use rivulet_wire::envoy::{
     MessageId, ToEnvoy, ToEnvoyTunnelMessage, ToEnvoyTunnelMessageKind, ToEnvoyWebSocketClose,
@@ -38,6 +38,20 @@ pub(super) fn serve(
     parts: Parts,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    // One permit per open socket, held by the socket's task until it ends.
+    let permit = match gw.client_sockets.clone().try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(_) => {
+            let max = gw.config.gateway.max_client_sockets;
+            tracing::warn!(max, "client socket refused: this node holds its maximum");
+            let mut resp = ApiError::too_many_sockets(max).into_response();
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from_static("1"),
+            );
+            return resp;
+        }
+    };
     let hard = read_bound(gw.config.gateway.max_ws_message_bytes);
     // Owned copies: hyper's header values and URI are slices of the connection's read
     // buffer (16 KiB), which they would keep alive for as long as the socket is open.
@@ -53,6 +67,7 @@ pub(super) fn serve(
         // socket cost). A larger message still grows it to the message's size while read.
         .read_buffer_size(CLIENT_READ_BUFFER)
         .on_upgrade(move |socket| async move {
+            let _permit = permit;
             let (mut sink, stream) = socket.split();
             if let Err(err) = run(&gw, &target, &uri, &headers, &mut sink, stream).await {
                 tracing::debug!(reason = %err.reason(), "closing client websocket");
