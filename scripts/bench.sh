@@ -34,6 +34,12 @@ if [ "${BENCH_SERVERLESS:-1}" = "1" ]; then
       "$NODE" tests/compat/bench-serverless.mjs
   fi
 fi
+# Idle client sockets: gateway RSS per socket at 1,000, 10,000 and 100,000 sockets, CPU
+# while they sit, time to open them (a step past `ulimit -n` is skipped, saying so).
+# BENCH_SOCKETS=0 skips it.
+if [ "${BENCH_SOCKETS:-1}" = "1" ]; then
+  "$NODE" tests/compat/bench-sockets.mjs
+fi
 # Store requests per operation and per idle minute (DynamoDB on moto), gateway memory per
 # sleeping actor; BENCH_STORE=0 skips it (waking 1,000 actors on moto takes minutes).
 if [ "${BENCH_STORE:-1}" = "1" ]; then
