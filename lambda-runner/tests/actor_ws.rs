@@ -423,6 +423,19 @@ async fn a_hibernatable_connection_outlives_its_instance_and_takes_each_message_
     // The post's save carried the connection's record; the gateway is told both are taken.
     host.wait_until("the ack", |h| h.acks.lock().get(&ann.socket) == Some(&2))
         .await;
+    // A read changes nothing: it is acknowledged as soon as it is answered, and writes nothing
+    // (its index rides with the next save).
+    let puts = host.puts.load(std::sync::atomic::Ordering::SeqCst);
+    ann.call_ok(9, "history", vec![]).await; // message 3
+    host.wait_until("the read's ack", |h| {
+        h.acks.lock().get(&ann.socket) == Some(&3)
+    })
+    .await;
+    assert_eq!(
+        host.puts.load(std::sync::atomic::Ordering::SeqCst),
+        puts,
+        "a read writes nothing"
+    );
 
     runtime.stop(StopReason::GoingAway).await.expect("stop");
     assert_eq!(

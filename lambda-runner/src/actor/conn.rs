@@ -32,8 +32,9 @@ pub(crate) struct Transport {
 /// connection knowing the actor's state types.
 pub(crate) trait ConnOwner: Send + Sync {
     fn disconnect_conn(&self, conn_id: String, reason: String) -> BoxFuture<'static, ()>;
-    /// A hibernatable connection changed: its record is written with the next save.
-    fn conn_changed(&self);
+    /// A hibernatable connection's record changed: it goes with the next save, which
+    /// `save` asks for now (else it rides with whichever save comes).
+    fn conn_changed(&self, conn_id: &str, save: bool);
 }
 
 /// What a connection reaches of its actor.
@@ -176,7 +177,7 @@ where
         }
         self.inner.record.lock().version += 1;
         if let Some(owner) = self.inner.owner.upgrade() {
-            owner.conn_changed();
+            owner.conn_changed(&self.inner.id, true);
         }
     }
 
@@ -196,6 +197,10 @@ where
         }
         record.last_in = Some(index);
         record.version += 1;
+        drop(record);
+        if let Some(owner) = self.inner.owner.upgrade() {
+            owner.conn_changed(&self.inner.id, false);
+        }
         true
     }
 

@@ -41,6 +41,9 @@ pub(crate) struct Shared<S, CP, CS, V> {
     pub(crate) saver: Saver,
     pub(crate) control: Arc<Control>,
     pub(crate) sleep_requested: AtomicBool,
+    /// Hibernatable connections whose records changed since last written: what a save
+    /// looks at, rather than every connection.
+    pub(crate) changed_conns: Mutex<std::collections::HashSet<String>>,
     pub(crate) destroy_requested: AtomicBool,
     pub(crate) weak: Weak<Self>,
 }
@@ -109,20 +112,21 @@ where
     }
 
     /// The records of hibernatable connections changed since they were last written, to go in
-    /// the next save's put; once it is durable each record's last client message is
-    /// acknowledged to the gateway, which may then forget it. Bounded per save (the put's key
-    /// and size limits); the rest go with the next one.
+    /// the next save's put. Bounded per save (the put's key and size limits); the rest go
+    /// with the next one. (Messages are acknowledged once applied, in `dispatch`.)
     pub(crate) fn conn_writes(&self) -> ExtraWrite {
         const MAX_RECORDS: usize = 100;
         const MAX_BYTES: usize = 512 * 1024;
-        let conns: Vec<Conn<CP, CS>> = self
-            .conns
-            .lock()
-            .by_id
-            .values()
-            .filter(|c| c.is_hibernatable())
-            .cloned()
-            .collect();
+        let conns: Vec<Conn<CP, CS>> = {
+            let table = self.conns.lock();
+            let mut changed = self.changed_conns.lock();
+            // Connections gone since (disconnected, or handed on at a stop) need nothing.
+            changed.retain(|id| table.by_id.contains_key(id));
+            changed
+                .iter()
+                .filter_map(|id| table.by_id.get(id).cloned())
+                .collect()
+        };
         let mut entries = Vec::new();
         let mut written = Vec::new();
         let mut bytes = 0;
@@ -162,7 +166,7 @@ where
                 Ok(record) if record.len() <= MAX_RECORD_BYTES => {
                     bytes += record.len();
                     entries.push((conn_key(conn.id()), record));
-                    written.push((conn, version, last_in));
+                    written.push((conn, version));
                 }
                 Ok(record) => {
                     tracing::error!(conn_id = %conn.id(), bytes = record.len(), limit = MAX_RECORD_BYTES, "connection state too large to keep; the connection will be closed at the next stop");
@@ -180,16 +184,18 @@ where
         if written.is_empty() {
             return ExtraWrite::default();
         }
-        let host = Arc::clone(&self.host);
+        let shared = self.weak.clone();
         ExtraWrite {
             entries,
             written: Some(Box::new(move || {
-                for (conn, version, last_in) in written {
+                let shared = shared.upgrade();
+                for (conn, version) in written {
                     let mut record = conn.record();
                     record.written = record.written.max(version);
+                    let clean = record.written == record.version;
                     drop(record);
-                    if let (Some(index), Some(transport)) = (last_in, conn.transport()) {
-                        host.ws_ack(transport.socket, index);
+                    if let (true, Some(shared)) = (clean, &shared) {
+                        shared.changed_conns.lock().remove(conn.id());
                     }
                 }
             })),
@@ -232,8 +238,11 @@ where
         .boxed()
     }
 
-    fn conn_changed(&self) {
-        self.saver.mark_dirty();
+    fn conn_changed(&self, conn_id: &str, save: bool) {
+        self.changed_conns.lock().insert(conn_id.to_owned());
+        if save {
+            self.saver.mark_dirty();
+        }
     }
 }
 

@@ -836,6 +836,7 @@ async fn ws_message<S, CP, CS, V>(
     match entry {
         None => tracing::debug!(?socket, "message for an unknown socket dropped"),
         Some(SocketEntry::Connect(conn)) => {
+            let hibernatable = conn.is_hibernatable();
             if conn.take_message(index) {
                 connect_message(shared, conn, frame).await;
             } else {
@@ -844,6 +845,11 @@ async fn ws_message<S, CP, CS, V>(
                     index,
                     "client message taken before the restore; dropped"
                 );
+            }
+            // Applied: a state change it made is saved by now (an action replies only then),
+            // in the same put as the record holding this index, so the gateway may forget it.
+            if hibernatable && shared.control.socket_open(socket) {
+                shared.host.ws_ack(socket, index);
             }
         }
         Some(SocketEntry::Raw(raw)) => {

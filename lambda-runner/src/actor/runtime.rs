@@ -464,6 +464,7 @@ where
         saver: Saver::new(options.state_save_interval, chunks, is_new, encoded),
         control: Arc::clone(&control),
         sleep_requested: false.into(),
+        changed_conns: Default::default(),
         destroy_requested: false.into(),
         weak: weak.clone(),
     });
