@@ -7,7 +7,7 @@ use std::sync::Arc;
 use actor_support::{call_ok, field, int, start, text, Client, MemHost, SocketEvent};
 use ciborium::Value;
 use parking_lot::Mutex;
-use rivulet_lambda_runner::actor::{ActorDef, Conn, Registry, SocketId, StopReason};
+use rivulet_lambda_runner::actor::{ActorDef, ActorOptions, Conn, Registry, SocketId, StopReason};
 use rivulet_lambda_runner::examples;
 use rivulet_lambda_runner::protocol::{Encoding, Frame, ToClient};
 
@@ -530,6 +530,68 @@ async fn restore_drops_what_does_not_match() {
     );
     assert_eq!(*log.lock(), ["connect ann", "sleep", "disconnect ann"]);
     assert_eq!(stored(&next), 0, "the gone connection's record is deleted");
+    runtime.abort();
+}
+
+/// More kept connections changed since the last save than one put may carry: the stop
+/// saves until every record is written, so every held socket is taken back by the next
+/// instance (a socket handed on without its record would be closed there).
+#[tokio::test]
+async fn a_stop_writes_every_kept_connection_before_handing_its_socket_on() {
+    const N: u64 = 250;
+    let log = Log::default();
+    let def = tracked_actor(log.clone()).options(ActorOptions {
+        // No save runs on its own during the test: every record is still unwritten at the stop.
+        state_save_interval: std::time::Duration::from_secs(3600),
+        ..ActorOptions::default()
+    });
+    let registry = Registry::new().register("tracked", def);
+    let host = MemHost::fresh();
+    let runtime = start(&registry, "tracked", &host, 1).await;
+    let mut clients = Vec::new();
+    for i in 0..N {
+        let params = format!(r#"{{"name":"c{i}"}}"#);
+        clients
+            .push(Client::connect(&runtime, &host, 100 + i, Encoding::Json, Some(&params)).await);
+    }
+    runtime.stop(StopReason::Sleep).await.expect("stop");
+    let stored = host
+        .store
+        .lock()
+        .keys()
+        .filter(|k| k.first() == Some(&4))
+        .count();
+    assert_eq!(
+        stored as u64, N,
+        "every kept connection's record is written"
+    );
+    for client in &clients {
+        assert_eq!(
+            host.events(client.socket).last(),
+            Some(&SocketEvent::Hibernate)
+        );
+    }
+
+    let next = host.next_generation();
+    let mut info = actor_support::start_info(2, None);
+    info.hibernating = clients.iter().map(|c| c.socket).collect();
+    let runtime = registry
+        .start(
+            "tracked",
+            info,
+            Arc::clone(&next) as Arc<dyn rivulet_lambda_runner::actor::Host>,
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .expect("restarts");
+    for client in &clients {
+        assert_eq!(next.events(client.socket), [SocketEvent::Accept(true)]);
+    }
+    assert!(
+        !log.lock().iter().any(|l| l.starts_with("disconnect")),
+        "no connection was lost: {:?}",
+        log.lock()
+    );
     runtime.abort();
 }
 

@@ -115,8 +115,10 @@ async fn a_start_serves_its_actor_and_the_stream_ends_when_it_stops() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.json::<Value>().await.unwrap()["output"], 3);
+    let status = resp.status();
+    let body = resp.text().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["output"], 3);
     assert!(!seen.contains("stopping"), "still running: {seen:?}");
 
     let (status, body) = gw

@@ -111,6 +111,20 @@ where
             .await
     }
 
+    /// Whether a hibernatable connection's record changed since it was last written.
+    pub(crate) fn conn_records_pending(&self) -> bool {
+        let table = self.conns.lock();
+        let changed = self.changed_conns.lock();
+        changed
+            .iter()
+            .filter_map(|id| table.by_id.get(id))
+            .filter(|conn| conn.transport().is_some())
+            .any(|conn| {
+                let record = conn.record();
+                record.version != record.written && !record.unstorable
+            })
+    }
+
     /// The records of hibernatable connections changed since they were last written, to go in
     /// the next save's put. Bounded per save (the put's key and size limits); the rest go
     /// with the next one. (Messages are acknowledged once applied, in `dispatch`.)

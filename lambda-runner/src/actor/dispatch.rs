@@ -1105,7 +1105,18 @@ where
         // Make sure the final save runs and carries every kept record that changed.
         shared.saver.mark_dirty();
     }
-    let saved = shared.save_now().await.map_err(RuntimeError::Save);
+    let mut saved = shared.save_now().await;
+    // One put carries a bounded number of connection records: many kept connections that
+    // changed since the last save take several saves, and every one must be written before
+    // its socket is handed to the gateway (a held socket without a record is closed at the
+    // next start). Each save writes at least one record, so this ends.
+    for _ in 0..kept.len() {
+        if saved.is_err() || !shared.conn_records_pending() {
+            break;
+        }
+        saved = shared.save_now().await;
+    }
+    let saved = saved.map_err(RuntimeError::Save);
     for socket in kept {
         shared.control.forget_socket(socket);
         shared.host.ws_hibernate(socket);

@@ -25,7 +25,7 @@ use rivulet_wire::envoy::EventWrapper;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::lifecycle::{Input, Lifecycle, Phase};
+use super::lifecycle::{Claim, Input, Lifecycle, Phase};
 use super::mailbox::{Batch, Mailbox};
 use super::ports::Ports;
 use super::{ActorHandle, Status};
@@ -362,6 +362,22 @@ impl Supervisor {
         };
         if left {
             self.status.send_replace(Status::Stopping);
+        } else if matches!(
+            self.lifecycle.phase,
+            Phase::Claiming {
+                then: Claim::Wake | Claim::Adopt
+            }
+        ) {
+            // A wake is shown before its lease write, which can take a while on a busy
+            // store: a runner that asks for the actor's storage meanwhile (a serverless start
+            // racing the gateway's own) then waits for the placement instead of a refusal.
+            self.status.send_if_modified(|cur| {
+                let sleeping = *cur == Status::Sleeping;
+                if sleeping {
+                    *cur = Status::Waking;
+                }
+                sleeping
+            });
         }
     }
 

@@ -29,6 +29,8 @@ pub struct MemStore {
     pub records: Mutex<HashMap<String, ActorRecord>>,
     pub leases: Mutex<HashMap<String, Lease>>,
     pub log: Arc<Mutex<Vec<Log>>>,
+    /// How long taking a lease takes (a busy store).
+    pub lease_delay: Mutex<std::time::Duration>,
 }
 
 #[async_trait]
@@ -58,6 +60,8 @@ impl ActorStore for MemStore {
         node: &NodeLease,
         now_ms: i64,
     ) -> StoreResult<LeaseClaim> {
+        let delay = *self.lease_delay.lock();
+        tokio::time::sleep(delay).await;
         let mut leases = self.leases.lock();
         let previous = leases.get(actor_id).cloned();
         if let Some(held) = &previous {

@@ -251,6 +251,24 @@ async fn waits_for_a_runner_of_its_pool_then_starts() {
     assert_eq!((to.as_str(), cmd.checkpoint.generation), ("e", 1));
 }
 
+/// A wake shows at once, before its lease is written: a runner asking for the actor's
+/// storage meanwhile (a serverless start racing the gateway's own) waits for the placement
+/// instead of being told the actor sleeps.
+#[tokio::test(start_paused = true)]
+async fn a_wake_shows_before_its_lease_is_written() {
+    let mut h = Harness::start(record(), &["e"]);
+    *h.store.lease_delay.lock() = Duration::from_millis(1_500);
+    h.send(super::super::Msg::Wake);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        h.store.leases.lock().is_empty(),
+        "the lease is still being taken"
+    );
+    assert_eq!(*h.status.borrow(), Status::Waking);
+    let (to, cmd) = h.command().await;
+    assert_eq!((to.as_str(), cmd.checkpoint.generation), ("e", 1));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_runner_going_away_hands_the_actor_to_another_before_starting_it_there() {
     let mut h = Harness::start(record(), &["e"]);
