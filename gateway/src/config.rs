@@ -47,6 +47,10 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// How this node finds and fences the others sharing its store.
     pub cluster: ClusterConfig,
+    /// Runner pools declared at start (`--runner-configs`): name and the body `PUT
+    /// /runner-configs/{name}` takes, already checked. Stored in the `default` namespace when
+    /// the gateway starts, so a deployment brings its pools with it.
+    pub runner_configs: Vec<(String, serde_json::Value)>,
 }
 
 /// Several gateway nodes on one store: who this node is and how long its actor leases last.
@@ -197,6 +201,8 @@ pub struct FileConfig {
     pub node_url: Option<String>,
     /// Actor lease duration.
     pub lease_ms: Option<u64>,
+    /// Pools declared at start, `[runner_configs.NAME]` tables.
+    pub runner_configs: Option<serde_json::Map<String, serde_json::Value>>,
     /// Envoy section.
     pub envoy: EnvoyConfig,
     /// Gateway section.
@@ -228,6 +234,10 @@ pub struct Overrides {
     pub node_url: Option<String>,
     /// `--lease-ms` / `RIVULET_LEASE_MS`.
     pub lease_ms: Option<u64>,
+    /// `--runner-configs` / `RIVULET_RUNNER_CONFIGS`: a JSON object of pools.
+    pub runner_configs: Option<String>,
+    /// `--allow-process-pools` / `RIVULET_ALLOW_PROCESS_POOLS`.
+    pub allow_process_pools: bool,
 }
 
 /// Why the configuration was refused.
@@ -305,7 +315,21 @@ impl Config {
                 })
             }
         };
+        let mut gateway = file.gateway;
+        if o.allow_process_pools {
+            gateway.allow_process_pools = true;
+        }
+        let runner_configs = declared_pools(
+            o.runner_configs.as_deref(),
+            file.runner_configs,
+            gateway.allow_process_pools,
+        )?;
+        let node_url = match o.node_url.or(file.node_url).filter(|s| !s.is_empty()) {
+            Some(url) if url == "auto" => Some(auto_node_url(port)?),
+            other => other,
+        };
         let cfg = Config {
+            runner_configs,
             listen,
             store,
             data_dir: o
@@ -319,10 +343,10 @@ impl Config {
                 .unwrap_or(10_000),
             public_url,
             envoy: file.envoy,
-            gateway: file.gateway,
+            gateway,
             cluster: ClusterConfig {
                 node_id: o.node_id.or(file.node_id).filter(|s| !s.is_empty()),
-                node_url: o.node_url.or(file.node_url).filter(|s| !s.is_empty()),
+                node_url,
                 lease_ms: o.lease_ms.or(file.lease_ms).unwrap_or(DEFAULT_LEASE_MS),
             },
         };
@@ -446,10 +470,169 @@ impl Config {
     }
 }
 
+/// The pools declared at start: from the flag's JSON object, else the file's tables; each
+/// body checked as `PUT /runner-configs/{name}` checks it (a URL pool's `/metadata` is fetched
+/// when it is stored, at start).
+fn declared_pools(
+    flag: Option<&str>,
+    file: Option<serde_json::Map<String, serde_json::Value>>,
+    allow_process: bool,
+) -> Result<Vec<(String, serde_json::Value)>, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        field: "runner_configs",
+        reason,
+    };
+    let pools = match flag.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(map)) => map,
+            Ok(_) => {
+                return Err(invalid(
+                    "must be a JSON object of pool name to runner config".into(),
+                ))
+            }
+            Err(err) => return Err(invalid(format!("is not valid JSON: {err}"))),
+        },
+        None => file.unwrap_or_default(),
+    };
+    let allow = crate::pool::Allow {
+        process: allow_process,
+    };
+    pools
+        .into_iter()
+        .map(|(name, body)| {
+            if name.is_empty() || name.len() > 128 {
+                return Err(invalid(format!(
+                    "pool name {name:?} must be 1 to 128 characters"
+                )));
+            }
+            crate::pool::parse(&body, allow)
+                .map_err(|err| invalid(format!("pool {name}: {}", err.message)))?;
+            Ok((name, body))
+        })
+        .collect()
+}
+
+/// `--node-url auto`: `http://{this host's address}:{port}`, the address being the one the
+/// host would send from towards other machines (a container's or VM's private address, as
+/// the other nodes of a cluster reach it). No packet is sent.
+fn auto_node_url(port: u16) -> Result<String, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        field: "node_url",
+        reason,
+    };
+    if port == 0 {
+        return Err(invalid("auto needs a fixed --port".into()));
+    }
+    // A documentation address (TEST-NET-1): only the route towards it is looked up.
+    let probe = SocketAddr::from(([192, 0, 2, 1], 9));
+    let ip = local_address_towards(probe).map_err(|err| {
+        invalid(format!(
+            "auto: cannot find this host's address ({err}); set the URL other nodes reach this one at"
+        ))
+    })?;
+    if ip.is_loopback() || ip.is_unspecified() {
+        return Err(invalid(format!(
+            "auto: this host's only address is {ip}, which other nodes cannot reach; set the URL"
+        )));
+    }
+    Ok(match ip {
+        IpAddr::V4(ip) => format!("http://{ip}:{port}"),
+        IpAddr::V6(ip) => format!("http://[{ip}]:{port}"),
+    })
+}
+
+/// The local address the system would send from towards `probe` (a connected UDP socket
+/// sends nothing).
+fn local_address_towards(probe: SocketAddr) -> std::io::Result<IpAddr> {
+    let bind: SocketAddr = if probe.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(bind)?;
+    socket.connect(probe)?;
+    Ok(socket.local_addr()?.ip())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn auto_node_url_is_the_address_towards_other_hosts() {
+        let towards_loopback = local_address_towards(SocketAddr::from(([127, 0, 0, 1], 9)));
+        assert_eq!(towards_loopback.unwrap(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let o = Overrides {
+            node_url: Some("auto".into()),
+            port: Some(0),
+            ..Default::default()
+        };
+        let err = Config::from_parts(FileConfig::default(), o).unwrap_err();
+        assert!(err.to_string().contains("fixed --port"), "{err}");
+        // Wherever this runs, `auto` is either a routable http URL on the port or a clear
+        // refusal naming the setting (a machine with no route out).
+        let o = Overrides {
+            node_url: Some("auto".into()),
+            port: Some(7000),
+            ..Default::default()
+        };
+        match Config::from_parts(FileConfig::default(), o) {
+            Ok(cfg) => {
+                let url = cfg.cluster.node_url.unwrap();
+                assert!(
+                    url.starts_with("http://") && url.ends_with(":7000"),
+                    "{url}"
+                );
+                assert!(
+                    !url.contains("127.0.0.1") && !url.contains("0.0.0.0"),
+                    "{url}"
+                );
+            }
+            Err(err) => assert!(err.to_string().contains("node_url"), "{err}"),
+        }
+    }
+
+    #[test]
+    fn declared_pools_are_checked_like_the_api() {
+        let load = |json: &str, allow_process: bool| {
+            Config::from_parts(
+                FileConfig::default(),
+                Overrides {
+                    runner_configs: Some(json.into()),
+                    allow_process_pools: allow_process,
+                    ..Default::default()
+                },
+            )
+        };
+        let cfg = load(
+            r#"{"fn": {"lambda": {"function": "arn:aws:lambda:eu-west-1:1:function:r", "request_lifespan": 600}}}"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(cfg.runner_configs.len(), 1);
+        assert_eq!(cfg.runner_configs[0].0, "fn");
+        let err = load(r#"{"fn": {"lambda": {"request_lifespan": 901}}}"#, false).unwrap_err();
+        assert!(err.to_string().contains("pool fn"), "{err}");
+        let err = load("[1]", false).unwrap_err();
+        assert!(err.to_string().contains("JSON object"), "{err}");
+        let err = load("{", false).unwrap_err();
+        assert!(err.to_string().contains("not valid JSON"), "{err}");
+        let process = r#"{"p": {"process": {"command": "true"}}}"#;
+        assert!(
+            load(process, false).is_err(),
+            "process pools need the opt-in"
+        );
+        assert!(load(process, true).is_ok());
+        // The file's tables, when no flag is given.
+        let file: FileConfig =
+            toml::from_str(
+                "[runner_configs.web.serverless]\nurl = \"http://127.0.0.1:1/api\"\nrequest_lifespan = 300\n",
+            )
+                .unwrap();
+        let cfg = Config::from_parts(file, Overrides::default()).unwrap();
+        assert_eq!(cfg.runner_configs[0].0, "web");
+    }
 
     #[test]
     fn defaults_match_the_engine() {

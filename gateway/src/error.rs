@@ -365,10 +365,25 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Marks a response as carrying an error, for `/metrics` to count by code (a response
+/// extension: the body is already serialized by then).
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode {
+    /// Error group.
+    pub group: &'static str,
+    /// Code within the group.
+    pub code: &'static str,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let retry = self.status == StatusCode::SERVICE_UNAVAILABLE;
+        let code = ErrorCode {
+            group: self.group,
+            code: self.code,
+        };
         let mut resp = (self.status, axum::Json(self.body())).into_response();
+        resp.extensions_mut().insert(code);
         if retry {
             // Every 503 here is temporary (overload, shutdown, a runner away).
             resp.headers_mut().insert(

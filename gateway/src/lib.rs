@@ -32,6 +32,7 @@ pub mod config;
 pub mod envoy;
 pub mod error;
 pub mod listen;
+pub mod metrics;
 pub mod names;
 pub mod pool;
 pub mod quickack;

@@ -22,6 +22,19 @@ mod runners_cmd;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format: `text` (coloured on a terminal) or `json` (one object per line, with the
+    /// actor's span fields: actor id, key and generation) for log collectors.
+    #[arg(long, global = true, env = "RIVULET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON objects, one per line.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -83,14 +96,20 @@ struct ServeArgs {
     /// with the same name takes its actors back at once [default: from --node-url].
     #[arg(long, env = "RIVULET_NODE_ID")]
     node_id: Option<String>,
-    /// URL the other nodes use to forward requests for actors this node serves
-    /// [default: http://HOST:PORT; required on DynamoDB when bound to all interfaces].
+    /// URL the other nodes use to forward requests for actors this node serves; `auto`: this
+    /// host's private address and the port (containers, VMs) [default: http://HOST:PORT;
+    /// required on DynamoDB when bound to all interfaces].
     #[arg(long, env = "RIVULET_NODE_URL")]
     node_url: Option<String>,
     /// How long an actor stays with a node that stopped renewing its lease; a dead node's
     /// actors are served by another within this time [default: 10000].
     #[arg(long, env = "RIVULET_LEASE_MS")]
     lease_ms: Option<u64>,
+    /// Runner pools to create or update at start, as a JSON object of pool name to the body
+    /// `PUT /runner-configs/{pool}` takes, e.g. `{"lambda": {"lambda": {"function":
+    /// "arn:...", "request_lifespan": 900}}}`; stored in the `default` namespace.
+    #[arg(long, env = "RIVULET_RUNNER_CONFIGS")]
+    runner_configs: Option<String>,
     /// TOML file with any of the settings above plus [envoy] and [gateway] tuning.
     #[arg(long, env = "RIVULET_CONFIG")]
     config: Option<PathBuf>,
@@ -131,16 +150,24 @@ enum DemoRunner {
     },
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = std::env::var("RIVET_LOG_LEVEL")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "info".to_string());
-    // Colours only on a terminal; log collectors get plain text.
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter));
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+        // Colours only on a terminal; log collectors get plain text.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
+    }
 }
 
 fn load(args: &ServeArgs) -> Result<Config, StartupError> {
@@ -156,12 +183,10 @@ fn load(args: &ServeArgs) -> Result<Config, StartupError> {
         node_id: args.node_id.clone(),
         node_url: args.node_url.clone(),
         lease_ms: args.lease_ms,
+        runner_configs: args.runner_configs.clone(),
+        allow_process_pools: args.allow_process_pools,
     };
-    let mut config = Config::load(args.config.as_deref(), overrides)?;
-    if args.allow_process_pools {
-        config.gateway.allow_process_pools = true;
-    }
-    Ok(config)
+    Ok(Config::load(args.config.as_deref(), overrides)?)
 }
 
 /// jemalloc, because glibc's per-thread arenas keep the memory of actors that woke and slept
@@ -171,7 +196,7 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let (args, runner) = match cli.command {
         Command::Serve(args) => (args, None),
         Command::Dev(mut dev) => {

@@ -25,7 +25,22 @@ pub fn app(gw: Gateway) -> Router {
         .route("/gateway/{*rest}", any(crate::routing::handle))
         .merge(crate::api::router(gw.clone()))
         .fallback(|| async { ApiError::route_not_found() })
+        .layer(axum::middleware::map_response_with_state(
+            gw.clone(),
+            count_errors,
+        ))
         .with_state(gw)
+}
+
+/// Counts every error response by its code (`rivulet_errors_total`).
+async fn count_errors(
+    axum::extract::State(gw): axum::extract::State<Gateway>,
+    resp: axum::response::Response,
+) -> axum::response::Response {
+    if let Some(e) = resp.extensions().get::<crate::error::ErrorCode>() {
+        gw.metrics.error(e.group, e.code);
+    }
+    resp
 }
 
 /// Creates the `default` namespace if it does not exist.
@@ -53,14 +68,16 @@ pub async fn run(
     store: Arc<dyn Store>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let store: Arc<dyn Store> = Arc::new(crate::store::deadline::DeadlineStore::new(
         store,
         Duration::from_millis(config.store_timeout_ms),
+        metrics.clone(),
     ));
     ensure_default_namespace(store.as_ref()).await?;
     let addr = listener.local_addr()?;
     let node = crate::cluster::Node::new(&config, addr);
-    let gw = Gateway::new(config, store, node, shutdown.clone());
+    let gw = Gateway::new(config, store, node, shutdown.clone(), metrics);
     // Actor leases refer to this registration: it exists before the first request.
     let registration = crate::cluster::heartbeat::register(&gw).await?;
     gw.tasks.spawn(crate::cluster::heartbeat::run(
@@ -69,6 +86,7 @@ pub async fn run(
     ));
     gw.tasks.spawn(crate::scheduler::run(gw.clone()));
     gw.tasks.spawn(crate::pool::poller::run(gw.clone()));
+    crate::pool::declared::apply(&gw).await;
     tracing::info!(%addr, node_id = %gw.node.id, node_url = %gw.node.url, "rivulet gateway listening");
     let listener = crate::quickack::QuickAckListener(listener);
     let head_timeout = Duration::from_millis(gw.config.gateway.request_head_timeout_ms);

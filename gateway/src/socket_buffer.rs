@@ -36,6 +36,8 @@ pub struct SocketBuffer {
     next_index: u16,
     keep: bool,
     pending: VecDeque<Pending>,
+    /// Payload bytes in `pending`.
+    pending_bytes: usize,
     max_pending: usize,
 }
 
@@ -52,6 +54,7 @@ impl SocketBuffer {
             next_index: 1,
             keep: false,
             pending: VecDeque::new(),
+            pending_bytes: 0,
             max_pending,
         }
     }
@@ -75,6 +78,7 @@ impl SocketBuffer {
         let index = self.next_index;
         self.next_index = self.next_index.wrapping_add(1);
         if self.keep {
+            self.pending_bytes += data.len();
             self.pending.push_back(Pending {
                 index,
                 data,
@@ -93,7 +97,9 @@ impl SocketBuffer {
     pub fn ack(&mut self, ack: u16) {
         // Pending indices increase, so the acknowledged ones are a prefix.
         while self.pending.front().is_some_and(|p| is_acked(p.index, ack)) {
-            self.pending.pop_front();
+            if let Some(p) = self.pending.pop_front() {
+                self.pending_bytes -= p.data.len();
+            }
         }
     }
 
@@ -111,6 +117,11 @@ impl SocketBuffer {
     /// How many wait.
     pub fn pending_len(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Their payload bytes.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
     }
 }
 
@@ -155,8 +166,10 @@ mod tests {
                 binary: true
             }
         );
+        assert_eq!(b.pending_bytes(), 2);
         b.ack(3);
         assert!(!b.has_pending());
+        assert_eq!(b.pending_bytes(), 0);
         assert_eq!(b.next_index(), 4);
     }
 

@@ -60,6 +60,8 @@ pub struct Inner {
     pub body_budget: Arc<tokio::sync::Semaphore>,
     /// Client WebSockets open on this node, one permit each (`gateway.max_client_sockets`).
     pub client_sockets: Arc<tokio::sync::Semaphore>,
+    /// What `GET /metrics` reports.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::ops::Deref for Gateway {
@@ -76,6 +78,7 @@ impl Gateway {
         store: Arc<dyn Store>,
         node: crate::cluster::Node,
         shutdown: CancellationToken,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         let outbound = config.envoy.outbound_queue_frames;
         let body_budget = Arc::new(tokio::sync::Semaphore::new(
@@ -97,7 +100,7 @@ impl Gateway {
             actors: Directory::default(),
             routes: Routes::default(),
             names: crate::names::Names::default(),
-            pools: crate::pool::runtime::Pools::default(),
+            pools: crate::pool::runtime::Pools::new(metrics.clone()),
             alarms: crate::scheduler::Wheel::default(),
             node,
             gateway_id: rand::random(),
@@ -106,6 +109,7 @@ impl Gateway {
             tasks: TaskTracker::new(),
             body_budget,
             client_sockets,
+            metrics,
         }))
     }
 }

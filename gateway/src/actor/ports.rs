@@ -265,6 +265,8 @@ pub struct Ports {
     pub timing: Timing,
     /// Fires when the gateway stops: the supervisor exits, leaving runners their actors.
     pub cancel: CancellationToken,
+    /// Where phases, wakes and moves are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Ports {
@@ -284,6 +286,7 @@ impl Ports {
                 unload_after: gw.config.gateway.actor_unload_after(),
             },
             cancel: gw.stopping.clone(),
+            metrics: gw.metrics.clone(),
         }
     }
 }

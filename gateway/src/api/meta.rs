@@ -174,10 +174,22 @@ pub async fn put_runner_config(
             "Runner config names are 1 to 128 characters.",
         ));
     }
+    let changed = store_runner_config(&gw, &ns.namespace_id, &name, &body).await?;
+    Ok(Json(json!({ "endpoint_config_changed": changed })))
+}
+
+/// Checks a runner config (see `pool`; a URL pool's `/metadata` is fetched) and stores it;
+/// returns whether it changed. The API's `PUT` and the pools declared at start both land here.
+pub async fn store_runner_config(
+    gw: &Gateway,
+    namespace_id: &str,
+    name: &str,
+    body: &Value,
+) -> ApiResult<bool> {
     let allow = pool::Allow {
         process: gw.config.gateway.allow_process_pools,
     };
-    let (config, stored) = pool::parse(&body, allow)?;
+    let (config, stored) = pool::parse(body, allow)?;
     if let pool::PoolKind::Invoked(pool::Invoked {
         target:
             pool::Target::Http {
@@ -197,35 +209,34 @@ pub async fn put_runner_config(
             })?;
         if !meta.actor_names.is_empty() {
             gw.names.put_registered(
-                &ns.namespace_id,
+                namespace_id,
                 meta.actor_names.iter().map(|(n, _)| n.clone()),
                 false,
             );
             gw.store
-                .put_actor_names(&ns.namespace_id, meta.actor_names)
+                .put_actor_names(namespace_id, meta.actor_names)
                 .await?;
         }
     }
     let previous = gw
         .store
-        .list_runner_configs(&ns.namespace_id)
+        .list_runner_configs(namespace_id)
         .await?
         .into_iter()
         .find(|c| c.name == name)
         .map(|c| c.config);
     let changed = previous.as_ref() != Some(&stored);
-    let ns_id = ns.namespace_id.clone();
     gw.store
         .put_runner_config(RunnerConfigRecord {
-            namespace_id: ns_id.clone(),
-            name: name.clone(),
+            namespace_id: namespace_id.to_owned(),
+            name: name.to_owned(),
             config: stored,
             update_ts: now_ms(),
         })
         .await?;
-    gw.pools.forget(&ns_id, &name);
+    gw.pools.forget(namespace_id, name);
     tracing::info!(pool = %name, changed, "runner config stored");
-    Ok(Json(json!({ "endpoint_config_changed": changed })))
+    Ok(changed)
 }
 
 /// `DELETE /runner-configs/{name}`.

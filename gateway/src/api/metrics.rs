@@ -1,5 +1,7 @@
-//! `GET /metrics`: the gateway's counters and gauges in the Prometheus text format. Labels stay
-//! bounded (no actor ids): store requests by operation, and node-wide gauges.
+//! `GET /metrics`: the gateway's families in the Prometheus text format. The ones recorded as
+//! things happen come from the registry in `crate::metrics`; the ones read at scrape time
+//! (backend store requests, open sockets, runners, loaded actors) are written here. Labels stay
+//! bounded (no actor ids).
 
 use std::fmt::Write;
 
@@ -18,7 +20,20 @@ pub async fn metrics(State(gw): State<Gateway>) -> impl IntoResponse {
 }
 
 fn render(gw: &Gateway) -> String {
-    let mut out = String::new();
+    let mut out = gw.metrics.render();
+    let max = gw.config.gateway.max_client_sockets;
+    let open = max.saturating_sub(gw.client_sockets.available_permits());
+    let _ = writeln!(
+        out,
+        "# HELP rivulet_client_sockets Client WebSockets on this node: open (all), and hibernating (held while their actor has no instance)."
+    );
+    let _ = writeln!(out, "# TYPE rivulet_client_sockets gauge");
+    let _ = writeln!(out, "rivulet_client_sockets{{state=\"open\"}} {open}");
+    let _ = writeln!(
+        out,
+        "rivulet_client_sockets{{state=\"hibernating\"}} {}",
+        gw.metrics.hibernating_sockets.get()
+    );
     let _ = writeln!(
         out,
         "# HELP rivulet_store_requests_total Requests sent to the store (DynamoDB: per operation, retries included; embedded: read and write transactions)."

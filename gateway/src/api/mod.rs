@@ -4,7 +4,7 @@
 
 pub mod actors;
 mod extract;
-mod meta;
+pub(crate) mod meta;
 mod metrics;
 
 use axum::extract::{Request, State};

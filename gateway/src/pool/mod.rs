@@ -16,6 +16,7 @@
 //! What is stored and listed is the body with every default written in, so `GET
 //! /runner-configs` shows the values the gateway acts on.
 
+pub mod declared;
 pub mod metadata;
 pub mod poller;
 pub mod runtime;

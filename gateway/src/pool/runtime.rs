@@ -50,6 +50,7 @@ pub struct InvokedPool {
     /// `max_actors` of them, so the queue is bounded by the pool's own size. The count is
     /// of the actor's live [`QueueSpot`]s: a retry's new spot replaces the old one.
     waiting: Mutex<HashMap<String, usize>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// An actor's place in its pool's queue; leaving (drop) frees it.
@@ -242,10 +243,10 @@ impl InvokedPool {
 }
 
 /// Every invoked pool this node has looked at.
-#[derive(Default)]
 pub struct Pools {
     entries: Mutex<HashMap<(String, String), Entry>>,
     namespaces: Mutex<HashMap<String, String>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 struct Entry {
@@ -254,6 +255,15 @@ struct Entry {
 }
 
 impl Pools {
+    /// No pool looked at yet; invocations are counted in `metrics`.
+    pub fn new(metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Self {
+            entries: Mutex::default(),
+            namespaces: Mutex::default(),
+            metrics,
+        }
+    }
+
     /// The pool `name` of the namespace if the gateway invokes it, `None` if its runners
     /// connect by themselves (a `normal` pool, or no config at all).
     pub async fn invoked(
@@ -282,7 +292,7 @@ impl Pools {
             Some(PoolKind::Invoked(invoked)) => Some(match previous {
                 // Unchanged: keep the live object, its slots and its health.
                 Some(prev) if prev.config == invoked => prev,
-                _ => Arc::new(build(name, &namespace, invoked)),
+                _ => Arc::new(build(name, &namespace, invoked, self.metrics.clone())),
             }),
             _ => None,
         };
@@ -353,7 +363,12 @@ impl Pools {
     }
 }
 
-fn build(name: &str, namespace: &str, config: Invoked) -> InvokedPool {
+fn build(
+    name: &str,
+    namespace: &str,
+    config: Invoked,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> InvokedPool {
     let platform: Arc<dyn Platform> = match &config.target {
         Target::Http {
             url,
@@ -394,6 +409,7 @@ fn build(name: &str, namespace: &str, config: Invoked) -> InvokedPool {
         invocations: AtomicU64::new(0),
         request_ms: AtomicU64::new(0),
         waiting: Mutex::new(HashMap::new()),
+        metrics,
     }
 }
 
@@ -403,9 +419,18 @@ impl InvokedPool {
         self.invocations.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Adds the time one request was open.
-    pub fn count_request_time(&self, open: std::time::Duration) {
+    /// Counts the end of one request: how it ended (`finished`, `ended_early`, `unused`, or
+    /// the failure's code) and how long it was open.
+    pub fn count_request_end(&self, outcome: &str, open: std::time::Duration) {
         let ms = u64::try_from(open.as_millis()).unwrap_or(u64::MAX);
         self.request_ms.fetch_add(ms, Ordering::Relaxed);
+        self.metrics
+            .invocations
+            .with_label_values(&[&self.name, outcome])
+            .inc();
+        self.metrics
+            .request_seconds
+            .with_label_values(&[&self.name])
+            .inc_by(open.as_secs_f64());
     }
 }

@@ -71,6 +71,7 @@ pub(super) fn serve(
             let (mut sink, stream) = socket.split();
             if let Err(err) = run(&gw, &target, &uri, &headers, &mut sink, stream).await {
                 tracing::debug!(reason = %err.reason(), "closing client websocket");
+                gw.metrics.error(err.group, err.code);
                 let (code, reason) = err.to_close();
                 close(&mut sink, code, reason).await;
             }
@@ -135,9 +136,45 @@ struct Tunnel<'a> {
     buffer: SocketBuffer,
     /// Whether the actor currently has this socket open.
     attached: bool,
+    /// The buffer's bytes as last added to `rivulet_replay_buffered_bytes`.
+    counted_bytes: usize,
+}
+
+impl Drop for Tunnel<'_> {
+    fn drop(&mut self) {
+        let metrics = &self.gw.metrics;
+        metrics.replay_bytes.sub(self.counted_bytes as i64);
+        if !self.attached {
+            metrics.hibernating_sockets.dec();
+        }
+    }
 }
 
 impl Tunnel<'_> {
+    /// Brings `rivulet_replay_buffered_bytes` in step with this socket's buffer.
+    fn count_bytes(&mut self) {
+        let now = self.buffer.pending_bytes();
+        if now != self.counted_bytes {
+            let gauge = &self.gw.metrics.replay_bytes;
+            gauge.add(now as i64 - self.counted_bytes as i64);
+            self.counted_bytes = now;
+        }
+    }
+
+    /// Records whether the actor has the socket (`rivulet_client_sockets{state="hibernating"}`
+    /// counts the ones it does not).
+    fn set_attached(&mut self, attached: bool) {
+        if self.attached != attached {
+            let gauge = &self.gw.metrics.hibernating_sockets;
+            if attached {
+                gauge.dec();
+            } else {
+                gauge.inc();
+            }
+            self.attached = attached;
+        }
+    }
+
     /// Sends towards the actor, waiting while the runner's queue is busy with client
     /// traffic (the backpressure that slows this client rather than cutting the runner).
     async fn send(&self, kind: ToEnvoyTunnelMessageKind, index: u16) -> bool {
@@ -181,6 +218,7 @@ impl Tunnel<'_> {
                 ))
             }
         };
+        self.count_bytes();
         if !self.attached {
             return Ok(());
         }
@@ -203,7 +241,7 @@ impl Tunnel<'_> {
     /// The actor let go of this socket: the gateway holds it, and the actor's next start
     /// must restore it. The supervisor may have unloaded; `deliver` loads it again.
     async fn detach(&mut self) -> Result<(), ApiError> {
-        self.attached = false;
+        self.set_attached(false);
         let msg = Msg::Hibernating(self.gw.gateway_id, self.request_id);
         match self
             .gw
@@ -276,7 +314,7 @@ impl Tunnel<'_> {
                 self.generation = generation;
             }
         }
-        self.attached = true;
+        self.set_attached(true);
         let replay: Vec<_> = self.buffer.replay().cloned().collect();
         for p in replay {
             self.send(Self::message(p.data, p.binary), p.index).await;
@@ -340,6 +378,7 @@ async fn run(
         generation,
         buffer: SocketBuffer::new(gw.config.gateway.max_pending_ws_messages),
         attached: true,
+        counted_bytes: 0,
     };
     let open = ToEnvoyTunnelMessageKind::ToEnvoyWebSocketOpen(ToEnvoyWebSocketOpen {
         actor_id: actor.actor_id.clone().into(),
@@ -501,6 +540,7 @@ async fn pump(
                     }
                     ToRivetTunnelMessageKind::ToRivetWebSocketMessageAck(ack) => {
                         t.buffer.ack(ack.index);
+                        t.count_bytes();
                     }
                     ToRivetTunnelMessageKind::ToRivetWebSocketClose(c) => {
                         if c.hibernate && t.buffer.is_hibernatable() {

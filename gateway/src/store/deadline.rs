@@ -13,17 +13,23 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::*;
+use crate::metrics::Metrics;
 
 /// Wraps a store so that no call takes longer than `limit`.
 pub struct DeadlineStore {
     inner: Arc<dyn Store>,
     limit: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl DeadlineStore {
-    /// Wraps `inner`.
-    pub fn new(inner: Arc<dyn Store>, limit: Duration) -> Self {
-        Self { inner, limit }
+    /// Wraps `inner`; every call is counted and timed in `metrics` by its method name.
+    pub fn new(inner: Arc<dyn Store>, limit: Duration, metrics: Arc<Metrics>) -> Self {
+        Self {
+            inner,
+            limit,
+            metrics,
+        }
     }
 
     async fn guard<T>(
@@ -31,13 +37,27 @@ impl DeadlineStore {
         what: &'static str,
         call: impl Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
-        match tokio::time::timeout(self.limit, call).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "{what} did not finish within {} ms; its outcome is unknown",
-                self.limit.as_millis()
-            ))),
-        }
+        let started = std::time::Instant::now();
+        let (result, outcome) = match tokio::time::timeout(self.limit, call).await {
+            Ok(Ok(value)) => (Ok(value), "ok"),
+            Ok(Err(err)) => (Err(err), "error"),
+            Err(_) => (
+                Err(StoreError::Unavailable(format!(
+                    "{what} did not finish within {} ms; its outcome is unknown",
+                    self.limit.as_millis()
+                ))),
+                "timeout",
+            ),
+        };
+        self.metrics
+            .store_seconds
+            .with_label_values(&[what])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .store_calls
+            .with_label_values(&[what, outcome])
+            .inc();
+        result
     }
 }
 

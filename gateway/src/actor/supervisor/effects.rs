@@ -90,6 +90,7 @@ impl Supervisor {
                 if intent == StopIntent::GoingAway {
                     // With "actor running" after it, this brackets the pause clients see.
                     tracing::info!(envoy_key = %envoy, generation, "moving the actor: stopping it where it runs");
+                    self.move_started = Some(tokio::time::Instant::now());
                 }
                 let cmd = self.command(
                     generation,
@@ -156,6 +157,7 @@ impl Supervisor {
                 // and its generation is stored (fenced), so the write only tells other nodes
                 // and a restarted gateway that it is connectable, and a client should not
                 // wait out a store commit at every wake and move.
+                self.count_start();
                 self.publish();
                 tracing::info!("actor running");
                 self.persist().await;
@@ -632,6 +634,23 @@ impl Supervisor {
         }
     }
 
+    /// Counts the instance now running as the end of the wake or move under way.
+    fn count_start(&mut self) {
+        let metrics = &self.ports.metrics;
+        if let Some(at) = self.move_started.take() {
+            let pool = [self.record.runner_name_selector.as_str()];
+            metrics.migrations.with_label_values(&pool).inc();
+            metrics
+                .migration_pause
+                .with_label_values(&pool)
+                .observe(at.elapsed().as_secs_f64());
+            self.wake_started = None;
+        } else if let Some(at) = self.wake_started.take() {
+            metrics.wakes.inc();
+            metrics.wake_seconds.observe(at.elapsed().as_secs_f64());
+        }
+    }
+
     /// Feeds `Fenced` if a write outside `apply` found the actor taken over.
     pub(super) async fn settle(&mut self) {
         if std::mem::take(&mut self.fenced) {
@@ -661,6 +680,8 @@ fn watch_invocation(
         let _permit = permit;
         let opened = tokio::time::Instant::now();
         let mut invocation = invocation;
+        // Given up before it ended (a cancelled standby) unless an end comes.
+        let mut outcome = "cancelled";
         while let Some(event) = invocation.events.recv().await {
             let end = match event {
                 InvocationEvent::Accepted => {
@@ -669,11 +690,16 @@ fn watch_invocation(
                 }
                 InvocationEvent::Finished => {
                     pool.succeeded();
+                    outcome = "finished";
                     InvocationEnd::Finished
                 }
-                InvocationEvent::EndedEarly(why) => InvocationEnd::EndedEarly(why),
+                InvocationEvent::EndedEarly(why) => {
+                    outcome = "ended_early";
+                    InvocationEnd::EndedEarly(why)
+                }
                 InvocationEvent::Failed(err) => {
                     pool.failed(&err);
+                    outcome = err.code();
                     InvocationEnd::Failed {
                         code: format!("serverless.{}", err.code()),
                         message: err.message,
@@ -683,7 +709,6 @@ fn watch_invocation(
             let _ = mailbox.put(Msg::InvocationEnded { generation, end });
             break;
         }
-        // Ended, or given up (a cancelled standby): either way no longer open here.
-        pool.count_request_time(opened.elapsed());
+        pool.count_request_end(outcome, opened.elapsed());
     });
 }

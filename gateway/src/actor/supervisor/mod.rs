@@ -57,6 +57,8 @@ fn build(ports: Ports, record: ActorRecord) -> (ActorHandle, Supervisor) {
     } else {
         Status::Sleeping
     };
+    let mut phase_count = crate::metrics::PhaseCount::new(ports.metrics.actors.clone());
+    phase_count.set(phase_label(&status));
     let (status_tx, status_rx) = watch::channel(status);
     let handle = ActorHandle {
         actor_id: record.actor_id.clone(),
@@ -64,6 +66,9 @@ fn build(ports: Ports, record: ActorRecord) -> (ActorHandle, Supervisor) {
         status: status_rx,
     };
     let sup = Supervisor {
+        phase_count,
+        wake_started: None,
+        move_started: None,
         lifecycle: Lifecycle::new(Phase::Sleeping, record.generation, record.crash_policy),
         ports,
         record,
@@ -93,6 +98,12 @@ fn build(ports: Ports, record: ActorRecord) -> (ActorHandle, Supervisor) {
 }
 
 struct Supervisor {
+    /// Counts this actor under the phase it shows, for `/metrics`.
+    phase_count: crate::metrics::PhaseCount,
+    /// When the wake under way began (its claim), to time it.
+    wake_started: Option<tokio::time::Instant>,
+    /// When the move under way stopped the old instance, to time the pause.
+    move_started: Option<tokio::time::Instant>,
     ports: Ports,
     record: ActorRecord,
     lifecycle: Lifecycle,
@@ -345,7 +356,7 @@ impl Supervisor {
     /// running (lost, stopping, handed over): no request may reach it while the effects
     /// (store writes) are still carried out. Every other status is published once the
     /// effects are done, so nobody sees a sleep, a destroy or a start before it is stored.
-    fn close_gate_if_left(&self) {
+    fn close_gate_if_left(&mut self) {
         let left = match (&*self.status.borrow(), &self.lifecycle.phase) {
             (
                 Status::Running {
@@ -362,6 +373,7 @@ impl Supervisor {
         };
         if left {
             self.status.send_replace(Status::Stopping);
+            self.phase_count.set(phase_label(&Status::Stopping));
         } else if matches!(
             self.lifecycle.phase,
             Phase::Claiming {
@@ -371,13 +383,17 @@ impl Supervisor {
             // A wake is shown before its lease write, which can take a while on a busy
             // store: a runner that asks for the actor's storage meanwhile (a serverless start
             // racing the gateway's own) then waits for the placement instead of a refusal.
-            self.status.send_if_modified(|cur| {
+            let woke = self.status.send_if_modified(|cur| {
                 let sleeping = *cur == Status::Sleeping;
                 if sleeping {
                     *cur = Status::Waking;
                 }
                 sleeping
             });
+            if woke {
+                self.phase_count.set(phase_label(&Status::Waking));
+                self.wake_started = Some(tokio::time::Instant::now());
+            }
         }
     }
 
@@ -390,7 +406,7 @@ impl Supervisor {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let status = match &self.lifecycle.phase {
             Phase::Sleeping if self.failure.is_some() => self.failed_status(),
             Phase::Sleeping => self.refusal.clone().unwrap_or(Status::Sleeping),
@@ -408,6 +424,15 @@ impl Supervisor {
             Phase::Stopping { .. } => Status::Stopping,
             Phase::Destroyed => Status::Destroyed,
         };
+        self.phase_count.set(phase_label(&status));
+        if !matches!(
+            status,
+            Status::Waking | Status::Running { .. } | Status::Stopping
+        ) {
+            // What was under way ended without a start: nothing to time.
+            self.wake_started = None;
+            self.move_started = None;
+        }
         self.status.send_if_modified(|cur| {
             if *cur == status {
                 false
@@ -421,3 +446,17 @@ impl Supervisor {
 
 #[cfg(test)]
 mod tests;
+
+/// The `phase` label an actor is counted under in `rivulet_actors`.
+fn phase_label(status: &Status) -> &'static str {
+    match status {
+        Status::Sleeping => "sleeping",
+        Status::Waking => "waking",
+        Status::Running { .. } => "running",
+        Status::Stopping => "stopping",
+        Status::Destroyed => "destroyed",
+        Status::Elsewhere { .. } => "elsewhere",
+        Status::Unavailable { .. } => "unavailable",
+        Status::Failed { .. } => "failed",
+    }
+}

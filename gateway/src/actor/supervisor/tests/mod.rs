@@ -108,6 +108,7 @@ impl Harness {
             node: node.clone(),
             timing: timing(),
             cancel: cancel.clone(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         };
         let (handle, sup) = build(ports, record);
         tokio::spawn(sup.run());
