@@ -1,20 +1,29 @@
 #!/usr/bin/env python3
-"""Static checks that terraform/ describes the table the gateway actually uses.
+"""Static checks that the Terraform module describes the table and the permissions the
+gateway actually uses.
 
 There is no terraform binary here (and `terraform validate` would not know the gateway's
-schema anyway), so this parses every .tf with python-hcl2 and compares:
+schema anyway), so this parses the module (terraform/modules/rivulet) with python-hcl2 and
+compares:
 
 - the DynamoDB table (key schema, attribute definitions, billing mode, indexes, streams,
   provisioned throughput, and the default table name) with the CreateTable input that
   `rivulet schema` prints, field by field, with a diff when they differ;
-- the IAM policy document with the DynamoDB operations the store's source calls: every
-  action those calls need must be granted, nothing else may be, and only on the table.
-  The calls are found by scanning gateway/src/store/dynamo/ at run time, so a new SDK call
-  without a policy update fails here;
+- the gateway's IAM policy document (data "aws_iam_policy_document" "gateway", the task
+  role's policy) with the calls the gateway's source makes: its DynamoDB actions with the
+  operations gateway/src/store/dynamo/ calls, and its Lambda actions with the operations
+  adapters/src/lambda.rs calls. Every action those calls need must be granted, nothing else
+  may be, DynamoDB only on the table and Lambda only on the runner function (and its
+  versions). No other policy document of the module may grant DynamoDB or Lambda actions.
+  The calls are found by scanning the source at run time, so a new SDK call without a
+  policy update fails here;
 - the settings the module promises: encryption at rest, point-in-time recovery and deletion
-  protection on by default, and outputs for the name, ARN and policy.
+  protection on by default, and outputs for the table's name and ARN.
 
-Usage: check.py [RIVULET_BIN] [--tf-dir DIR] [--store-src DIR]
+tests/terraform/deploy.py checks the rest of the deployment (container, function, example).
+
+Usage: check.py [RIVULET_BIN] [--tf-dir DIR] [--module-dir DIR] [--store-src DIR]
+                [--lambda-src FILE]
 (RIVULET_BIN defaults to the environment variable of that name.)
 Prints one "ok <check>" or "FAIL <check>" line per check (details indented below it) and
 "check.py: N passed, M failed" last; exits 1 on any failure.
@@ -93,6 +102,63 @@ SCHEMA_FIELDS = [
 ]
 
 
+# Every operation of the Lambda API as the Rust SDK names its client methods
+# (aws-sdk-lambda 1.156, src/operation/). A method of this name called with no arguments in
+# the Lambda adapter is an SDK call.
+LAMBDA_SDK_OPERATIONS = {
+    "add_layer_version_permission", "add_permission", "checkpoint_durable_execution",
+    "create_alias", "create_capacity_provider", "create_code_signing_config",
+    "create_event_source_mapping", "create_function", "create_function_url_config",
+    "delete_alias", "delete_capacity_provider", "delete_code_signing_config",
+    "delete_event_source_mapping", "delete_function", "delete_function_code_signing_config",
+    "delete_function_concurrency", "delete_function_event_invoke_config",
+    "delete_function_url_config", "delete_layer_version",
+    "delete_provisioned_concurrency_config", "delete_resource_policy",
+    "get_account_settings", "get_alias", "get_capacity_provider", "get_code_signing_config",
+    "get_durable_execution", "get_durable_execution_history", "get_durable_execution_state",
+    "get_event_source_mapping", "get_function", "get_function_code_signing_config",
+    "get_function_concurrency", "get_function_configuration",
+    "get_function_event_invoke_config", "get_function_recursion_config",
+    "get_function_scaling_config", "get_function_url_config", "get_layer_version",
+    "get_layer_version_by_arn", "get_layer_version_policy", "get_policy",
+    "get_provisioned_concurrency_config", "get_resource_policy",
+    "get_runtime_management_config", "invoke", "invoke_async", "invoke_with_response_stream",
+    "list_aliases", "list_capacity_providers", "list_code_signing_configs",
+    "list_durable_executions_by_function", "list_event_source_mappings",
+    "list_function_event_invoke_configs", "list_function_url_configs",
+    "list_function_versions_by_capacity_provider", "list_functions",
+    "list_functions_by_code_signing_config", "list_layer_versions", "list_layers",
+    "list_provisioned_concurrency_configs", "list_tags", "list_versions_by_function",
+    "publish_layer_version", "publish_version", "put_function_code_signing_config",
+    "put_function_concurrency", "put_function_event_invoke_config",
+    "put_function_recursion_config", "put_function_scaling_config",
+    "put_provisioned_concurrency_config", "put_resource_policy",
+    "put_runtime_management_config", "remove_layer_version_permission", "remove_permission",
+    "send_durable_execution_callback_failure", "send_durable_execution_callback_heartbeat",
+    "send_durable_execution_callback_success", "stop_durable_execution", "tag_resource",
+    "untag_resource", "update_alias", "update_capacity_provider",
+    "update_code_signing_config", "update_event_source_mapping", "update_function_code",
+    "update_function_configuration", "update_function_event_invoke_config",
+    "update_function_url_config",
+}
+
+# Lambda operations whose IAM action is not their name in PascalCase (the service
+# authorization reference): both invoke calls are authorised as InvokeFunction.
+LAMBDA_IAM_ACTION = {
+    "invoke": "InvokeFunction",
+    "invoke_with_response_stream": "InvokeFunction",
+    "get_layer_version_by_arn": "GetLayerVersion",
+}
+
+# Method calls on something named `client` in the Lambda adapter that are not API calls: the
+# OnceCell the client is built in once.
+LAMBDA_CLIENT_NON_OPERATIONS = CLIENT_NON_OPERATIONS | {"get_or_init", "get"}
+
+# The policy document attached to the gateway's task role, and the services it may name.
+GATEWAY_POLICY = "gateway"
+POLICY_SERVICES = ("dynamodb", "lambda")
+
+
 class Report:
     """Collects check results and prints them as they come."""
 
@@ -121,15 +187,15 @@ class Report:
 # === Terraform ===
 
 
-def load_tf(tf_dir, report):
-    """Parses every .tf of the module root into one merged dict of lists per block type."""
+def load_tf(tf_dir, report, name="parse"):
+    """Parses every .tf of one module into one merged dict of lists per block type."""
     opts = hcl2.SerializationOptions(
         strip_string_quotes=True, explicit_blocks=False, with_comments=False
     )
     merged = {}
     files = sorted(glob.glob(os.path.join(tf_dir, "*.tf")))
     if not files:
-        report.fail("parse", f"no .tf files in {tf_dir}")
+        report.fail(name, f"no .tf files in {tf_dir}")
         return None
     errors = []
     for path in files:
@@ -142,7 +208,7 @@ def load_tf(tf_dir, report):
         for kind, blocks in doc.items():
             merged.setdefault(kind, []).extend(blocks if isinstance(blocks, list) else [blocks])
     report.check(
-        "parse",
+        name,
         not errors,
         f"{len(files)} files parsed" if not errors else "python-hcl2 cannot parse",
         errors,
@@ -478,83 +544,188 @@ def check_settings(tf, table, report):
     want = {
         "table name": f"aws_dynamodb_table.{table}.name",
         "table ARN": f"aws_dynamodb_table.{table}.arn",
-        "policy JSON": "data.aws_iam_policy_document.",
     }
     missing = [w for w, ref in want.items() if not any(ref in v for v in outputs.values())]
     report.check(
-        "outputs",
+        "table outputs",
         not missing,
-        ", ".join(f"{n}" for n in sorted(outputs)),
+        ", ".join(f"{n}" for n in sorted(outputs) if n.startswith("table")),
         [f"no output for the {w}" for w in missing],
     )
 
 
-def check_policy(tf, table, need, report):
+# === Lambda adapter source ===
+
+
+def lambda_calls(lambda_src, report):
+    """{IAM action: [why]} the Lambda adapter's SDK calls need."""
+    paths = (
+        sorted(glob.glob(os.path.join(lambda_src, "**", "*.rs"), recursive=True))
+        if os.path.isdir(lambda_src)
+        else [lambda_src]
+    )
+    need, unknown = {}, []
+    ops = "|".join(sorted(LAMBDA_SDK_OPERATIONS, key=len, reverse=True))
+    call_re = re.compile(r"\.\s*(" + ops + r")\s*\(\s*\)")
+    client_re = re.compile(r"\bclient\s*\.\s*([a-z_][a-z0-9_]*)\s*\(")
+    for path in paths:
+        try:
+            with open(path) as f:
+                src = strip_comments(f.read())
+        except OSError as e:
+            report.fail("lambda calls", f"cannot read {path}: {e}")
+            return None
+        rel = os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
+        for m in call_re.finditer(src):
+            op = m.group(1)
+            action = "lambda:" + LAMBDA_IAM_ACTION.get(
+                op, "".join(w.capitalize() for w in op.split("_"))
+            )
+            need.setdefault(action, []).append(f"{op} ({rel}:{line_of(src, m.start(1))})")
+        for m in client_re.finditer(src):
+            name = m.group(1)
+            if name not in LAMBDA_SDK_OPERATIONS and name not in LAMBDA_CLIENT_NON_OPERATIONS:
+                unknown.append(f"{rel}:{line_of(src, m.start(1))}: client.{name}(...)")
+    report.check(
+        "lambda calls",
+        need and not unknown,
+        f"{', '.join(os.path.relpath(p, ROOT) for p in paths)}: "
+        + ", ".join(f"{a} ({'; '.join(w)})" for a, w in sorted(need.items()))
+        if need and not unknown
+        else "cannot tell which Lambda operations the adapter makes",
+        unknown
+        + (["no Lambda SDK operation call found (did the adapter move?)"] if not need else [])
+        + ["update LAMBDA_SDK_OPERATIONS or LAMBDA_CLIENT_NON_OPERATIONS in tests/terraform/check.py"]
+        * bool(unknown),
+    )
+    return need if need and not unknown else None
+
+
+# === policy ===
+
+
+def ref(expr):
+    return f"${{{expr}}}"
+
+
+def check_policy(tf, table, need, lambda_need, report):
+    """The gateway's policy grants exactly what the store and the Lambda adapter call, on the
+    table and the function only; no other policy document grants DynamoDB or Lambda."""
     docs = labelled(tf, "data", "aws_iam_policy_document")
-    arn = f"aws_dynamodb_table.{table}.arn"
-    granted, scope_problems = {}, []
-    for doc_name, doc in docs.items():
-        for st in doc.get("statement", []):
-            if st.get("effect", "Allow") != "Allow":
-                continue
-            resources = st.get("resources", [])
-            for r in resources:
-                # The table itself, or a sub-resource of it such as its indexes.
-                if not (r == f"${{{arn}}}" or str(r).startswith(f"${{{arn}}}/")):
-                    scope_problems.append(f"{doc_name}: resource {r!r} is not the table")
-            if not resources:
-                scope_problems.append(f"{doc_name}: a statement without resources")
-            for a in st.get("actions", []):
-                granted.setdefault(a, []).append(doc_name)
-    if not docs:
-        report.fail("policy", "no data \"aws_iam_policy_document\" block")
+    if GATEWAY_POLICY not in docs:
+        report.fail("policy", f'no data "aws_iam_policy_document" "{GATEWAY_POLICY}" (the gateway task role\'s policy)')
         return
+    functions = labelled(tf, "resource", "aws_lambda_function")
+    if len(functions) != 1:
+        report.fail("policy", f"expected one aws_lambda_function (the runner), found {len(functions)}")
+        return
+    (function,) = functions
+    table_arn = f"aws_dynamodb_table.{table}.arn"
+    fn_arn = f"aws_lambda_function.{function}.arn"
+    # The table itself or a sub-resource (an index; the table has none today); the function
+    # itself or a version or alias of it.
+    allowed = {
+        "dynamodb": (lambda r: r == ref(table_arn) or r.startswith(ref(table_arn) + "/"), table_arn),
+        "lambda": (lambda r: r in (ref(fn_arn), ref(fn_arn) + ":*"), f"{fn_arn} (and :*)"),
+    }
+
+    granted, problems = {}, []
+    for i, st in enumerate(docs[GATEWAY_POLICY].get("statement", [])):
+        label = st.get("sid") or f"statement {i + 1}"
+        if st.get("effect", "Allow") != "Allow":
+            continue
+        actions = st.get("actions", [])
+        services = {str(a).split(":", 1)[0] for a in actions}
+        if len(services) != 1 or not services <= set(POLICY_SERVICES):
+            problems.append(f"{label}: actions of {sorted(services)}; each statement names one of {', '.join(POLICY_SERVICES)} only")
+            continue
+        (service,) = services
+        resources = st.get("resources", [])
+        if not resources:
+            problems.append(f"{label}: a statement without resources")
+        ok_resource, what = allowed[service]
+        for r in resources:
+            if not ok_resource(str(r)):
+                problems.append(f"{label}: resource {r!r} is not {what}")
+        for a in actions:
+            granted.setdefault(a, []).append(label)
     wild = sorted(a for a in granted if "*" in a or "?" in a)
     report.check(
         "policy scope",
-        not scope_problems and not wild,
-        f"only {arn}, no wildcard actions",
-        scope_problems + [f"wildcard action {a}" for a in wild],
+        not problems and not wild,
+        f"DynamoDB only on {table_arn}, Lambda only on {fn_arn}, no wildcard actions",
+        problems + [f"wildcard action {a}" for a in wild],
     )
-    missing = sorted(set(need) - set(granted))
+
+    # Other roles (execution, runner) must not get the gateway's data or invoke rights.
+    leaks = []
+    for doc_name, doc in docs.items():
+        if doc_name == GATEWAY_POLICY:
+            continue
+        for st in doc.get("statement", []) + [
+            d.get("statement", {}).get("content", [{}])[0]
+            for d in doc.get("dynamic", [])
+            if isinstance(d.get("statement"), dict)
+        ]:
+            for a in st.get("actions", []) if isinstance(st, dict) else []:
+                if str(a).split(":", 1)[0] in POLICY_SERVICES:
+                    leaks.append(f"{doc_name} grants {a}")
     report.check(
-        "policy covers store calls",
-        not missing,
-        ", ".join(sorted(need)),
-        [f"{a} is not granted; needed by {'; '.join(need[a])}" for a in missing],
+        "policy only on the gateway role",
+        not leaks,
+        f"no other policy document grants {' or '.join(POLICY_SERVICES)} actions",
+        leaks,
     )
-    extra = sorted(set(granted) - set(need))
-    report.check(
-        "policy grants no more",
-        not extra,
-        "least privilege",
-        [f"{a} is granted but the store never needs it" for a in extra],
-    )
+
+    for service, want, source in (
+        ("dynamodb", need, "the store"),
+        ("lambda", lambda_need, "the Lambda adapter"),
+    ):
+        have = {a for a in granted if a.startswith(service + ":")}
+        missing = sorted(set(want) - have)
+        report.check(
+            f"policy covers {service} calls",
+            not missing,
+            ", ".join(sorted(want)),
+            [f"{a} is not granted; needed by {'; '.join(want[a])}" for a in missing],
+        )
+        extra = sorted(have - set(want))
+        report.check(
+            f"policy grants no more {service}",
+            not extra,
+            "least privilege",
+            [f"{a} is granted but {source} never needs it" for a in extra],
+        )
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("rivulet_bin", nargs="?", default=os.environ.get("RIVULET_BIN"))
     ap.add_argument("--rivulet-bin", dest="rivulet_bin_opt")
-    ap.add_argument("--tf-dir", default=os.path.join(ROOT, "terraform"))
+    ap.add_argument("--tf-dir", default=os.path.join(ROOT, "terraform"),
+                    help="the Terraform root (default: terraform/)")
+    ap.add_argument("--module-dir", help="the module (default: TF_DIR/modules/rivulet)")
     ap.add_argument("--store-src", default=os.path.join(ROOT, "gateway", "src", "store", "dynamo"))
+    ap.add_argument("--lambda-src", default=os.path.join(ROOT, "adapters", "src", "lambda.rs"))
     args = ap.parse_args()
     rivulet_bin = args.rivulet_bin_opt or args.rivulet_bin
     if not rivulet_bin:
         ap.error("give the rivulet binary as argument or in RIVULET_BIN")
+    module_dir = args.module_dir or os.path.join(args.tf_dir, "modules", "rivulet")
 
     report = Report()
-    tf = load_tf(args.tf_dir, report)
+    tf = load_tf(module_dir, report, name=f"parse {os.path.relpath(module_dir, ROOT)}")
     schema = gateway_schema(rivulet_bin, report)
     if tf is not None:
         table = check_table(tf, schema, report)
         if table is not None:
             check_settings(tf, table, report)
             calls, kinds = store_calls(args.store_src, report)
-            if calls:
+            lambda_need = lambda_calls(args.lambda_src, report)
+            if calls and lambda_need is not None:
                 need = required_actions(calls, kinds, report)
                 if need is not None:
-                    check_policy(tf, table, need, report)
+                    check_policy(tf, table, need, lambda_need, report)
     print(f"check.py: {report.passed} passed, {report.failed} failed")
     return 1 if report.failed else 0
 

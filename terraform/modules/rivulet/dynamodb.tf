@@ -32,28 +32,3 @@ resource "aws_dynamodb_table" "rivulet" {
 
   tags = var.tags
 }
-
-# The least the gateway (`rivulet serve`) needs on the table. Transactions are authorised per
-# action inside them (Put, Update, Delete: PutItem, UpdateItem, DeleteItem; ConditionCheck:
-# ConditionCheckItem); there is no separate TransactWriteItems permission. DescribeTable is the
-# start-up check (the table exists and is keyed as the store writes). CreateTable is left out:
-# only `rivulet dev` and `rivulet schema --apply` create tables, and here Terraform does.
-# check.py keeps this list equal to the calls in the store's source.
-data "aws_iam_policy_document" "gateway" {
-  statement {
-    sid    = "RivuletStore"
-    effect = "Allow"
-    actions = [
-      "dynamodb:BatchGetItem",
-      "dynamodb:BatchWriteItem",
-      "dynamodb:ConditionCheckItem",
-      "dynamodb:DeleteItem",
-      "dynamodb:DescribeTable",
-      "dynamodb:GetItem",
-      "dynamodb:PutItem",
-      "dynamodb:Query",
-      "dynamodb:UpdateItem",
-    ]
-    resources = [aws_dynamodb_table.rivulet.arn]
-  }
-}
