@@ -65,9 +65,21 @@ async fn connects_announces_itself_and_answers_pings() {
     assert_eq!(me["metadata"]["rivulet"]["runner"], "lambda-runner");
     let connected_ts = me["create_ts"].as_i64().unwrap();
 
-    let (status, names) = gw.api_get("/actors/names?namespace=default").await;
-    assert_eq!(status, 200);
-    assert_eq!(names["names"]["counter"]["metadata"], json!({"icon": "c"}));
+    // The names are stored as the runner's metadata frame is handled, which may finish just
+    // after the listing above shows that frame's metadata.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, names) = gw.api_get("/actors/names?namespace=default").await;
+        assert_eq!(status, 200);
+        if names["names"]["counter"]["metadata"] == json!({"icon": "c"}) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the runner's actor names were never listed: {names}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Pongs keep the same connection alive across many ping timeouts.
     let envoys = gw

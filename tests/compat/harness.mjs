@@ -119,8 +119,15 @@ export class Child {
 		});
 		this.pid = this.proc.pid;
 		if (this.pid) liveChildren.add(this);
+		// Output can still arrive after the exit (a grandchild holding the pipes, or data
+		// buffered in them), when the log is already closed: it then only goes to `out`.
+		let logOpen = true;
 		const onData = (d) => {
-			fs.writeSync(log, d);
+			if (logOpen) {
+				try {
+					fs.writeSync(log, d);
+				} catch {}
+			}
 			this.out += d.toString();
 			if (this.out.length > 1_000_000) this.out = this.out.slice(-500_000);
 		};
@@ -130,6 +137,7 @@ export class Child {
 			this.proc.once("exit", (code, signal) => {
 				this.exitInfo = { code, signal };
 				liveChildren.delete(this);
+				logOpen = false;
 				try {
 					fs.writeSync(log, `\n===== exit code=${code} signal=${signal}\n`);
 					fs.closeSync(log);
