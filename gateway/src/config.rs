@@ -132,6 +132,10 @@ pub struct GatewayConfig {
     /// with 1008 `guard.client_not_reading`; nothing else waits on a client that stopped
     /// reading.
     pub client_write_timeout_ms: u64,
+    /// How long a client WebSocket may see no traffic before it puts its codec and buffers
+    /// down ("parks"), to be picked up again by the next message either way; an idle socket
+    /// then costs the gateway a few hundred bytes.
+    pub client_park_after_ms: u64,
     /// Client WebSockets this node holds at once (awake actors' and hibernating alike); past
     /// it an upgrade is refused with 503 `guard.too_many_sockets` and `retry-after`, so a
     /// surge cannot take the node's memory.
@@ -167,6 +171,7 @@ impl Default for GatewayConfig {
             request_head_timeout_ms: 30_000,
             max_pending_ws_messages: 65_535,
             client_write_timeout_ms: 30_000,
+            client_park_after_ms: 5_000,
             max_client_sockets: 200_000,
             actor_unload_after_ms: 10_000,
             alarm_scan_interval_ms: 16_000,

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub request_seconds: prometheus::CounterVec,
     /// Client sockets held while their actor has no instance (asleep, moving or lost).
     pub hibernating_sockets: IntGauge,
+    /// Client sockets idle with their codec and buffers put down.
+    pub parked_sockets: IntGauge,
     /// `rivulet_replay_buffered_bytes`: client messages kept until their actor acknowledges
     /// them, to be resent after a sleep or a move.
     pub replay_bytes: IntGauge,
@@ -118,6 +120,11 @@ impl Metrics {
             hibernating_sockets: IntGauge::new(
                 "rivulet_client_sockets_hibernating",
                 "Client WebSockets held while their actor has no instance.",
+            )
+            .expect("valid family"),
+            parked_sockets: IntGauge::new(
+                "rivulet_client_sockets_parked",
+                "Client WebSockets idle with their codec and buffers put down.",
             )
             .expect("valid family"),
             replay_bytes: IntGauge::new(

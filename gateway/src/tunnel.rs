@@ -21,8 +21,9 @@ pub type RequestKey = [u8; 4];
 /// What a route receives.
 #[derive(Debug)]
 pub enum Inbound {
-    /// A tunnel message from the runner.
-    Message(MessageIndex, ToRivetTunnelMessageKind),
+    /// A tunnel message from the runner. Boxed: every route's queue allocates a block of
+    /// slots up front, and an idle client socket should not pay for 32 of the largest kind.
+    Message(MessageIndex, Box<ToRivetTunnelMessageKind>),
     /// The runner connection carrying this request is gone.
     RunnerLost,
 }
@@ -112,7 +113,7 @@ impl Routes {
             // misdeliver between requests.
             tracing::debug!(from = %envoy_key, bound = %route.envoy_key, "tunnel message from another runner");
         }
-        match route.tx.try_send(Inbound::Message(index, kind)) {
+        match route.tx.try_send(Inbound::Message(index, Box::new(kind))) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 // The request's reader (a client socket that stopped reading) is behind:

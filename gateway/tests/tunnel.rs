@@ -776,3 +776,135 @@ async fn client_sockets_past_the_node_cap_are_refused_named() {
         }
     }
 }
+
+// === parked client sockets ===
+
+/// A client frame written by hand (masked, as clients must), so a test can split it or
+/// fragment a message the way a slow client or a large message would.
+fn raw_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [7u8, 1, 9, 3];
+    let mut f = vec![
+        (if fin { 0x80 } else { 0 }) | opcode,
+        0x80 | payload.len() as u8,
+    ];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+async fn write_raw(client: &mut ClientWs, bytes: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    match client.get_mut() {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp.write_all(bytes).await.unwrap(),
+        _ => unreachable!("loopback sockets are plain"),
+    }
+}
+
+/// `rivulet_client_sockets{state="parked"}` from `/metrics`.
+async fn parked_sockets(gw: &TestGateway) -> u64 {
+    let text = reqwest::get(gw.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("rivulet_client_sockets{state=\"parked\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("the parked sockets gauge")
+}
+
+async fn wait_parked(gw: &TestGateway, want: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while parked_sockets(gw).await != want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "parked sockets never became {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An idle socket puts its codec down and picks it up again on either side's next message,
+/// losing nothing: not a message for the client, not a message from it, not a message the
+/// client fragmented or a frame it sent in pieces with pauses longer than the idle time (the
+/// socket does not park in the middle of either), and pings are still answered.
+#[tokio::test]
+async fn a_parked_socket_loses_nothing_either_way() {
+    let gw = TestGateway::builder()
+        .configure(|c| c.gateway.client_park_after_ms = 100)
+        .start()
+        .await;
+    let mut runner = gw.runner().connect().await;
+    let actor_id = gw.create_actor("counter", "parked").await;
+    let url = gw.ws_url(&format!("/gateway/{actor_id}/connect"));
+    let (mut client, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .unwrap()
+        .unwrap();
+    runner.accept_start().await;
+    let open = runner.expect_tunnel().await;
+    let socket = (open.message_id.gateway_id, open.message_id.request_id);
+    let (gid, rid) = socket;
+    runner.tunnel(gid, rid, hibernatable_open());
+
+    // Idle: parked. A message for the client picks it up.
+    wait_parked(&gw, 1).await;
+    runner.tunnel(gid, rid, ws_text("to the client"));
+    assert_eq!(client_text(&mut client).await, "to the client");
+
+    // Parked again; the client's message picks it up.
+    wait_parked(&gw, 1).await;
+    client.send(Message::Text("m1".into())).await.unwrap();
+    assert_eq!(actor_receives(&mut runner, socket).await, (1, "m1".into()));
+
+    // A message in two fragments with a pause longer than the idle time between them.
+    wait_parked(&gw, 1).await;
+    write_raw(&mut client, &raw_frame(false, 1, b"frag-")).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        parked_sockets(&gw).await,
+        0,
+        "a half message keeps the codec"
+    );
+    write_raw(&mut client, &raw_frame(true, 0, b"ment")).await;
+    assert_eq!(
+        actor_receives(&mut runner, socket).await,
+        (2, "frag-ment".into())
+    );
+
+    // One frame sent in two pieces with the same pause, split inside its header.
+    wait_parked(&gw, 1).await;
+    let frame = raw_frame(true, 1, b"split");
+    write_raw(&mut client, &frame[..3]).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    write_raw(&mut client, &frame[3..]).await;
+    assert_eq!(
+        actor_receives(&mut runner, socket).await,
+        (3, "split".into())
+    );
+
+    // A ping to a parked socket is answered.
+    wait_parked(&gw, 1).await;
+    client
+        .send(Message::Ping(b"still there?".to_vec().into()))
+        .await
+        .unwrap();
+    match tokio::time::timeout(WAIT, client.next()).await {
+        Ok(Some(Ok(Message::Pong(data)))) => assert_eq!(&data[..], b"still there?"),
+        other => panic!("expected the pong, got {other:?}"),
+    }
+
+    // The client leaves while parked: the actor hears it.
+    wait_parked(&gw, 1).await;
+    drop(client);
+    let close = runner.expect_tunnel().await;
+    assert!(
+        matches!(
+            close.message_kind,
+            ToEnvoyTunnelMessageKind::ToEnvoyWebSocketClose(_)
+        ),
+        "{close:?}"
+    );
+    wait_parked(&gw, 0).await;
+}

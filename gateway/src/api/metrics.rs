@@ -25,7 +25,7 @@ fn render(gw: &Gateway) -> String {
     let open = max.saturating_sub(gw.client_sockets.available_permits());
     let _ = writeln!(
         out,
-        "# HELP rivulet_client_sockets Client WebSockets on this node: open (all), and hibernating (held while their actor has no instance)."
+        "# HELP rivulet_client_sockets Client WebSockets on this node: open (all), hibernating (held while their actor has no instance), and parked (idle, codec and buffers put down)."
     );
     let _ = writeln!(out, "# TYPE rivulet_client_sockets gauge");
     let _ = writeln!(out, "rivulet_client_sockets{{state=\"open\"}} {open}");
@@ -33,6 +33,11 @@ fn render(gw: &Gateway) -> String {
         out,
         "rivulet_client_sockets{{state=\"hibernating\"}} {}",
         gw.metrics.hibernating_sockets.get()
+    );
+    let _ = writeln!(
+        out,
+        "rivulet_client_sockets{{state=\"parked\"}} {}",
+        gw.metrics.parked_sockets.get()
     );
     let _ = writeln!(
         out,

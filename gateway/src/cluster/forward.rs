@@ -5,7 +5,6 @@
 //! then nothing reached the owner and the caller may wait for its lease and try again.
 
 use axum::body::Body;
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::response::Response;
 use bytes::Bytes;
@@ -153,74 +152,58 @@ pub async fn connect_ws(
 
 /// Copies frames between the client and the owner until one side closes or the gateway
 /// stops; the other side then gets the same close.
-pub async fn pipe_ws(
-    gw: &Gateway,
-    client_sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    client_stream: &mut futures_util::stream::SplitStream<WebSocket>,
-    upstream: Upstream,
-) {
+pub async fn pipe_ws<C>(gw: &Gateway, client: &mut C, upstream: Upstream)
+where
+    C: futures_util::Stream<Item = Result<UpMessage, tokio_tungstenite::tungstenite::Error>>
+        + futures_util::Sink<UpMessage, Error = tokio_tungstenite::tungstenite::Error>
+        + Unpin,
+{
     let (mut up_sink, mut up_stream) = upstream.split();
     loop {
         tokio::select! {
             _ = gw.shutdown.cancelled() => {
                 let _ = up_sink.send(UpMessage::Close(None)).await;
-                let _ = client_sink
-                    .send(Message::Close(Some(CloseFrame { code: 1001, reason: "gateway shutting down".into() })))
+                let _ = client
+                    .send(UpMessage::Close(Some(UpCloseFrame {
+                        code: CloseCode::Away,
+                        reason: "gateway shutting down".into(),
+                    })))
                     .await;
                 return;
             }
-            msg = client_stream.next() => {
+            msg = client.next() => {
                 let Some(Ok(msg)) = msg else {
                     let _ = up_sink.send(UpMessage::Close(None)).await;
                     return;
                 };
-                let closing = matches!(msg, Message::Close(_));
-                if up_sink.send(to_upstream(msg)).await.is_err() || closing {
-                    let _ = client_sink.close().await;
+                if matches!(msg, UpMessage::Frame(_)) {
+                    continue;
+                }
+                let closing = matches!(msg, UpMessage::Close(_));
+                if up_sink.send(msg).await.is_err() || closing {
+                    let _ = client.close().await;
                     return;
                 }
             }
             msg = up_stream.next() => {
                 let Some(Ok(msg)) = msg else {
-                    let _ = client_sink
-                        .send(Message::Close(Some(CloseFrame { code: 1012, reason: "gateway node went away".into() })))
+                    let _ = client
+                        .send(UpMessage::Close(Some(UpCloseFrame {
+                            code: CloseCode::Restart,
+                            reason: "gateway node went away".into(),
+                        })))
                         .await;
                     return;
                 };
+                if matches!(msg, UpMessage::Frame(_)) {
+                    continue;
+                }
                 let closing = matches!(msg, UpMessage::Close(_));
-                let Some(msg) = to_client(msg) else { continue };
-                if client_sink.send(msg).await.is_err() || closing {
+                if client.send(msg).await.is_err() || closing {
                     let _ = up_sink.close().await;
                     return;
                 }
             }
         }
     }
-}
-
-fn to_upstream(msg: Message) -> UpMessage {
-    match msg {
-        Message::Text(t) => UpMessage::text(t.as_str()),
-        Message::Binary(b) => UpMessage::Binary(b),
-        Message::Ping(b) => UpMessage::Ping(b),
-        Message::Pong(b) => UpMessage::Pong(b),
-        Message::Close(frame) => UpMessage::Close(frame.map(|f| UpCloseFrame {
-            code: CloseCode::from(f.code),
-            reason: f.reason.as_str().into(),
-        })),
-    }
-}
-
-fn to_client(msg: UpMessage) -> Option<Message> {
-    Some(match msg {
-        UpMessage::Text(t) => Message::text(t.as_str()),
-        UpMessage::Binary(b) => Message::Binary(b),
-        UpMessage::Ping(b) => Message::Ping(b),
-        UpMessage::Pong(b) => Message::Pong(b),
-        UpMessage::Close(frame) => Message::Close(frame.map(|f| CloseFrame {
-            code: u16::from(f.code),
-            reason: f.reason.as_str().into(),
-        })),
-        UpMessage::Frame(_) => return None,
-    })
 }

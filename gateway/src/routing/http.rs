@@ -180,7 +180,7 @@ pub(super) async fn serve(
             })?;
             match next {
                 None | Some(Inbound::RunnerLost) => return Err(ApiError::runner_lost()),
-                Some(Inbound::Message(_, kind)) => match kind {
+                Some(Inbound::Message(_, kind)) => match *kind {
                     ToRivetTunnelMessageKind::ToRivetResponseStart(start) => {
                         // The instance had already let the actor go (it moved or slept between
                         // the gate and the runner): the request never reached the actor, so it
@@ -313,44 +313,40 @@ impl StreamPump {
                         .await;
                     return;
                 }
-                Some(Inbound::Message(
-                    _,
-                    ToRivetTunnelMessageKind::ToRivetResponseChunk(chunk),
-                )) => {
-                    let len = chunk.body.len() as u64;
-                    if !chunk.body.is_empty() && self.tx.send(Ok(chunk.body)).await.is_err() {
+                Some(Inbound::Message(_, kind)) => match *kind {
+                    ToRivetTunnelMessageKind::ToRivetResponseChunk(chunk) => {
+                        let len = chunk.body.len() as u64;
+                        if !chunk.body.is_empty() && self.tx.send(Ok(chunk.body)).await.is_err() {
+                            return;
+                        }
+                        // The chunk is in the client's buffer: give the runner its credit back.
+                        consumed += len;
+                        let update = ToEnvoyTunnelMessageKind::ToEnvoyResponseBodyWindowUpdate(
+                            ToEnvoyResponseBodyWindowUpdate {
+                                consumed_bytes: consumed,
+                            },
+                        );
+                        self.envoy
+                            .send_tunnel(tunnel_msg(&self.gw, self.request_id, next_index, update))
+                            .await;
+                        next_index = next_index.wrapping_add(1);
+                        if chunk.finish {
+                            return;
+                        }
+                    }
+                    ToRivetTunnelMessageKind::ToRivetResponseAbort(abort) => {
+                        let detail = abort.reason.detail.map(|d| d.to_string());
+                        let _ = self
+                            .tx
+                            .send(Err(std::io::Error::other(format!(
+                                "the actor aborted the response: {}",
+                                detail.as_deref().unwrap_or("no detail")
+                            ))))
+                            .await;
                         return;
                     }
-                    // The chunk is in the client's buffer: give the runner its credit back.
-                    consumed += len;
-                    let update = ToEnvoyTunnelMessageKind::ToEnvoyResponseBodyWindowUpdate(
-                        ToEnvoyResponseBodyWindowUpdate {
-                            consumed_bytes: consumed,
-                        },
-                    );
-                    self.envoy
-                        .send_tunnel(tunnel_msg(&self.gw, self.request_id, next_index, update))
-                        .await;
-                    next_index = next_index.wrapping_add(1);
-                    if chunk.finish {
-                        return;
-                    }
-                }
-                Some(Inbound::Message(
-                    _,
-                    ToRivetTunnelMessageKind::ToRivetResponseAbort(abort),
-                )) => {
-                    let detail = abort.reason.detail.map(|d| d.to_string());
-                    let _ = self
-                        .tx
-                        .send(Err(std::io::Error::other(format!(
-                            "the actor aborted the response: {}",
-                            detail.as_deref().unwrap_or("no detail")
-                        ))))
-                        .await;
-                    return;
-                }
-                Some(Inbound::Message(_, _)) => {}
+                    _ => {}
+                },
             }
         }
     }

@@ -8,12 +8,15 @@
 //! - `http`: one HTTP request through the tunnel.
 //! - `ws`: one client WebSocket through the tunnel, hibernating while its actor sleeps.
 
+mod client_ws;
 mod http;
 pub mod target;
+mod upgrade;
 mod ws;
+mod ws_io;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::State;
 use axum::http::Request;
 use axum::response::{IntoResponse, Response};
 
@@ -44,13 +47,8 @@ pub async fn handle(State(gw): State<Gateway>, req: Request<Body>) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if is_upgrade {
-        let (mut parts, _body) = req.into_parts();
-        let upgrade =
-            match axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &gw).await {
-                Ok(u) => u,
-                Err(rejection) => return rejection.into_response(),
-            };
-        ws::serve(gw, target, parts, upgrade)
+        let (parts, _body) = req.into_parts();
+        ws::serve(gw, target, parts)
     } else {
         match http::serve(gw, target, req).await {
             Ok(resp) => resp,

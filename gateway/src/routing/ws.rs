@@ -6,20 +6,26 @@
 //! open here. The next client message is kept too and wakes the actor, whose runner restores
 //! the socket and sends a new open; everything unacknowledged is then resent in order with
 //! its original index, so nothing is lost and nothing is delivered twice.
+//!
+//! A socket that has been idle for `gateway.client_park_after_ms` puts its codec down
+//! (`client_ws`): an idle socket then costs its task's small parked state, its connection and
+//! its route, and no buffers.
 
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use rivulet_wire::envoy::{
     MessageId, ToEnvoy, ToEnvoyTunnelMessage, ToEnvoyTunnelMessageKind, ToEnvoyWebSocketClose,
     ToEnvoyWebSocketMessage, ToEnvoyWebSocketOpen, ToRivetTunnelMessageKind,
 };
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
 
+use super::client_ws::{Client, Woken};
 use super::http::{forward_headers, RouteGuard};
 use super::target::Target;
 use crate::actor::{ActorHandle, Msg, Ready, Status};
@@ -30,14 +36,7 @@ use crate::socket_buffer::{self, SocketBuffer};
 use crate::state::Gateway;
 use crate::tunnel::Inbound;
 
-type ClientSink = futures_util::stream::SplitSink<WebSocket, Message>;
-
-pub(super) fn serve(
-    gw: Gateway,
-    target: Target,
-    parts: Parts,
-    upgrade: WebSocketUpgrade,
-) -> Response {
+pub(super) fn serve(gw: Gateway, target: Target, mut parts: Parts) -> Response {
     // One permit per open socket, held by the socket's task until it ends.
     let permit = match gw.client_sockets.clone().try_acquire_owned() {
         Ok(permit) => permit,
@@ -52,30 +51,47 @@ pub(super) fn serve(
             return resp;
         }
     };
+    let handshake = match super::upgrade::accept(&mut parts, &["rivet"]) {
+        Ok(h) => h,
+        Err(err) => return err.into_response(),
+    };
+    let response = handshake.response();
     let hard = read_bound(gw.config.gateway.max_ws_message_bytes);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(hard))
+        .max_frame_size(Some(hard))
+        // A client socket mostly sits idle: tungstenite's default 128 KiB read buffer is
+        // allocated and zeroed per socket up front (it was 128 of the 163 KiB each idle
+        // socket cost). A larger message still grows it to the message's size while read.
+        .read_buffer_size(CLIENT_READ_BUFFER);
     // Owned copies: hyper's header values and URI are slices of the connection's read
     // buffer (16 KiB), which they would keep alive for as long as the socket is open.
     let headers = owned_headers(&parts.headers);
     let uri = owned_uri(&parts.uri);
     drop(parts);
-    upgrade
-        .protocols(["rivet"])
-        .max_message_size(hard)
-        .max_frame_size(hard)
-        // A client socket mostly sits idle: tungstenite's default 128 KiB read buffer is
-        // allocated and zeroed per socket up front (it was 128 of the 163 KiB each idle
-        // socket cost). A larger message still grows it to the message's size while read.
-        .read_buffer_size(CLIENT_READ_BUFFER)
-        .on_upgrade(move |socket| async move {
-            let _permit = permit;
-            let (mut sink, stream) = socket.split();
-            if let Err(err) = run(&gw, &target, &uri, &headers, &mut sink, stream).await {
-                tracing::debug!(reason = %err.reason(), "closing client websocket");
-                gw.metrics.error(err.group, err.code);
-                let (code, reason) = err.to_close();
-                close(&mut sink, code, reason).await;
+    let on_upgrade = handshake.on_upgrade;
+    let fut = async move {
+        let _permit = permit;
+        let io = match on_upgrade.await {
+            Ok(io) => io,
+            Err(err) => {
+                tracing::debug!(error = %err, "client websocket upgrade failed");
+                return;
             }
-        })
+        };
+        // The task's future is as large as its largest state for as long as the socket
+        // lives: every phase but the pump is boxed, so an idle socket carries only the
+        // pump's parked state.
+        let mut client = Box::pin(Client::new(io, config, gw.metrics.parked_sockets.clone())).await;
+        if let Err(err) = run(&gw, &target, uri, headers, &mut client).await {
+            tracing::debug!(reason = %err.reason(), "closing client websocket");
+            gw.metrics.error(err.group, err.code);
+            let (code, reason) = err.to_close();
+            Box::pin(close(&mut client, code, reason)).await;
+        }
+    };
+    tokio::spawn(fut);
+    response
 }
 
 /// The headers with every value copied out of the request's buffer.
@@ -109,17 +125,10 @@ fn read_bound(limit: usize) -> usize {
 
 /// Sends the close frame and closes, within a bound: a client that stopped reading must not
 /// keep the socket's task alive by not taking its close either.
-async fn close(sink: &mut ClientSink, code: u16, reason: String) {
-    let _ = tokio::time::timeout(CLOSE_WITHIN, async {
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: truncate_reason(reason).into(),
-            })))
-            .await;
-        let _ = sink.close().await;
-    })
-    .await;
+async fn close(client: &mut Client, code: u16, reason: String) {
+    client
+        .close(code, truncate_reason(reason), CLOSE_WITHIN)
+        .await;
 }
 
 /// How long a close may wait for the client.
@@ -325,17 +334,16 @@ impl Tunnel<'_> {
 async fn run(
     gw: &Gateway,
     target: &Target,
-    uri: &Uri,
-    headers: &HeaderMap,
-    sink: &mut ClientSink,
-    mut stream: futures_util::stream::SplitStream<WebSocket>,
+    uri: Uri,
+    headers: HeaderMap,
+    client: &mut Client,
 ) -> Result<(), ApiError> {
     // The phases before the socket settles are boxed: a future is as large as its largest
     // state, and an idle socket should carry only the pump's.
     let actor = Box::pin(super::resolve(gw, target)).await?;
     let timeout = Duration::from_millis(gw.config.gateway.actor_ready_timeout_ms);
     let deadline = tokio::time::Instant::now() + timeout;
-    let hops = cluster::hops(headers);
+    let hops = cluster::hops(&headers);
     let (envoy, generation) = loop {
         let lease = match Box::pin(super::place(gw, &actor, deadline)).await? {
             Ready::Local { envoy, generation } => break (envoy, generation),
@@ -345,19 +353,17 @@ async fn run(
             return Err(cluster::too_many_hops());
         }
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        match Box::pin(cluster::forward::connect_ws(
+        match Box::pin(forward(
             gw,
             &lease.node_url,
             path,
-            headers,
+            &headers,
             hops + 1,
+            client,
         ))
         .await
         {
-            Ok(upstream) => {
-                Box::pin(cluster::forward::pipe_ws(gw, sink, &mut stream, upstream)).await;
-                return Ok(());
-            }
+            Ok(()) => return Ok(()),
             Err(ForwardError::Unreachable(err)) => {
                 tracing::warn!(owner = %lease.node_id, error = %err, "owner node unreachable");
                 Box::pin(cluster::await_expiry(&lease, deadline)).await?;
@@ -384,12 +390,14 @@ async fn run(
         actor_id: actor.actor_id.clone().into(),
         actor_generation: Some(generation),
         path: target.actor_path.clone().into(),
-        headers: forward_headers(headers),
+        headers: forward_headers(&headers),
     });
-    if !t.send(open, 0).await {
+    // Only the open needed them; the socket lives on without.
+    drop((headers, uri));
+    if !Box::pin(t.send(open, 0)).await {
         return Err(ApiError::runner_lost());
     }
-    Box::pin(wait_open(gw, &mut t, &mut rx, sink)).await?;
+    Box::pin(wait_open(gw, &mut t, &mut rx, client)).await?;
     // A socket the actor can hibernate belongs in every later start of the actor, not only
     // once it has hibernated: when the actor moves (a serverless request's lifespan, a
     // runner going away) its runner may let go of the socket without a hibernating close,
@@ -398,7 +406,7 @@ async fn run(
         let _ = actor.send(Msg::Hibernating(gw.gateway_id, request_id));
     }
 
-    let result = pump(&mut t, &mut rx, sink, &mut stream).await;
+    let result = pump(&mut t, &mut rx, client).await;
     // A supervisor holding this socket cannot unload, so one that is not loaded (or is
     // unloading) never had it: nothing to tell.
     if let Some(actor) = gw.actors.get(&t.actor.actor_id) {
@@ -407,11 +415,28 @@ async fn run(
     result
 }
 
+/// Passes the socket to the node that serves its actor, until either side closes. Its own
+/// function so the upstream connection (a TLS stream is large) is no part of the socket
+/// task's state once the socket settles here.
+async fn forward(
+    gw: &Gateway,
+    node_url: &str,
+    path: &str,
+    headers: &HeaderMap,
+    hops: u32,
+    client: &mut Client,
+) -> Result<(), ForwardError> {
+    let upstream = cluster::forward::connect_ws(gw, node_url, path, headers, hops).await?;
+    let ws = client.ws().await;
+    cluster::forward::pipe_ws(gw, ws, upstream).await;
+    Ok(())
+}
+
 async fn wait_open(
     gw: &Gateway,
     t: &mut Tunnel<'_>,
     rx: &mut mpsc::Receiver<Inbound>,
-    sink: &mut ClientSink,
+    client: &mut Client,
 ) -> Result<(), ApiError> {
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(gw.config.gateway.websocket_open_timeout_ms);
@@ -427,147 +452,245 @@ async fn wait_open(
             })?;
         match next {
             None | Some(Inbound::RunnerLost) => return Err(ApiError::runner_lost()),
-            Some(Inbound::Message(_, ToRivetTunnelMessageKind::ToRivetWebSocketOpen(open))) => {
-                t.buffer.set_hibernatable(open.can_hibernate);
-                return Ok(());
-            }
-            Some(Inbound::Message(_, ToRivetTunnelMessageKind::ToRivetWebSocketClose(c))) => {
-                close(
-                    sink,
-                    c.code.unwrap_or(1000),
-                    c.reason.map(|r| r.to_string()).unwrap_or_default(),
-                )
-                .await;
-                return Ok(());
-            }
-            Some(Inbound::Message(..)) => {}
+            Some(Inbound::Message(_, kind)) => match *kind {
+                ToRivetTunnelMessageKind::ToRivetWebSocketOpen(open) => {
+                    t.buffer.set_hibernatable(open.can_hibernate);
+                    return Ok(());
+                }
+                ToRivetTunnelMessageKind::ToRivetWebSocketClose(c) => {
+                    close(
+                        client,
+                        c.code.unwrap_or(1000),
+                        c.reason.map(|r| r.to_string()).unwrap_or_default(),
+                    )
+                    .await;
+                    return Ok(());
+                }
+                _ => {}
+            },
         }
     }
 }
 
 /// Whether a read failed because the client's message or frame exceeded the limit.
-fn is_too_long(err: &axum::Error) -> bool {
+fn is_too_long(err: &tokio_tungstenite::tungstenite::Error) -> bool {
     use tokio_tungstenite::tungstenite::{error::CapacityError, Error};
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = source {
-        if let Some(Error::Capacity(CapacityError::MessageTooLong { .. })) =
-            e.downcast_ref::<Error>()
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    matches!(err, Error::Capacity(CapacityError::MessageTooLong { .. }))
 }
 
+/// What the active side of the pump ended with.
+enum Step {
+    /// The socket was idle for `gateway.client_park_after_ms`: park it.
+    Park,
+    /// The socket ended (`Ok`) or must be closed with the error.
+    Done(Result<(), ApiError>),
+}
+
+/// Runs the socket until it ends, parking it whenever it idles.
 async fn pump(
     t: &mut Tunnel<'_>,
     rx: &mut mpsc::Receiver<Inbound>,
-    sink: &mut ClientSink,
-    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+    client: &mut Client,
 ) -> Result<(), ApiError> {
     let shutdown = t.gw.shutdown.clone();
     loop {
+        if !client.is_parked() {
+            // The active loop's state (codec futures, timers) is boxed: it exists only while
+            // the socket is active.
+            match Box::pin(active(t, rx, client)).await {
+                Step::Park => {
+                    if !Box::pin(client.park()).await {
+                        continue;
+                    }
+                }
+                Step::Done(result) => return result,
+            }
+        }
+        // Parked: no timer, no buffer; the client's bytes, a message for it or the shutdown
+        // picks the socket up.
         tokio::select! {
             _ = shutdown.cancelled() => {
-                close(sink, 1001, "ws.going_away#gateway shutting down".into()).await;
+                Box::pin(close(client, 1001, "ws.going_away#gateway shutting down".into())).await;
                 return Ok(());
             }
-            frame = stream.next() => {
-                let (data, binary) = match frame {
-                    Some(Ok(Message::Binary(b))) => (b, true),
-                    Some(Ok(Message::Text(s))) => (bytes::Bytes::copy_from_slice(s.as_str().as_bytes()), false),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Close(frame))) => {
-                        if t.attached {
-                            let index = t.buffer.next_index();
-                            let close = ToEnvoyTunnelMessageKind::ToEnvoyWebSocketClose(ToEnvoyWebSocketClose {
-                                code: frame.as_ref().map(|f| f.code),
-                                reason: frame.map(|f| f.reason.to_string().into()),
-                            });
-                            t.send(close, index).await;
-                        }
-                        return Ok(());
-                    }
-                    Some(Err(_)) | None => {
-                        let too_long = matches!(&frame, Some(Err(err)) if is_too_long(err));
-                        t.tell_closed(if too_long { 1009 } else { 1006 }).await;
-                        if too_long {
-                            // Only this socket ends, with the code that names why.
-                            return Err(ApiError::ws_message_too_large(t.gw.config.gateway.max_ws_message_bytes));
-                        }
-                        return Ok(());
-                    }
-                };
-                let limit = t.gw.config.gateway.max_ws_message_bytes;
-                if data.len() > limit {
-                    t.tell_closed(1009).await;
-                    return Err(ApiError::ws_message_too_large(limit));
+            woken = client.wait_client() => match woken {
+                Woken::ClientGone => {
+                    Box::pin(t.tell_closed(1006)).await;
+                    return Ok(());
                 }
-                t.forward(data, binary).await?;
-                if !t.attached {
-                    Box::pin(t.wake()).await?;
+                // Picks the socket up with what the client sent.
+                Woken::Client => {
+                    Box::pin(client.ws()).await;
+                }
+            },
+            inbound = rx.recv() => {
+                if let Some(result) = Box::pin(on_inbound(t, client, inbound)).await {
+                    return result;
                 }
             }
-            inbound = rx.recv() => match inbound {
-                None if t.gw.routes.overflowed(&t.request_id) => {
-                    t.tell_closed(1008).await;
-                    return Err(ApiError::client_not_reading());
-                }
-                None => return Err(ApiError::runner_lost()),
-                Some(Inbound::RunnerLost) if t.buffer.is_hibernatable() => Box::pin(t.detach()).await?,
-                Some(Inbound::RunnerLost) => return Err(ApiError::runner_lost()),
-                Some(Inbound::Message(_, kind)) => match kind {
-                    ToRivetTunnelMessageKind::ToRivetWebSocketMessage(m) => {
-                        let msg = if m.binary {
-                            Message::Binary(m.data)
-                        } else {
-                            match String::from_utf8(m.data.to_vec()) {
-                                Ok(text) => Message::Text(text.into()),
-                                Err(_) => Message::Binary(m.data),
-                            }
-                        };
-                        let write_timeout = Duration::from_millis(t.gw.config.gateway.client_write_timeout_ms);
-                        match tokio::time::timeout(write_timeout, sink.send(msg)).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => return Ok(()),
-                            Err(_) => {
-                                // The actor learns its client is gone, as for any close.
-                                t.tell_closed(1008).await;
-                                return Err(ApiError::client_not_reading());
-                            }
-                        }
-                    }
-                    ToRivetTunnelMessageKind::ToRivetWebSocketMessageAck(ack) => {
-                        t.buffer.ack(ack.index);
-                        t.count_bytes();
-                    }
-                    ToRivetTunnelMessageKind::ToRivetWebSocketClose(c) => {
-                        if c.hibernate && t.buffer.is_hibernatable() {
-                            tracing::debug!("client websocket hibernating");
-                            Box::pin(t.detach()).await?;
-                            // Messages the actor never acknowledged must still reach it: wake it
-                            // now rather than at the client's next message.
-                            if t.buffer.has_pending() {
-                                Box::pin(t.wake()).await?;
-                            }
-                        } else {
-                            close(sink, c.code.unwrap_or(1000), c.reason.map(|r| r.to_string()).unwrap_or_default()).await;
-                            return Ok(());
-                        }
-                    }
-                    ToRivetTunnelMessageKind::ToRivetWebSocketOpen(open) => {
-                        // The actor restored this socket after a restart.
-                        t.buffer.set_hibernatable(open.can_hibernate);
-                        Box::pin(t.reattach()).await;
-                    }
-                    ToRivetTunnelMessageKind::ToRivetResponseStart(_)
-                    | ToRivetTunnelMessageKind::ToRivetResponseChunk(_)
-                    | ToRivetTunnelMessageKind::ToRivetResponseAbort(_)
-                    | ToRivetTunnelMessageKind::ToRivetRequestBodyWindowUpdate(_)
-                    | ToRivetTunnelMessageKind::ToRivetRequestBodyCancel => {}
-                },
-            },
         }
+    }
+}
+
+/// The socket while messages flow, until it ends or has idled for
+/// `gateway.client_park_after_ms` (long enough that a chatting client keeps its codec
+/// between messages).
+async fn active(t: &mut Tunnel<'_>, rx: &mut mpsc::Receiver<Inbound>, client: &mut Client) -> Step {
+    let shutdown = t.gw.shutdown.clone();
+    let park_after = Duration::from_millis(t.gw.config.gateway.client_park_after_ms);
+    let idle = tokio::time::sleep(park_after);
+    tokio::pin!(idle);
+    loop {
+        let ws = client.ws().await;
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                close(client, 1001, "ws.going_away#gateway shutting down".into()).await;
+                return Step::Done(Ok(()));
+            }
+            () = &mut idle => return Step::Park,
+            frame = ws.next() => {
+                idle.as_mut().reset(tokio::time::Instant::now() + park_after);
+                if let Some(result) = on_client_frame(t, frame).await {
+                    return Step::Done(result);
+                }
+            }
+            inbound = rx.recv() => {
+                idle.as_mut().reset(tokio::time::Instant::now() + park_after);
+                if let Some(result) = on_inbound(t, client, inbound).await {
+                    return Step::Done(result);
+                }
+            }
+        }
+    }
+}
+
+/// One frame (or the end) from the client. `Some` ends the socket.
+async fn on_client_frame(
+    t: &mut Tunnel<'_>,
+    frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+) -> Option<Result<(), ApiError>> {
+    let (data, binary) = match frame {
+        Some(Ok(Message::Binary(b))) => (b, true),
+        Some(Ok(Message::Text(s))) => (bytes::Bytes::from(s), false),
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return None,
+        Some(Ok(Message::Close(frame))) => {
+            if t.attached {
+                let index = t.buffer.next_index();
+                let close =
+                    ToEnvoyTunnelMessageKind::ToEnvoyWebSocketClose(ToEnvoyWebSocketClose {
+                        code: frame.as_ref().map(|f| u16::from(f.code)),
+                        reason: frame.map(|f| f.reason.to_string().into()),
+                    });
+                t.send(close, index).await;
+            }
+            return Some(Ok(()));
+        }
+        Some(Err(err)) if is_too_long(&err) => {
+            // Only this socket ends, with the code that names why.
+            t.tell_closed(1009).await;
+            return Some(Err(ApiError::ws_message_too_large(
+                t.gw.config.gateway.max_ws_message_bytes,
+            )));
+        }
+        Some(Err(_)) | None => {
+            t.tell_closed(1006).await;
+            return Some(Ok(()));
+        }
+    };
+    let limit = t.gw.config.gateway.max_ws_message_bytes;
+    if data.len() > limit {
+        t.tell_closed(1009).await;
+        return Some(Err(ApiError::ws_message_too_large(limit)));
+    }
+    if let Err(err) = t.forward(data, binary).await {
+        return Some(Err(err));
+    }
+    if !t.attached {
+        if let Err(err) = Box::pin(t.wake()).await {
+            return Some(Err(err));
+        }
+    }
+    None
+}
+
+/// One message from the runner for this socket (or its end). `Some` ends the socket.
+async fn on_inbound(
+    t: &mut Tunnel<'_>,
+    client: &mut Client,
+    inbound: Option<Inbound>,
+) -> Option<Result<(), ApiError>> {
+    match inbound {
+        None if t.gw.routes.overflowed(&t.request_id) => {
+            t.tell_closed(1008).await;
+            Some(Err(ApiError::client_not_reading()))
+        }
+        None => Some(Err(ApiError::runner_lost())),
+        Some(Inbound::RunnerLost) if t.buffer.is_hibernatable() => {
+            Box::pin(t.detach()).await.err().map(Err)
+        }
+        Some(Inbound::RunnerLost) => Some(Err(ApiError::runner_lost())),
+        Some(Inbound::Message(_, kind)) => match *kind {
+            ToRivetTunnelMessageKind::ToRivetWebSocketMessage(m) => {
+                let msg = if m.binary {
+                    Message::Binary(m.data)
+                } else {
+                    match String::from_utf8(m.data.to_vec()) {
+                        Ok(text) => Message::Text(text.into()),
+                        Err(_) => Message::Binary(m.data),
+                    }
+                };
+                let write_timeout =
+                    Duration::from_millis(t.gw.config.gateway.client_write_timeout_ms);
+                match tokio::time::timeout(write_timeout, client.send(msg)).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(_)) => Some(Ok(())),
+                    Err(_) => {
+                        // The actor learns its client is gone, as for any close.
+                        t.tell_closed(1008).await;
+                        Some(Err(ApiError::client_not_reading()))
+                    }
+                }
+            }
+            ToRivetTunnelMessageKind::ToRivetWebSocketMessageAck(ack) => {
+                t.buffer.ack(ack.index);
+                t.count_bytes();
+                None
+            }
+            ToRivetTunnelMessageKind::ToRivetWebSocketClose(c) => {
+                if c.hibernate && t.buffer.is_hibernatable() {
+                    tracing::debug!("client websocket hibernating");
+                    if let Err(err) = Box::pin(t.detach()).await {
+                        return Some(Err(err));
+                    }
+                    // Messages the actor never acknowledged must still reach it: wake it
+                    // now rather than at the client's next message.
+                    if t.buffer.has_pending() {
+                        if let Err(err) = Box::pin(t.wake()).await {
+                            return Some(Err(err));
+                        }
+                    }
+                    None
+                } else {
+                    close(
+                        client,
+                        c.code.unwrap_or(1000),
+                        c.reason.map(|r| r.to_string()).unwrap_or_default(),
+                    )
+                    .await;
+                    Some(Ok(()))
+                }
+            }
+            ToRivetTunnelMessageKind::ToRivetWebSocketOpen(open) => {
+                // The actor restored this socket after a restart.
+                t.buffer.set_hibernatable(open.can_hibernate);
+                Box::pin(t.reattach()).await;
+                None
+            }
+            ToRivetTunnelMessageKind::ToRivetResponseStart(_)
+            | ToRivetTunnelMessageKind::ToRivetResponseChunk(_)
+            | ToRivetTunnelMessageKind::ToRivetResponseAbort(_)
+            | ToRivetTunnelMessageKind::ToRivetRequestBodyWindowUpdate(_)
+            | ToRivetTunnelMessageKind::ToRivetRequestBodyCancel => None,
+        },
     }
 }
