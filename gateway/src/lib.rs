@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod names;
 pub mod pool;
 pub mod quickack;
+pub mod route_queue;
 pub mod routing;
 pub mod scheduler;
 pub mod server;

@@ -10,7 +10,8 @@ use std::collections::HashMap;
 
 use parking_lot::Mutex;
 use rivulet_wire::envoy::{MessageIndex, ToRivetTunnelMessageKind};
-use tokio::sync::mpsc;
+
+use crate::route_queue::{route_queue, RouteReceiver, RouteSender, TrySendError};
 
 /// Messages buffered per route before it counts as overloaded.
 pub const ROUTE_QUEUE: usize = 1024;
@@ -21,15 +22,15 @@ pub type RequestKey = [u8; 4];
 /// What a route receives.
 #[derive(Debug)]
 pub enum Inbound {
-    /// A tunnel message from the runner. Boxed: every route's queue allocates a block of
-    /// slots up front, and an idle client socket should not pay for 32 of the largest kind.
+    /// A tunnel message from the runner, boxed: queued messages are few, and a small
+    /// `Inbound` keeps every queue slot small.
     Message(MessageIndex, Box<ToRivetTunnelMessageKind>),
     /// The runner connection carrying this request is gone.
     RunnerLost,
 }
 
 struct Route {
-    tx: mpsc::Sender<Inbound>,
+    tx: RouteSender,
     /// Runner the request was sent to; messages from others are dropped. Keyed by envoy key,
     /// not connection, so a runner that reconnects keeps serving its in-flight requests.
     envoy_key: String,
@@ -48,7 +49,7 @@ impl Routes {
     /// Registers a new request served by runner `envoy_key` under a fresh random id. Ids are
     /// 4 random bytes, so two in flight can collide; a collision draws again instead of
     /// replacing the live route (which would hand one client's replies to another).
-    pub fn open(&self, envoy_key: &str) -> (RequestKey, mpsc::Receiver<Inbound>) {
+    pub fn open(&self, envoy_key: &str) -> (RequestKey, RouteReceiver) {
         loop {
             if let Some(opened) = self.try_open(rand::random(), envoy_key) {
                 return opened;
@@ -61,13 +62,13 @@ impl Routes {
         &self,
         request_id: RequestKey,
         envoy_key: &str,
-    ) -> Option<(RequestKey, mpsc::Receiver<Inbound>)> {
+    ) -> Option<(RequestKey, RouteReceiver)> {
         let mut inner = self.inner.lock();
         if inner.contains_key(&request_id) {
             tracing::debug!("tunnel request id collision; drawing another");
             return None;
         }
-        let (tx, rx) = mpsc::channel(ROUTE_QUEUE);
+        let (tx, rx) = route_queue(ROUTE_QUEUE);
         let route = Route {
             tx,
             envoy_key: envoy_key.to_string(),
@@ -115,7 +116,7 @@ impl Routes {
         }
         match route.tx.try_send(Inbound::Message(index, Box::new(kind))) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(TrySendError::Full) => {
                 // The request's reader (a client socket that stopped reading) is behind:
                 // drop the route so the runner is never held up, and say why.
                 tracing::warn!("tunnel route queue full, closing request");
@@ -123,7 +124,7 @@ impl Routes {
                 self.overflowed.lock().insert(request_id);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(TrySendError::Closed) => {
                 inner.remove(&request_id);
                 false
             }
@@ -164,7 +165,7 @@ mod tests {
         // The live route still gets its messages.
         let kind = ToRivetTunnelMessageKind::ToRivetRequestBodyCancel;
         assert!(routes.deliver("runner-a", id, 0, kind));
-        assert!(matches!(first.try_recv(), Ok(Inbound::Message(0, _))));
+        assert!(matches!(first.try_recv(), Some(Inbound::Message(0, _))));
         assert_eq!(routes.len(), 1);
     }
 

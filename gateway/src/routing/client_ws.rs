@@ -31,6 +31,20 @@ const FLUSH_WITHIN: Duration = Duration::from_millis(100);
 /// message needs no second read and nothing large is buffered here.
 const WAKE_READ: usize = 16;
 
+/// Bytes a client socket reads from the network at a time.
+const CLIENT_READ_BUFFER: usize = 4 * 1024;
+
+/// The codec's settings: messages and frames up to `max_message` bytes.
+fn config(max_message: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+        // A client socket mostly sits idle: tungstenite's default 128 KiB read buffer is
+        // allocated and zeroed per socket up front (it was 128 of the 163 KiB each idle
+        // socket cost). A larger message still grows it to the message's size while read.
+        .read_buffer_size(CLIENT_READ_BUFFER)
+}
+
 /// One client socket's connection, active or parked.
 pub struct Client {
     /// Boxed: the codec is large, and a parked socket should not carry room for it.
@@ -38,7 +52,8 @@ pub struct Client {
     parked: Option<ClientIo>,
     /// Bytes read while parked, for the next codec.
     part: Option<Vec<u8>>,
-    config: WebSocketConfig,
+    /// Largest message or frame the codec reads (see [`config`]).
+    max_message: usize,
     /// `rivulet_client_sockets{state="parked"}`.
     parked_gauge: prometheus::IntGauge,
 }
@@ -63,16 +78,17 @@ impl Client {
     /// A socket just upgraded.
     pub async fn new(
         io: hyper::upgrade::Upgraded,
-        config: WebSocketConfig,
+        max_message: usize,
         parked_gauge: prometheus::IntGauge,
     ) -> Self {
         let io = TrackedIo::new(TokioIo::new(io), FrameTracker::default());
-        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        let ws =
+            WebSocketStream::from_raw_socket(io, Role::Server, Some(config(max_message))).await;
         Self {
             ws: Some(Box::new(ws)),
             parked: None,
             part: None,
-            config,
+            max_message,
             parked_gauge,
         }
     }
@@ -86,7 +102,7 @@ impl Client {
     pub async fn ws(&mut self) -> &mut ClientWs {
         if let Some(io) = self.parked.take() {
             self.parked_gauge.dec();
-            let config = Some(self.config);
+            let config = Some(config(self.max_message));
             let ws = match self.part.take() {
                 Some(part) => {
                     WebSocketStream::from_partially_read(io, part, Role::Server, config).await

@@ -284,7 +284,7 @@ struct StreamPump {
     gw: Gateway,
     envoy: Arc<EnvoyHandle>,
     request_id: [u8; 4],
-    rx: mpsc::Receiver<Inbound>,
+    rx: crate::route_queue::RouteReceiver,
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
     _guard: RouteGuard,
 }

@@ -21,8 +21,6 @@ use rivulet_wire::envoy::{
     MessageId, ToEnvoy, ToEnvoyTunnelMessage, ToEnvoyTunnelMessageKind, ToEnvoyWebSocketClose,
     ToEnvoyWebSocketMessage, ToEnvoyWebSocketOpen, ToRivetTunnelMessageKind,
 };
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::client_ws::{Client, Woken};
@@ -56,42 +54,69 @@ pub(super) fn serve(gw: Gateway, target: Target, mut parts: Parts) -> Response {
         Err(err) => return err.into_response(),
     };
     let response = handshake.response();
-    let hard = read_bound(gw.config.gateway.max_ws_message_bytes);
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(hard))
-        .max_frame_size(Some(hard))
-        // A client socket mostly sits idle: tungstenite's default 128 KiB read buffer is
-        // allocated and zeroed per socket up front (it was 128 of the 163 KiB each idle
-        // socket cost). A larger message still grows it to the message's size while read.
-        .read_buffer_size(CLIENT_READ_BUFFER);
     // Owned copies: hyper's header values and URI are slices of the connection's read
     // buffer (16 KiB), which they would keep alive for as long as the socket is open.
-    let headers = owned_headers(&parts.headers);
-    let uri = owned_uri(&parts.uri);
+    // Boxed, as everything the socket needs only until it settles: the task's future is as
+    // large as its largest state for as long as the socket lives, so an idle socket carries
+    // only the pump's parked state and what the pump works on.
+    let setup = Box::new(Setup {
+        target,
+        headers: owned_headers(&parts.headers),
+        uri: owned_uri(&parts.uri),
+        on_upgrade: handshake.on_upgrade,
+    });
     drop(parts);
-    let on_upgrade = handshake.on_upgrade;
-    let fut = async move {
+    tokio::spawn(async move {
         let _permit = permit;
-        let io = match on_upgrade.await {
-            Ok(io) => io,
-            Err(err) => {
-                tracing::debug!(error = %err, "client websocket upgrade failed");
-                return;
-            }
+        let Some((mut client, target, headers, uri)) = Box::pin(connect(&gw, setup)).await else {
+            return;
         };
-        // The task's future is as large as its largest state for as long as the socket
-        // lives: every phase but the pump is boxed, so an idle socket carries only the
-        // pump's parked state.
-        let mut client = Box::pin(Client::new(io, config, gw.metrics.parked_sockets.clone())).await;
-        if let Err(err) = run(&gw, &target, uri, headers, &mut client).await {
+        let result = match Box::pin(settle(&gw, &target, uri, headers, &mut client)).await {
+            Ok(Some(mut s)) => {
+                drop(target);
+                let result = pump(&mut s.tunnel, &mut s.rx, &mut client).await;
+                s.release();
+                result
+            }
+            Ok(None) => Ok(()),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = result {
             tracing::debug!(reason = %err.reason(), "closing client websocket");
             gw.metrics.error(err.group, err.code);
             let (code, reason) = err.to_close();
             Box::pin(close(&mut client, code, reason)).await;
         }
-    };
-    tokio::spawn(fut);
+    });
     response
+}
+
+/// What a socket needs until it settles.
+struct Setup {
+    target: Target,
+    headers: HeaderMap,
+    uri: Uri,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+}
+
+/// Waits for the upgrade and starts the codec.
+async fn connect(gw: &Gateway, setup: Box<Setup>) -> Option<(Client, Box<Target>, HeaderMap, Uri)> {
+    let Setup {
+        target,
+        headers,
+        uri,
+        on_upgrade,
+    } = *setup;
+    let io = match on_upgrade.await {
+        Ok(io) => io,
+        Err(err) => {
+            tracing::debug!(error = %err, "client websocket upgrade failed");
+            return None;
+        }
+    };
+    let hard = read_bound(gw.config.gateway.max_ws_message_bytes);
+    let client = Client::new(io, hard, gw.metrics.parked_sockets.clone()).await;
+    Some((client, Box::new(target), headers, uri))
 }
 
 /// The headers with every value copied out of the request's buffer.
@@ -109,9 +134,6 @@ fn owned_headers(headers: &HeaderMap) -> HeaderMap {
 fn owned_uri(uri: &Uri) -> Uri {
     uri.to_string().parse().unwrap_or_else(|_| uri.clone())
 }
-
-/// Bytes a client socket reads from the network at a time.
-const CLIENT_READ_BUFFER: usize = 4 * 1024;
 
 /// What the socket reads at most. Messages between the configured limit and this bound are
 /// read whole and then refused with a clean 1009 close; refusing in the middle of a message
@@ -331,15 +353,37 @@ impl Tunnel<'_> {
     }
 }
 
-async fn run(
-    gw: &Gateway,
+/// A socket the actor accepted: what the pump works on.
+struct Settled<'a> {
+    tunnel: Tunnel<'a>,
+    rx: crate::route_queue::RouteReceiver,
+    _guard: RouteGuard,
+}
+
+impl Settled<'_> {
+    /// The socket ended: the actor's supervisor no longer restores it.
+    fn release(self) {
+        let gw = self.tunnel.gw;
+        // A supervisor holding this socket cannot unload, so one that is not loaded (or is
+        // unloading) never had it: nothing to tell.
+        if let Some(actor) = gw.actors.get(&self.tunnel.actor.actor_id) {
+            let _ = actor.send(Msg::HibernatingClosed(
+                gw.gateway_id,
+                self.tunnel.request_id,
+            ));
+        }
+    }
+}
+
+/// Places the actor and opens the socket to it (or forwards the socket to the node that
+/// serves it, returning `None` once that ends).
+async fn settle<'a>(
+    gw: &'a Gateway,
     target: &Target,
     uri: Uri,
     headers: HeaderMap,
     client: &mut Client,
-) -> Result<(), ApiError> {
-    // The phases before the socket settles are boxed: a future is as large as its largest
-    // state, and an idle socket should carry only the pump's.
+) -> Result<Option<Settled<'a>>, ApiError> {
     let actor = Box::pin(super::resolve(gw, target)).await?;
     let timeout = Duration::from_millis(gw.config.gateway.actor_ready_timeout_ms);
     let deadline = tokio::time::Instant::now() + timeout;
@@ -363,7 +407,7 @@ async fn run(
         ))
         .await
         {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(None),
             Err(ForwardError::Unreachable(err)) => {
                 tracing::warn!(owner = %lease.node_id, error = %err, "owner node unreachable");
                 Box::pin(cluster::await_expiry(&lease, deadline)).await?;
@@ -372,7 +416,7 @@ async fn run(
         }
     };
     let (request_id, mut rx) = gw.routes.open(&envoy.key);
-    let _guard = RouteGuard {
+    let guard = RouteGuard {
         gw: gw.clone(),
         request_id,
     };
@@ -405,14 +449,11 @@ async fn run(
     if t.buffer.is_hibernatable() {
         let _ = actor.send(Msg::Hibernating(gw.gateway_id, request_id));
     }
-
-    let result = pump(&mut t, &mut rx, client).await;
-    // A supervisor holding this socket cannot unload, so one that is not loaded (or is
-    // unloading) never had it: nothing to tell.
-    if let Some(actor) = gw.actors.get(&t.actor.actor_id) {
-        let _ = actor.send(Msg::HibernatingClosed(gw.gateway_id, request_id));
-    }
-    result
+    Ok(Some(Settled {
+        tunnel: t,
+        rx,
+        _guard: guard,
+    }))
 }
 
 /// Passes the socket to the node that serves its actor, until either side closes. Its own
@@ -435,7 +476,7 @@ async fn forward(
 async fn wait_open(
     gw: &Gateway,
     t: &mut Tunnel<'_>,
-    rx: &mut mpsc::Receiver<Inbound>,
+    rx: &mut crate::route_queue::RouteReceiver,
     client: &mut Client,
 ) -> Result<(), ApiError> {
     let deadline = tokio::time::Instant::now()
@@ -489,7 +530,7 @@ enum Step {
 /// Runs the socket until it ends, parking it whenever it idles.
 async fn pump(
     t: &mut Tunnel<'_>,
-    rx: &mut mpsc::Receiver<Inbound>,
+    rx: &mut crate::route_queue::RouteReceiver,
     client: &mut Client,
 ) -> Result<(), ApiError> {
     let shutdown = t.gw.shutdown.clone();
@@ -535,7 +576,11 @@ async fn pump(
 /// The socket while messages flow, until it ends or has idled for
 /// `gateway.client_park_after_ms` (long enough that a chatting client keeps its codec
 /// between messages).
-async fn active(t: &mut Tunnel<'_>, rx: &mut mpsc::Receiver<Inbound>, client: &mut Client) -> Step {
+async fn active(
+    t: &mut Tunnel<'_>,
+    rx: &mut crate::route_queue::RouteReceiver,
+    client: &mut Client,
+) -> Step {
     let shutdown = t.gw.shutdown.clone();
     let park_after = Duration::from_millis(t.gw.config.gateway.client_park_after_ms);
     let idle = tokio::time::sleep(park_after);

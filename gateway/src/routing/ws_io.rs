@@ -22,11 +22,11 @@ pub struct FrameTracker {
     /// Header bytes of the frame being read (at most 14: 2, 8 of length, 4 of mask).
     header: [u8; 14],
     /// How many of them are in.
-    have: usize,
-    /// Payload bytes of the current frame still to come; `None` while in a header.
-    payload_left: Option<u64>,
+    have: u8,
     /// A data frame without FIN was the last one: the message continues in later frames.
     message_open: bool,
+    /// Payload bytes of the current frame still to come; 0 while in a header.
+    payload_left: u64,
 }
 
 impl FrameTracker {
@@ -34,14 +34,13 @@ impl FrameTracker {
     pub fn feed(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             match self.payload_left {
-                Some(left) => {
+                left @ 1.. => {
                     let n = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
                     bytes = &bytes[n..];
-                    let left = left - n as u64;
-                    self.payload_left = if left == 0 { None } else { Some(left) };
+                    self.payload_left = left - n as u64;
                 }
-                None => {
-                    self.header[self.have] = bytes[0];
+                0 => {
+                    self.header[usize::from(self.have)] = bytes[0];
                     self.have += 1;
                     bytes = &bytes[1..];
                     if let Some(payload) = self.header_done() {
@@ -53,7 +52,7 @@ impl FrameTracker {
                             self.message_open = b0 & 0x80 == 0;
                         }
                         self.have = 0;
-                        self.payload_left = (payload > 0).then_some(payload);
+                        self.payload_left = payload;
                     }
                 }
             }
@@ -62,7 +61,8 @@ impl FrameTracker {
 
     /// The payload length once the header is complete.
     fn header_done(&self) -> Option<u64> {
-        if self.have < 2 {
+        let have = usize::from(self.have);
+        if have < 2 {
             return None;
         }
         let b1 = self.header[1];
@@ -72,7 +72,7 @@ impl FrameTracker {
             127 => (8, None),
             n => (0, Some(u64::from(n))),
         };
-        if self.have < 2 + ext + mask {
+        if have < 2 + ext + mask {
             return None;
         }
         Some(len.unwrap_or_else(|| {
@@ -85,7 +85,7 @@ impl FrameTracker {
     /// Every byte read so far belongs to a complete frame, and no message is half received:
     /// a codec that has taken all complete frames holds nothing.
     pub fn at_rest(&self) -> bool {
-        self.have == 0 && self.payload_left.is_none() && !self.message_open
+        self.have == 0 && self.payload_left == 0 && !self.message_open
     }
 }
 
