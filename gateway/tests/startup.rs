@@ -630,3 +630,102 @@ async fn dev_serverless_runs_the_demo_actors_as_a_process_pool() {
     );
     assert!(marker.exists(), "the pool's command ran for the request");
 }
+
+/// `--log-format json`: every line the gateway logs is one JSON object, and a line logged for
+/// an actor carries the actor's span (its id, name and key, and the generation).
+#[test]
+fn json_logs_keep_the_actor_span() {
+    let home = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rivulet"));
+    cmd.args([
+        "serve",
+        "--port",
+        &port.to_string(),
+        "--data-dir",
+        home.path().join("data").to_str().unwrap(),
+        "--log-format",
+        "json",
+    ])
+    .env("RUST_LOG", "rivulet_gateway=debug")
+    .env_remove("RIVET_LOG_LEVEL")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    let mut child = KillOnDrop(cmd.spawn().unwrap());
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut lines: Vec<serde_json::Value> = Vec::new();
+    let next_line = |lines: &mut Vec<serde_json::Value>| {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            let parsed: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"));
+            lines.push(parsed);
+        }
+    };
+    while !lines
+        .iter()
+        .any(|l| l["fields"]["message"] == "rivulet gateway listening")
+    {
+        assert!(Instant::now() < deadline, "no listening line: {lines:?}");
+        next_line(&mut lines);
+    }
+    // An actor of a pool no runner serves: waking it logs its claim inside its span.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let actor_id = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let created: serde_json::Value = http
+            .post(format!("{base}/actors?namespace=default"))
+            .json(&serde_json::json!({"name": "counter", "key": "json-logs", "runner_name_selector": "nobody"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let actor_id = created["actor"]["actor_id"].as_str().unwrap().to_owned();
+        let resp = http
+            .post(format!("{base}/actors/{actor_id}/reschedule?namespace=default"))
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        actor_id
+    });
+    let in_span = |l: &serde_json::Value| {
+        l["spans"].as_array().is_some_and(|spans| {
+            spans.iter().any(|s| {
+                s["name"] == "actor"
+                    && s["actor_id"] == actor_id.as_str()
+                    && s["actor_name"] == "counter"
+                    && s["key"] == "json-logs"
+            }) && spans
+                .iter()
+                .any(|s| s["name"] == "gen" && s["generation"].is_number())
+        })
+    };
+    while !lines.iter().any(in_span) {
+        assert!(
+            Instant::now() < deadline,
+            "no line in the actor's span: {lines:#?}"
+        );
+        next_line(&mut lines);
+    }
+}

@@ -166,7 +166,7 @@ impl Supervisor {
         tracing::info_span!(
             "actor",
             actor_id = %self.record.actor_id,
-            name = %self.record.name,
+            actor_name = %self.record.name,
             key = self.record.key.as_deref().unwrap_or(""),
         )
     }
