@@ -60,25 +60,35 @@ pub(super) fn serve(gw: Gateway, target: Target, mut parts: Parts) -> Response {
     // large as its largest state for as long as the socket lives, so an idle socket carries
     // only the pump's parked state and what the pump works on.
     let setup = Box::new(Setup {
-        target,
-        headers: owned_headers(&parts.headers),
-        uri: owned_uri(&parts.uri),
+        request: Request {
+            target,
+            headers: owned_headers(&parts.headers),
+            uri: owned_uri(&parts.uri),
+        },
         on_upgrade: handshake.on_upgrade,
     });
     drop(parts);
     tokio::spawn(async move {
         let _permit = permit;
-        let Some((mut client, target, headers, uri)) = Box::pin(connect(&gw, setup)).await else {
+        let Some((mut client, request)) = Box::pin(connect(&gw, setup)).await else {
             return;
         };
-        let result = match Box::pin(settle(&gw, &target, uri, headers, &mut client)).await {
-            Ok(Some(mut s)) => {
-                drop(target);
+        // What settling leaves (a result, the request) ends with this block, so none of it
+        // takes room in the task beside the pump.
+        let settled = {
+            let settled = Box::pin(settle(&gw, request, &mut client)).await;
+            match settled {
+                Ok(Some(s)) => Ok(s),
+                Ok(None) => return,
+                Err(err) => Err(err),
+            }
+        };
+        let result = match settled {
+            Ok(mut s) => {
                 let result = pump(&mut s.tunnel, &mut s.rx, &mut client).await;
                 s.release();
                 result
             }
-            Ok(None) => Ok(()),
             Err(err) => Err(err),
         };
         if let Err(err) = result {
@@ -91,20 +101,23 @@ pub(super) fn serve(gw: Gateway, target: Target, mut parts: Parts) -> Response {
     response
 }
 
-/// What a socket needs until it settles.
-struct Setup {
+/// The request a socket came with, needed until it settles.
+struct Request {
     target: Target,
     headers: HeaderMap,
     uri: Uri,
+}
+
+/// What a socket needs until it is upgraded.
+struct Setup {
+    request: Request,
     on_upgrade: hyper::upgrade::OnUpgrade,
 }
 
 /// Waits for the upgrade and starts the codec.
-async fn connect(gw: &Gateway, setup: Box<Setup>) -> Option<(Client, Box<Target>, HeaderMap, Uri)> {
+async fn connect(gw: &Gateway, setup: Box<Setup>) -> Option<(Client, Box<Request>)> {
     let Setup {
-        target,
-        headers,
-        uri,
+        request,
         on_upgrade,
     } = *setup;
     let io = match on_upgrade.await {
@@ -116,7 +129,7 @@ async fn connect(gw: &Gateway, setup: Box<Setup>) -> Option<(Client, Box<Target>
     };
     let hard = read_bound(gw.config.gateway.max_ws_message_bytes);
     let client = Client::new(io, hard, gw.metrics.parked_sockets.clone()).await;
-    Some((client, Box::new(target), headers, uri))
+    Some((client, Box::new(request)))
 }
 
 /// The headers with every value copied out of the request's buffer.
@@ -379,11 +392,15 @@ impl Settled<'_> {
 /// serves it, returning `None` once that ends).
 async fn settle<'a>(
     gw: &'a Gateway,
-    target: &Target,
-    uri: Uri,
-    headers: HeaderMap,
+    request: Box<Request>,
     client: &mut Client,
 ) -> Result<Option<Settled<'a>>, ApiError> {
+    let Request {
+        target,
+        headers,
+        uri,
+    } = *request;
+    let target = &target;
     let actor = Box::pin(super::resolve(gw, target)).await?;
     let timeout = Duration::from_millis(gw.config.gateway.actor_ready_timeout_ms);
     let deadline = tokio::time::Instant::now() + timeout;
