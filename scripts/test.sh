@@ -92,6 +92,21 @@ node_suite() {
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
 }
 
+# Runs a script whose last summary line is "NAME: N passed, M failed" and adds its counts.
+summary_suite() {
+  local name="$1"; shift
+  set +e
+  "$@" 2>&1 | tee "$LOG"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  local line p f
+  line=$(grep -Eo "^$name: [0-9]+ passed, [0-9]+ failed" "$LOG" | tail -n1)
+  p=$(echo "$line" | awk '{print $2+0}')
+  f=$(echo "$line" | awk '{print $4+0}')
+  passed=$((passed + p)); failed=$((failed + f))
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
+}
+
 step "fuzz every network decoder for ${RIVULET_FUZZ_SECONDS:-10} s each (rivulet-fuzz; no panic, no hang)"
 cargo build "${CARGO_FLAGS[@]}" -q -p rivulet-fuzz
 set +e
@@ -133,26 +148,10 @@ node_suite bash tests/compat/run-cluster.sh churn.test.mjs
 
 step "k6 load scripts against rivulet dev (tests/load; a few seconds each)"
 cargo build "${CARGO_FLAGS[@]}" -q -p rivulet-lambda-runner --bin rivulet-runner
-set +e
-bash tests/load/run.sh 2>&1 | tee "$LOG"
-load_rc=${PIPESTATUS[0]}
-set -e
-line=$(grep -Eo '^load: [0-9]+ passed, [0-9]+ failed' "$LOG" | tail -n1)
-p=$(echo "$line" | awk '{print $2+0}')
-f=$(echo "$line" | awk '{print $4+0}')
-passed=$((passed + p)); failed=$((failed + f))
-if [ "$load_rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
+summary_suite load bash tests/load/run.sh
 
 step "deployment: terraform module and example, Dockerfile (python-hcl2, checkov, wiring against the code; static)"
-set +e
-bash tests/terraform/run.sh 2>&1 | tee "$LOG"
-tf_rc=${PIPESTATUS[0]}
-set -e
-line=$(grep -Eo '^terraform: [0-9]+ passed, [0-9]+ failed' "$LOG" | tail -n1)
-p=$(echo "$line" | awk '{print $2+0}')
-f=$(echo "$line" | awk '{print $4+0}')
-passed=$((passed + p)); failed=$((failed + f))
-if [ "$tf_rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
+summary_suite terraform bash tests/terraform/run.sh
 
 echo
 echo "took $((SECONDS - START)) s" >&2

@@ -172,17 +172,7 @@ fn dynamodb_table_made_by_schema_apply_then_serves() {
     }
     let mut child = KillOnDrop(cmd.spawn().unwrap());
     // The gateway logs to stdout.
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = stdout_lines(&mut child);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = Vec::new();
     let listening = loop {
@@ -206,6 +196,22 @@ fn dynamodb_table_made_by_schema_apply_then_serves() {
         "serve did not start on the new table:\n{}",
         seen.join("\n")
     );
+}
+
+/// The child's stdout, line by line, read on a thread of its own.
+fn stdout_lines(child: &mut KillOnDrop) -> std::sync::mpsc::Receiver<String> {
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }
 
 /// Kills the child however the test ends, so a failed assertion leaves no gateway running.
@@ -655,17 +661,7 @@ fn json_logs_keep_the_actor_span() {
     .stdout(Stdio::piped())
     .stderr(Stdio::null());
     let mut child = KillOnDrop(cmd.spawn().unwrap());
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = stdout_lines(&mut child);
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut lines: Vec<serde_json::Value> = Vec::new();

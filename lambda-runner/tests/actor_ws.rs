@@ -445,18 +445,8 @@ async fn a_hibernatable_connection_outlives_its_instance_and_takes_each_message_
     assert_eq!(ann.closed(), None, "the client's socket stays open");
 
     // The next instance, on the same KV, with the socket still held by the gateway.
-    let next = host.next_generation();
-    let mut info = actor_support::start_info(2, None);
-    info.hibernating = vec![ann.socket];
-    let runtime = registry
-        .start(
-            "chat",
-            info,
-            Arc::clone(&next) as Arc<dyn rivulet_lambda_runner::actor::Host>,
-            tokio_util::sync::CancellationToken::new(),
-        )
-        .await
-        .expect("restarts");
+    let (runtime, next) =
+        actor_support::restart_holding(&registry, "chat", &host, 2, vec![ann.socket]).await;
     assert_eq!(next.events(ann.socket), [SocketEvent::Accept(true)]);
     let ann = ann.restored(&runtime, &next);
 
@@ -512,18 +502,8 @@ async fn restore_drops_what_does_not_match() {
     };
     assert_eq!(stored(&host), 1, "the connection is stored");
 
-    let next = host.next_generation();
-    let mut info = actor_support::start_info(2, None);
-    info.hibernating = vec![SocketId(99)];
-    let runtime = registry
-        .start(
-            "tracked",
-            info,
-            Arc::clone(&next) as Arc<dyn rivulet_lambda_runner::actor::Host>,
-            tokio_util::sync::CancellationToken::new(),
-        )
-        .await
-        .expect("restarts");
+    let (runtime, next) =
+        actor_support::restart_holding(&registry, "tracked", &host, 2, vec![SocketId(99)]).await;
     assert_eq!(
         next.events(SocketId(99)),
         [SocketEvent::Close(1011, "ws.stale_metadata".to_owned())]
@@ -572,18 +552,14 @@ async fn a_stop_writes_every_kept_connection_before_handing_its_socket_on() {
         );
     }
 
-    let next = host.next_generation();
-    let mut info = actor_support::start_info(2, None);
-    info.hibernating = clients.iter().map(|c| c.socket).collect();
-    let runtime = registry
-        .start(
-            "tracked",
-            info,
-            Arc::clone(&next) as Arc<dyn rivulet_lambda_runner::actor::Host>,
-            tokio_util::sync::CancellationToken::new(),
-        )
-        .await
-        .expect("restarts");
+    let (runtime, next) = actor_support::restart_holding(
+        &registry,
+        "tracked",
+        &host,
+        2,
+        clients.iter().map(|c| c.socket).collect(),
+    )
+    .await;
     for client in &clients {
         assert_eq!(next.events(client.socket), [SocketEvent::Accept(true)]);
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use envoy_support::TestGateway;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -57,20 +57,6 @@ async fn scrape_until(
     }
 }
 
-async fn action(gw: &TestGateway, actor_id: &str, name: &str, args: Value) -> (u16, Value) {
-    let resp = gw
-        .http
-        .post(gw.url(&format!("/gateway/{actor_id}/action/{name}")))
-        .header("x-rivet-encoding", "json")
-        .json(&json!({ "args": args }))
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_report_the_workload() {
     let gw = TestGateway::start_with(|c| c.gateway.allow_process_pools = true).await;
@@ -111,7 +97,7 @@ async fn metrics_report_the_workload() {
     let started = Instant::now();
     let mut n = 0;
     while started.elapsed() < Duration::from_millis(5_500) {
-        let (status, body) = action(&gw, &id, "increment", json!([1])).await;
+        let (status, body) = gw.action(&id, "increment", json!([1])).await;
         assert_eq!(status, 200, "{body}");
         n += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;

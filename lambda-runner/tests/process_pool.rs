@@ -34,20 +34,6 @@ async fn create(gw: &TestGateway, pool: &str, key: &str, policy: &str) -> String
     body["actor"]["actor_id"].as_str().unwrap().to_owned()
 }
 
-async fn action(gw: &TestGateway, actor_id: &str, name: &str, args: Value) -> (u16, Value) {
-    let resp = gw
-        .http
-        .post(gw.url(&format!("/gateway/{actor_id}/action/{name}")))
-        .header("x-rivet-encoding", "json")
-        .json(&json!({ "args": args }))
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap())
-}
-
 fn runner_command() -> String {
     format!("{} once", env!("CARGO_BIN_EXE_rivulet-runner"))
 }
@@ -70,7 +56,7 @@ async fn a_process_pool_serves_its_actor_and_moves_it_to_fresh_processes() {
     let started = Instant::now();
     let mut expected = 0;
     while started.elapsed() < Duration::from_secs(9) {
-        let (status, body) = action(&gw, &id, "increment", json!([1])).await;
+        let (status, body) = gw.action(&id, "increment", json!([1])).await;
         assert_eq!(status, 200, "after {expected}: {body}");
         expected += 1;
         assert_eq!(body["output"], expected, "{body}");
@@ -82,7 +68,7 @@ async fn a_process_pool_serves_its_actor_and_moves_it_to_fresh_processes() {
         "the actor should have moved at least twice, generation {}",
         record.generation
     );
-    let (status, body) = action(&gw, &id, "get", json!([])).await;
+    let (status, body) = gw.action(&id, "get", json!([])).await;
     assert_eq!((status, body["output"].clone()), (200, json!(expected)));
 }
 
@@ -102,7 +88,7 @@ async fn a_move_lands_on_a_standby_started_before_the_deadline() {
     )
     .await;
     let id = create(&gw, "warm", "standby", "sleep").await;
-    let (status, body) = action(&gw, &id, "increment", json!([5])).await;
+    let (status, body) = gw.action(&id, "increment", json!([5])).await;
     assert_eq!((status, body["output"].clone()), (200, json!(5)), "{body}");
     // Running is persisted just after the reply may have left; wait for the record.
     let first = loop {
@@ -133,7 +119,7 @@ async fn a_move_lands_on_a_standby_started_before_the_deadline() {
         key.starts_with(&format!("standby-{id}-2-")),
         "generation 2 should run on the standby, not a fresh request: {key}"
     );
-    let (status, body) = action(&gw, &id, "increment", json!([1])).await;
+    let (status, body) = gw.action(&id, "increment", json!([1])).await;
     assert_eq!((status, body["output"].clone()), (200, json!(6)), "{body}");
 }
 
@@ -171,7 +157,7 @@ async fn a_request_that_dies_before_connecting_is_a_named_error_at_once() {
     .await;
     let id = create(&gw, "broken", "never", "sleep").await;
     let asked = Instant::now();
-    let (status, body) = action(&gw, &id, "get", json!([])).await;
+    let (status, body) = gw.action(&id, "get", json!([])).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["group"], "serverless", "{body}");
     assert_eq!(body["code"], "ended_early", "{body}");
@@ -204,7 +190,7 @@ async fn a_runner_killed_mid_request_follows_the_crash_policy() {
         )
         .await;
         let id = create(&gw, &pool, &format!("victim-{policy}"), policy).await;
-        let (status, body) = action(&gw, &id, "increment", json!([7])).await;
+        let (status, body) = gw.action(&id, "increment", json!([7])).await;
         assert_eq!(
             (status, body["output"].clone()),
             (200, json!(7)),
@@ -233,7 +219,7 @@ async fn a_runner_killed_mid_request_follows_the_crash_policy() {
             assert!(Instant::now() < deadline, "{policy}: {record:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let (status, body) = action(&gw, &id, "get", json!([])).await;
+        let (status, body) = gw.action(&id, "get", json!([])).await;
         match policy {
             "destroy" => assert_eq!(status, 404, "{body}"),
             _ => assert_eq!(
@@ -267,7 +253,7 @@ async fn actions_in_flight_at_a_move_get_exactly_one_reply() {
             let started = Instant::now();
             let mut expected = 0;
             while started.elapsed() < Duration::from_secs(13) {
-                let (status, body) = action(gw, &id, "increment", json!([1])).await;
+                let (status, body) = gw.action(&id, "increment", json!([1])).await;
                 assert_eq!(status, 200, "actor {i} after {expected}: {body}");
                 expected += 1;
                 assert_eq!(body["output"], expected, "actor {i}: {body}");
@@ -299,7 +285,7 @@ async fn a_full_pool_queues_actors_and_refuses_past_its_queue() {
     let a = create(&gw, "one", "first", "sleep").await;
     let b = create(&gw, "one", "second", "sleep").await;
     let c = create(&gw, "one", "third", "sleep").await;
-    assert_eq!(action(&gw, &a, "increment", json!([1])).await.0, 200);
+    assert_eq!(gw.action(&a, "increment", json!([1])).await.0, 200);
 
     let waiting = {
         let gw_url = gw.url(&format!("/gateway/{b}/action/increment"));
@@ -330,7 +316,7 @@ async fn a_full_pool_queues_actors_and_refuses_past_its_queue() {
 
     // The queue is full: told at once.
     let asked = Instant::now();
-    let (code, body) = action(&gw, &c, "get", json!([])).await;
+    let (code, body) = gw.action(&c, "get", json!([])).await;
     assert_eq!(
         (code, body["code"].as_str()),
         (503, Some("pool_full")),

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::api::actors::resolve_namespace;
 use crate::state::{Gateway, DEFAULT_NAMESPACE};
 
 /// Wait between attempts to store a declared pool that failed.
@@ -52,14 +53,9 @@ pub async fn apply(gw: &Gateway) {
 }
 
 async fn store(gw: &Gateway, name: &str, body: &Value) -> Result<(), String> {
-    let ns = gw
-        .store
-        .get_namespace(DEFAULT_NAMESPACE)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "the default namespace does not exist".to_owned())?;
-    crate::api::meta::store_runner_config(gw, &ns.namespace_id, name, body)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.message)
+    let store = async {
+        let ns = resolve_namespace(gw, Some(DEFAULT_NAMESPACE)).await?;
+        crate::api::meta::store_runner_config(gw, &ns.namespace_id, name, body).await
+    };
+    store.await.map(|_| ()).map_err(|e| e.message)
 }

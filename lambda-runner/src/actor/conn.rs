@@ -64,6 +64,13 @@ pub(crate) struct RecordMeta {
     pub(crate) unstorable: bool,
 }
 
+impl RecordMeta {
+    /// The stored record is behind and can be written.
+    pub(crate) fn needs_write(&self) -> bool {
+        self.version != self.written && !self.unstorable
+    }
+}
+
 /// One client connection. Cheap to clone; all clones are the same connection.
 pub struct Conn<CP, CS> {
     inner: Arc<ConnInner<CP, CS>>,

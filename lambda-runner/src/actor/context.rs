@@ -118,11 +118,7 @@ where
         changed
             .iter()
             .filter_map(|id| table.by_id.get(id))
-            .filter(|conn| conn.transport().is_some())
-            .any(|conn| {
-                let record = conn.record();
-                record.version != record.written && !record.unstorable
-            })
+            .any(|conn| conn.transport().is_some() && conn.record().needs_write())
     }
 
     /// The records of hibernatable connections changed since they were last written, to go in
@@ -148,7 +144,7 @@ where
         for conn in conns {
             let (version, last_in) = {
                 let record = conn.record();
-                if record.version == record.written || record.unstorable {
+                if !record.needs_write() {
                     continue;
                 }
                 (record.version, record.last_in)

@@ -215,6 +215,30 @@ pub async fn start(
         .expect("actor starts")
 }
 
+/// The next instance of `name` after a stop: generation `generation` on the same KV as
+/// `host`, told the gateway still holds the sockets `hibernating`. Returns it and its host.
+pub async fn restart_holding(
+    registry: &Registry,
+    name: &str,
+    host: &Arc<MemHost>,
+    generation: u32,
+    hibernating: Vec<SocketId>,
+) -> (ActorRuntime, Arc<MemHost>) {
+    let next = host.next_generation();
+    let mut info = start_info(generation, None);
+    info.hibernating = hibernating;
+    let runtime = registry
+        .start(
+            name,
+            info,
+            Arc::clone(&next) as Arc<dyn Host>,
+            CancellationToken::new(),
+        )
+        .await
+        .expect("restarts");
+    (runtime, next)
+}
+
 // === HTTP ===
 
 pub fn encoding_name(encoding: Encoding) -> &'static str {

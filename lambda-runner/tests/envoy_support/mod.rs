@@ -190,6 +190,22 @@ impl TestGateway {
         (status, resp.json().await.unwrap())
     }
 
+    /// Calls action `name` over `/gateway` with JSON: status and JSON body (60 s at most: a
+    /// serverless pool may start a process first).
+    pub async fn action(&self, actor_id: &str, name: &str, args: Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(self.url(&format!("/gateway/{actor_id}/action/{name}")))
+            .header("x-rivet-encoding", "json")
+            .json(&json!({ "args": args }))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+
     /// Creates an actor through `POST /actors`; returns its id.
     pub async fn create_actor(&self, name: &str, key: &str) -> String {
         let (status, body) = self
