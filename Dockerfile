@@ -17,6 +17,8 @@ WORKDIR /src
 # Every workspace member's manifest must be present for cargo to load the workspace, even
 # though only the gateway and what it depends on (wire/, adapters/) are compiled.
 COPY Cargo.toml Cargo.lock ./
+# The allocator's options (see .cargo/config.toml).
+COPY .cargo .cargo
 COPY wire wire
 COPY adapters adapters
 COPY gateway gateway

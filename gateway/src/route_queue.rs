@@ -5,10 +5,11 @@
 //! 1 KiB per queue) would cost each of them more than everything else they hold.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use crate::tunnel::Inbound;
 
@@ -17,8 +18,6 @@ const KEEP_CAPACITY: usize = 8;
 
 struct Shared {
     state: Mutex<State>,
-    /// Wakes the receiver (a stored permit covers a send before it waits).
-    notify: Notify,
     capacity: usize,
 }
 
@@ -26,6 +25,9 @@ struct State {
     items: VecDeque<Inbound>,
     sender_alive: bool,
     receiver_alive: bool,
+    /// The receiver's task while it waits. Kept here rather than in a waiting future, so
+    /// a parked socket that polls its queue by hand carries no waiter of its own.
+    waker: Option<Waker>,
 }
 
 /// Why a message was not queued.
@@ -50,8 +52,8 @@ pub fn route_queue(capacity: usize) -> (RouteSender, RouteReceiver) {
             items: VecDeque::new(),
             sender_alive: true,
             receiver_alive: true,
+            waker: None,
         }),
-        notify: Notify::new(),
         capacity,
     });
     (RouteSender(shared.clone()), RouteReceiver(shared))
@@ -60,7 +62,7 @@ pub fn route_queue(capacity: usize) -> (RouteSender, RouteReceiver) {
 impl RouteSender {
     /// Queues a message without waiting.
     pub fn try_send(&self, msg: Inbound) -> Result<(), TrySendError> {
-        {
+        let waker = {
             let mut state = self.0.state.lock();
             if !state.receiver_alive {
                 return Err(TrySendError::Closed);
@@ -69,16 +71,36 @@ impl RouteSender {
                 return Err(TrySendError::Full);
             }
             state.items.push_back(msg);
+            state.waker.take()
+        };
+        // Woken outside the lock: the receiver's task may run at once on another thread.
+        if let Some(waker) = waker {
+            waker.wake();
         }
-        self.0.notify.notify_one();
         Ok(())
+    }
+}
+
+impl RouteSender {
+    /// Wakes the receiver's task, if it waits, without a message: it polls again.
+    pub fn wake(&self) {
+        let waker = self.0.state.lock().waker.take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 }
 
 impl Drop for RouteSender {
     fn drop(&mut self) {
-        self.0.state.lock().sender_alive = false;
-        self.0.notify.notify_one();
+        let waker = {
+            let mut state = self.0.state.lock();
+            state.sender_alive = false;
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 }
 
@@ -86,21 +108,26 @@ impl RouteReceiver {
     /// The next message; `None` once the route is closed and drained. Cancel-safe: a message
     /// is taken only when it is returned.
     pub async fn recv(&mut self) -> Option<Inbound> {
-        loop {
-            if let Some(next) = self.take() {
-                return next;
-            }
-            self.0.notify.notified().await;
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`RouteReceiver::recv`] by hand: `Pending` registers the task to be woken by the
+    /// next message or the sender's end (the last task polled is the one woken).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+        match self.take(Some(cx.waker())) {
+            Some(next) => Poll::Ready(next),
+            None => Poll::Pending,
         }
     }
 
     /// The next message if one waits.
     pub fn try_recv(&mut self) -> Option<Inbound> {
-        self.take().flatten()
+        self.take(None).flatten()
     }
 
-    /// `Some(Some(msg))`, `Some(None)` once closed and drained, `None` while waiting.
-    fn take(&mut self) -> Option<Option<Inbound>> {
+    /// `Some(Some(msg))`, `Some(None)` once closed and drained, `None` while waiting (with
+    /// `waker` registered, if given).
+    fn take(&mut self, waker: Option<&Waker>) -> Option<Option<Inbound>> {
         let mut state = self.0.state.lock();
         if let Some(msg) = state.items.pop_front() {
             if state.items.is_empty() && state.items.capacity() > KEEP_CAPACITY {
@@ -111,6 +138,12 @@ impl RouteReceiver {
         if !state.sender_alive {
             return Some(None);
         }
+        if let Some(waker) = waker {
+            match &mut state.waker {
+                Some(kept) => kept.clone_from(waker),
+                None => state.waker = Some(waker.clone()),
+            }
+        }
         None
     }
 }
@@ -120,6 +153,7 @@ impl Drop for RouteReceiver {
         let mut state = self.0.state.lock();
         state.receiver_alive = false;
         state.items.clear();
+        state.waker = None;
     }
 }
 

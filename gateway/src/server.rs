@@ -100,6 +100,8 @@ pub async fn run(
         _ = &mut serving => {}
     }
     tracing::info!("shutting down: no longer accepting, draining requests");
+    // Parked client sockets wait on their routes, not on the token: wake them to close.
+    gw.routes.wake_all();
     let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
     if !serving.is_finished() {
         match tokio::time::timeout_at(deadline, &mut serving).await {

@@ -90,6 +90,15 @@ impl Routes {
         self.overflowed.lock().remove(request_id);
     }
 
+    /// Wakes the task of every route, with nothing to deliver: a parked client socket
+    /// waits on its queue and its connection only, and this is how it learns that the
+    /// gateway is shutting down (no socket keeps a shutdown waiter of its own).
+    pub fn wake_all(&self) {
+        for route in self.inner.lock().values() {
+            route.tx.wake();
+        }
+    }
+
     /// Whether the request's route was dropped because its queue was full.
     pub fn overflowed(&self, request_id: &RequestKey) -> bool {
         self.overflowed.lock().contains(request_id)

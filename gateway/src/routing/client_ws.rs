@@ -7,11 +7,13 @@
 //! read to notice it go to the new codec as already read) or when a message for the client
 //! arrives.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::SinkExt;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -45,22 +47,30 @@ fn config(max_message: usize) -> WebSocketConfig {
         .read_buffer_size(CLIENT_READ_BUFFER)
 }
 
-/// One client socket's connection, active or parked.
+/// One client socket's connection, active or parked. Every parked socket holds one, so
+/// it is kept small: the codec is boxed and the connection is inline.
 pub struct Client {
-    /// Boxed: the codec is large, and a parked socket should not carry room for it.
-    ws: Option<Box<ClientWs>>,
-    parked: Option<ClientIo>,
+    conn: Conn,
     /// Bytes read while parked, for the next codec.
-    part: Option<Vec<u8>>,
+    part: Option<Box<[u8]>>,
     /// Largest message or frame the codec reads (see [`config`]).
     max_message: usize,
     /// `rivulet_client_sockets{state="parked"}`.
     parked_gauge: prometheus::IntGauge,
 }
 
+enum Conn {
+    /// Messages flow through the codec (boxed: a parked socket carries no room for it).
+    Active(Box<ClientWs>),
+    /// The bare connection.
+    Parked(ClientIo),
+    /// Only while the connection passes from one state to the other.
+    Moving,
+}
+
 impl Drop for Client {
     fn drop(&mut self) {
-        if self.parked.is_some() {
+        if self.is_parked() {
             self.parked_gauge.dec();
         }
     }
@@ -85,8 +95,7 @@ impl Client {
         let ws =
             WebSocketStream::from_raw_socket(io, Role::Server, Some(config(max_message))).await;
         Self {
-            ws: Some(Box::new(ws)),
-            parked: None,
+            conn: Conn::Active(Box::new(ws)),
             part: None,
             max_message,
             parked_gauge,
@@ -95,32 +104,36 @@ impl Client {
 
     /// Whether the socket is parked.
     pub fn is_parked(&self) -> bool {
-        self.parked.is_some()
+        matches!(self.conn, Conn::Parked(_))
     }
 
     /// The codec, picking the socket up first if it is parked.
     pub async fn ws(&mut self) -> &mut ClientWs {
-        if let Some(io) = self.parked.take() {
+        if let Conn::Parked(_) = self.conn {
+            let Conn::Parked(io) = std::mem::replace(&mut self.conn, Conn::Moving) else {
+                unreachable!("matched above");
+            };
             self.parked_gauge.dec();
             let config = Some(config(self.max_message));
             let ws = match self.part.take() {
                 Some(part) => {
-                    WebSocketStream::from_partially_read(io, part, Role::Server, config).await
+                    WebSocketStream::from_partially_read(io, part.into_vec(), Role::Server, config)
+                        .await
                 }
                 None => WebSocketStream::from_raw_socket(io, Role::Server, config).await,
             };
-            self.ws = Some(Box::new(ws));
+            self.conn = Conn::Active(Box::new(ws));
         }
-        match &mut self.ws {
-            Some(ws) => &mut **ws,
-            None => unreachable!("a client socket is always active or parked"),
+        match &mut self.conn {
+            Conn::Active(ws) => ws,
+            Conn::Parked(_) | Conn::Moving => unreachable!("a client socket is picked up above"),
         }
     }
 
     /// Puts the codec down if nothing would be lost: every byte read belongs to a message
     /// already taken, and everything written is flushed. Returns whether it parked.
     pub async fn park(&mut self) -> bool {
-        let Some(ws) = self.ws.as_mut() else {
+        let Conn::Active(ws) = &mut self.conn else {
             return true;
         };
         if !ws.get_ref().at_rest() {
@@ -132,25 +145,30 @@ impl Client {
         ) {
             return false;
         }
-        if let Some(ws) = self.ws.take() {
-            self.parked = Some(ws.into_inner());
+        if let Conn::Active(ws) = std::mem::replace(&mut self.conn, Conn::Moving) {
+            self.conn = Conn::Parked(ws.into_inner());
             self.parked_gauge.inc();
         }
         true
     }
 
-    /// Waits, parked, for the client to send (or go); what it sent is kept for the codec
-    /// that [`Client::ws`] builds. Cancel-safe: nothing is read unless it is kept.
-    pub async fn wait_client(&mut self) -> Woken {
-        let (Some(io), None) = (self.parked.as_mut(), &self.part) else {
-            return Woken::Client;
+    /// Polls, parked, for the client to send (or go); what it sent is kept for the codec
+    /// that [`Client::ws`] builds. A poll by hand rather than a future: the connection keeps
+    /// the task's waker itself, so waiting costs the parked socket nothing. Nothing is read
+    /// unless it is kept.
+    pub fn poll_client(&mut self, cx: &mut Context<'_>) -> Poll<Woken> {
+        let (Conn::Parked(io), None) = (&mut self.conn, &self.part) else {
+            return Poll::Ready(Woken::Client);
         };
         let mut first = [0u8; WAKE_READ];
-        match io.read(&mut first).await {
-            Ok(0) | Err(_) => Woken::ClientGone,
-            Ok(n) => {
-                self.part = Some(first[..n].to_vec());
-                Woken::Client
+        let mut buf = ReadBuf::new(&mut first);
+        match Pin::new(io).poll_read(cx, &mut buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(_)) => Poll::Ready(Woken::ClientGone),
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Woken::ClientGone),
+            Poll::Ready(Ok(())) => {
+                self.part = Some(buf.filled().into());
+                Poll::Ready(Woken::Client)
             }
         }
     }

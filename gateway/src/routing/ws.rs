@@ -11,6 +11,9 @@
 //! (`client_ws`): an idle socket then costs its task's small parked state, its connection and
 //! its route, and no buffers.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::http::request::Parts;
@@ -24,7 +27,7 @@ use rivulet_wire::envoy::{
 use tokio_tungstenite::tungstenite::Message;
 
 use super::client_ws::{Client, Woken};
-use super::http::{forward_headers, RouteGuard};
+use super::http::forward_headers;
 use super::target::Target;
 use crate::actor::{ActorHandle, Msg, Ready, Status};
 use crate::cluster::{self, forward::ForwardError};
@@ -68,37 +71,88 @@ pub(super) fn serve(gw: Gateway, target: Target, mut parts: Parts) -> Response {
         on_upgrade: handshake.on_upgrade,
     });
     drop(parts);
-    tokio::spawn(async move {
-        let _permit = permit;
-        let Some((mut client, request)) = Box::pin(connect(&gw, setup)).await else {
-            return;
-        };
-        // What settling leaves (a result, the request) ends with this block, so none of it
-        // takes room in the task beside the pump.
-        let settled = {
-            let settled = Box::pin(settle(&gw, request, &mut client)).await;
-            match settled {
-                Ok(Some(s)) => Ok(s),
-                Ok(None) => return,
-                Err(err) => Err(err),
-            }
-        };
-        let result = match settled {
-            Ok(mut s) => {
-                let result = pump(&mut s.tunnel, &mut s.rx, &mut client).await;
-                s.release();
-                result
-            }
-            Err(err) => Err(err),
-        };
-        if let Err(err) = result {
-            tracing::debug!(reason = %err.reason(), "closing client websocket");
-            gw.metrics.error(err.group, err.code);
-            let (code, reason) = err.to_close();
-            Box::pin(close(&mut client, code, reason)).await;
-        }
+    tokio::spawn(SocketTask {
+        _permit: permit,
+        state: TaskState::Running(Box::pin(start(gw, setup))),
     });
     response
+}
+
+/// One client socket's task. Written by hand rather than as an `async` block because its
+/// own state is what every idle socket costs beyond its connection: here, a pointer to the
+/// socket while it is parked, or to the step that runs while it is not.
+struct SocketTask {
+    /// The socket's place under `gateway.max_client_sockets`, held until the task ends.
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    state: TaskState,
+}
+
+enum TaskState {
+    /// A step runs: opening, messages flowing, a close. It ends with the socket parked, or
+    /// with none once the socket has ended.
+    Running(Pin<Box<dyn Future<Output = Option<Box<Socket>>> + Send>>),
+    /// Nothing runs until the client sends, a message for it arrives or the gateway shuts
+    /// down (see [`Socket::poll_parked`]).
+    Parked(Box<Socket>),
+    Ended,
+}
+
+impl Future for SocketTask {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match std::mem::replace(&mut self.state, TaskState::Ended) {
+                TaskState::Running(mut step) => match step.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        self.state = TaskState::Running(step);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Some(socket)) => self.state = TaskState::Parked(socket),
+                    Poll::Ready(None) => return Poll::Ready(()),
+                },
+                TaskState::Parked(mut socket) => match socket.poll_parked(cx) {
+                    Poll::Pending => {
+                        self.state = TaskState::Parked(socket);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(wake) => {
+                        self.state = TaskState::Running(Box::pin(resume(socket, wake)));
+                    }
+                },
+                TaskState::Ended => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
+/// Opens the socket and runs it until it first parks.
+async fn start(gw: Gateway, setup: Box<Setup>) -> Option<Box<Socket>> {
+    let socket = open(&gw, setup).await?;
+    run(socket).await
+}
+
+/// Upgrades the connection, places the actor and opens the socket to it. `None` once the
+/// socket has ended on the way: refused (and closed with why) or forwarded to the node
+/// serving the actor until it closed.
+async fn open(gw: &Gateway, setup: Box<Setup>) -> Option<Box<Socket>> {
+    let (mut client, request) = connect(gw, setup).await?;
+    match settle(gw, request, &mut client).await {
+        Ok(Some(Settled { tunnel, rx })) => Some(Box::new(Socket { tunnel, rx, client })),
+        Ok(None) => None,
+        Err(err) => {
+            fail(gw, &mut client, err).await;
+            None
+        }
+    }
+}
+
+/// Closes the client's socket with the code and reason that name `err`.
+async fn fail(gw: &Gateway, client: &mut Client, err: ApiError) {
+    tracing::debug!(reason = %err.reason(), "closing client websocket");
+    gw.metrics.error(err.group, err.code);
+    let (code, reason) = err.to_close();
+    close(client, code, reason).await;
 }
 
 /// The request a socket came with, needed until it settles.
@@ -169,8 +223,8 @@ async fn close(client: &mut Client, code: u16, reason: String) {
 /// How long a close may wait for the client.
 const CLOSE_WITHIN: Duration = Duration::from_secs(2);
 
-struct Tunnel<'a> {
-    gw: &'a Gateway,
+struct Tunnel {
+    gw: Gateway,
     actor: ActorHandle,
     request_id: [u8; 4],
     envoy: std::sync::Arc<EnvoyHandle>,
@@ -184,8 +238,9 @@ struct Tunnel<'a> {
     counted_bytes: usize,
 }
 
-impl Drop for Tunnel<'_> {
+impl Drop for Tunnel {
     fn drop(&mut self) {
+        self.gw.routes.close(&self.request_id);
         let metrics = &self.gw.metrics;
         metrics.replay_bytes.sub(self.counted_bytes as i64);
         if !self.attached {
@@ -194,7 +249,7 @@ impl Drop for Tunnel<'_> {
     }
 }
 
-impl Tunnel<'_> {
+impl Tunnel {
     /// Brings `rivulet_replay_buffered_bytes` in step with this socket's buffer.
     fn count_bytes(&mut self) {
         let now = self.buffer.pending_bytes();
@@ -290,7 +345,7 @@ impl Tunnel<'_> {
         match self
             .gw
             .actors
-            .deliver(self.gw, &self.actor.actor_id, msg)
+            .deliver(&self.gw, &self.actor.actor_id, msg)
             .await?
         {
             Some(actor) => {
@@ -304,7 +359,7 @@ impl Tunnel<'_> {
     /// Wakes the actor so its runner restores this socket.
     async fn wake(&mut self) -> Result<(), ApiError> {
         let timeout = Duration::from_millis(self.gw.config.gateway.actor_ready_timeout_ms);
-        let (envoy, generation) = match self.actor.ready(self.gw, timeout).await? {
+        let (envoy, generation) = match self.actor.ready(&self.gw, timeout).await? {
             Ready::Local { envoy, generation } => (envoy, generation),
             // Another node took the actor while this socket hibernated here; the client
             // reconnects and is forwarded there.
@@ -366,17 +421,51 @@ impl Tunnel<'_> {
     }
 }
 
-/// A socket the actor accepted: what the pump works on.
-struct Settled<'a> {
-    tunnel: Tunnel<'a>,
+/// A socket the actor accepted, as `settle` leaves it.
+struct Settled {
+    tunnel: Tunnel,
     rx: crate::route_queue::RouteReceiver,
-    _guard: RouteGuard,
 }
 
-impl Settled<'_> {
+/// A socket the actor accepted, with its client: what the pump works on, for as long as the
+/// socket lives.
+struct Socket {
+    tunnel: Tunnel,
+    rx: crate::route_queue::RouteReceiver,
+    client: Client,
+}
+
+impl Socket {
+    /// The socket ended (with `result`): the actor's supervisor no longer restores it, and a
+    /// socket ended by an error is closed with it.
+    async fn end(mut self: Box<Self>, result: Result<(), ApiError>) {
+        self.release();
+        if let Err(err) = result {
+            fail(&self.tunnel.gw.clone(), &mut self.client, err).await;
+        }
+    }
+
+    /// Polls the parked socket for what wakes it. The connection and the route's queue keep
+    /// the task's waker themselves, and the shutdown wakes every route's task
+    /// (`Routes::wake_all`), so waiting needs no state of its own.
+    fn poll_parked(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
+        if let Poll::Ready(woken) = self.client.poll_client(cx) {
+            return Poll::Ready(Wake::Client(woken));
+        }
+        if let Poll::Ready(inbound) = self.rx.poll_recv(cx) {
+            return Poll::Ready(Wake::Inbound(inbound));
+        }
+        // Read after the queue holds the waker: a shutdown that fires after this read still
+        // wakes the task through it.
+        if self.tunnel.gw.shutdown.is_cancelled() {
+            return Poll::Ready(Wake::Shutdown);
+        }
+        Poll::Pending
+    }
+
     /// The socket ended: the actor's supervisor no longer restores it.
-    fn release(self) {
-        let gw = self.tunnel.gw;
+    fn release(&self) {
+        let gw = &self.tunnel.gw;
         // A supervisor holding this socket cannot unload, so one that is not loaded (or is
         // unloading) never had it: nothing to tell.
         if let Some(actor) = gw.actors.get(&self.tunnel.actor.actor_id) {
@@ -390,11 +479,11 @@ impl Settled<'_> {
 
 /// Places the actor and opens the socket to it (or forwards the socket to the node that
 /// serves it, returning `None` once that ends).
-async fn settle<'a>(
-    gw: &'a Gateway,
+async fn settle(
+    gw: &Gateway,
     request: Box<Request>,
     client: &mut Client,
-) -> Result<Option<Settled<'a>>, ApiError> {
+) -> Result<Option<Settled>, ApiError> {
     let Request {
         target,
         headers,
@@ -432,13 +521,10 @@ async fn settle<'a>(
             Err(err) => return Err(ApiError::forward_failed(&err)),
         }
     };
+    // The tunnel closes the route when it drops.
     let (request_id, mut rx) = gw.routes.open(&envoy.key);
-    let guard = RouteGuard {
-        gw: gw.clone(),
-        request_id,
-    };
     let mut t = Tunnel {
-        gw,
+        gw: gw.clone(),
         actor: actor.clone(),
         request_id,
         envoy,
@@ -466,11 +552,7 @@ async fn settle<'a>(
     if t.buffer.is_hibernatable() {
         let _ = actor.send(Msg::Hibernating(gw.gateway_id, request_id));
     }
-    Ok(Some(Settled {
-        tunnel: t,
-        rx,
-        _guard: guard,
-    }))
+    Ok(Some(Settled { tunnel: t, rx }))
 }
 
 /// Passes the socket to the node that serves its actor, until either side closes. Its own
@@ -492,7 +574,7 @@ async fn forward(
 
 async fn wait_open(
     gw: &Gateway,
-    t: &mut Tunnel<'_>,
+    t: &mut Tunnel,
     rx: &mut crate::route_queue::RouteReceiver,
     client: &mut Client,
 ) -> Result<(), ApiError> {
@@ -544,60 +626,71 @@ enum Step {
     Done(Result<(), ApiError>),
 }
 
-/// Runs the socket until it ends, parking it whenever it idles.
-async fn pump(
-    t: &mut Tunnel<'_>,
-    rx: &mut crate::route_queue::RouteReceiver,
-    client: &mut Client,
-) -> Result<(), ApiError> {
-    let shutdown = t.gw.shutdown.clone();
+/// What woke a parked socket.
+enum Wake {
+    Shutdown,
+    Client(Woken),
+    Inbound(Option<Inbound>),
+}
+
+/// Runs the socket until it parks (returned) or ends (`None`).
+async fn run(mut s: Box<Socket>) -> Option<Box<Socket>> {
     loop {
-        if !client.is_parked() {
-            // The active loop's state (codec futures, timers) is boxed: it exists only while
-            // the socket is active.
-            match Box::pin(active(t, rx, client)).await {
-                Step::Park => {
-                    if !Box::pin(client.park()).await {
-                        continue;
-                    }
+        if s.client.is_parked() {
+            return Some(s);
+        }
+        match active(&mut s).await {
+            Step::Park => {
+                if s.client.park().await {
+                    return Some(s);
                 }
-                Step::Done(result) => return result,
+            }
+            Step::Done(result) => {
+                s.end(result).await;
+                return None;
             }
         }
-        // Parked: no timer, no buffer; the client's bytes, a message for it or the shutdown
-        // picks the socket up.
-        tokio::select! {
-            _ = shutdown.cancelled() => {
-                Box::pin(close(client, 1001, "ws.going_away#gateway shutting down".into())).await;
-                return Ok(());
-            }
-            woken = client.wait_client() => match woken {
-                Woken::ClientGone => {
-                    Box::pin(t.tell_closed(1006)).await;
-                    return Ok(());
-                }
-                // Picks the socket up with what the client sent.
-                Woken::Client => {
-                    Box::pin(client.ws()).await;
-                }
-            },
-            inbound = rx.recv() => {
-                if let Some(result) = Box::pin(on_inbound(t, client, inbound)).await {
-                    return result;
-                }
-            }
+    }
+}
+
+/// Takes up a parked socket with what woke it, then runs it as [`run`] does.
+async fn resume(mut s: Box<Socket>, wake: Wake) -> Option<Box<Socket>> {
+    let ended = match wake {
+        Wake::Shutdown => {
+            let reason = "ws.going_away#gateway shutting down".into();
+            close(&mut s.client, 1001, reason).await;
+            Some(Ok(()))
         }
+        Wake::Client(Woken::ClientGone) => {
+            s.tunnel.tell_closed(1006).await;
+            Some(Ok(()))
+        }
+        // Picks the socket up with what the client sent.
+        Wake::Client(Woken::Client) => {
+            s.client.ws().await;
+            None
+        }
+        Wake::Inbound(inbound) => on_inbound(&mut s.tunnel, &mut s.client, inbound).await,
+    };
+    match ended {
+        Some(result) => {
+            s.end(result).await;
+            None
+        }
+        None => run(s).await,
     }
 }
 
 /// The socket while messages flow, until it ends or has idled for
 /// `gateway.client_park_after_ms` (long enough that a chatting client keeps its codec
 /// between messages).
-async fn active(
-    t: &mut Tunnel<'_>,
-    rx: &mut crate::route_queue::RouteReceiver,
-    client: &mut Client,
-) -> Step {
+async fn active(s: &mut Socket) -> Step {
+    let Socket {
+        tunnel: t,
+        rx,
+        client,
+        ..
+    } = s;
     let shutdown = t.gw.shutdown.clone();
     let park_after = Duration::from_millis(t.gw.config.gateway.client_park_after_ms);
     let idle = tokio::time::sleep(park_after);
@@ -628,7 +721,7 @@ async fn active(
 
 /// One frame (or the end) from the client. `Some` ends the socket.
 async fn on_client_frame(
-    t: &mut Tunnel<'_>,
+    t: &mut Tunnel,
     frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
 ) -> Option<Result<(), ApiError>> {
     let (data, binary) = match frame {
@@ -677,7 +770,7 @@ async fn on_client_frame(
 
 /// One message from the runner for this socket (or its end). `Some` ends the socket.
 async fn on_inbound(
-    t: &mut Tunnel<'_>,
+    t: &mut Tunnel,
     client: &mut Client,
     inbound: Option<Inbound>,
 ) -> Option<Result<(), ApiError>> {
