@@ -138,7 +138,8 @@ pub struct GatewayConfig {
     pub client_park_after_ms: u64,
     /// Client WebSockets this node holds at once (awake actors' and hibernating alike); past
     /// it an upgrade is refused with 503 `guard.too_many_sockets` and `retry-after`, so a
-    /// surge cannot take the node's memory.
+    /// surge cannot take the node's memory. `rivulet serve` lowers it to fit the process's
+    /// open-files limit, with room for everything else (see `open_files`).
     pub max_client_sockets: usize,
     /// How long a sleeping actor with nothing held for it keeps its supervisor in memory
     /// before unloading; the next request or due alarm loads it again (one store read).

@@ -34,6 +34,7 @@ pub mod error;
 pub mod listen;
 pub mod metrics;
 pub mod names;
+pub mod open_files;
 pub mod pool;
 pub mod quickack;
 pub mod route_queue;

@@ -281,7 +281,8 @@ fn run_schema(args: SchemaArgs) -> ExitCode {
     }
 }
 
-async fn serve(config: Config, runner: Option<DemoRunner>) -> Result<(), Failure> {
+async fn serve(mut config: Config, runner: Option<DemoRunner>) -> Result<(), Failure> {
+    rivulet_gateway::open_files::apply(&mut config.gateway.max_client_sockets);
     // `rivulet dev` may create its DynamoDB table; `serve` never creates infrastructure.
     let store = startup::open_store(&config, runner.is_some()).await?;
     let listener = startup::bind(config.listen).await?;

@@ -725,3 +725,105 @@ fn json_logs_keep_the_actor_span() {
         next_line(&mut lines);
     }
 }
+
+/// Started with a soft open-files limit below its hard one, the gateway raises it. With a hard
+/// limit below `gateway.max_client_sockets`, it lowers its socket cap to fit under it with
+/// room to spare, so the socket past the cap gets the gateway's named refusal (503
+/// `guard.too_many_sockets`) while the system still has descriptors to accept it with.
+#[test]
+fn the_open_files_limit_is_raised_and_caps_client_sockets() {
+    const HARD: u64 = 120;
+    // rivulet_gateway::open_files::socket_cap(_, Some(120)): 120 less a reserve of 64.
+    const CAP: usize = 56;
+    let home = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            r#"ulimit -Sn 60 && ulimit -Hn {HARD} && exec "$0" "$@""#
+        ))
+        .arg(env!("CARGO_BIN_EXE_rivulet"))
+        .args([
+            "serve",
+            "--port",
+            &port.to_string(),
+            "--data-dir",
+            home.path().join("data").to_str().unwrap(),
+        ])
+        .env("RIVET_LOG_LEVEL", "info")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = KillOnDrop(cmd.spawn().unwrap());
+    let pid = child.0.id();
+    let rx = stdout_lines(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("rivulet gateway listening"))
+    {
+        assert!(Instant::now() < deadline, "no listening line: {seen:#?}");
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen.push(line);
+        }
+    }
+    let raised = seen
+        .iter()
+        .find(|l| l.contains("open-files limit raised"))
+        .unwrap_or_else(|| panic!("no line about raising the limit: {seen:#?}"));
+    assert!(
+        raised.contains("from=Some(60)") && raised.contains(&format!("to=Some({HARD})")),
+        "{raised}"
+    );
+    let lowered = seen
+        .iter()
+        .find(|l| l.contains("max_client_sockets lowered"))
+        .unwrap_or_else(|| panic!("no line about the lowered cap: {seen:#?}"));
+    assert!(lowered.contains(&format!("cap={CAP}")), "{lowered}");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    assert_eq!(
+        open_files.split_whitespace().collect::<Vec<_>>()[3..5],
+        [HARD.to_string(), HARD.to_string()],
+        "{open_files}"
+    );
+
+    // Sockets to an actor no runner serves wait for it, each holding its place.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let base = format!("http://127.0.0.1:{port}");
+        let created: serde_json::Value = reqwest::Client::new()
+            .post(format!("{base}/actors?namespace=default"))
+            .json(&serde_json::json!({"name": "counter", "key": "open-files", "runner_name_selector": "nobody"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let actor_id = created["actor"]["actor_id"].as_str().unwrap();
+        let url = format!("ws://127.0.0.1:{port}/gateway/{actor_id}/connect");
+        let mut open = Vec::new();
+        for _ in 0..CAP {
+            let (socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+            open.push(socket);
+        }
+        let refused = tokio_tungstenite::connect_async(&url).await.unwrap_err();
+        let tokio_tungstenite::tungstenite::Error::Http(resp) = refused else {
+            panic!("expected the gateway's refusal, got {refused:?}");
+        };
+        assert_eq!(resp.status(), 503);
+        let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).to_string();
+        assert!(body.contains("too_many_sockets"), "{body}");
+    });
+}
