@@ -59,35 +59,38 @@ pub fn route_queue(capacity: usize) -> (RouteSender, RouteReceiver) {
     (RouteSender(shared.clone()), RouteReceiver(shared))
 }
 
-impl RouteSender {
-    /// Queues a message without waiting.
-    pub fn try_send(&self, msg: Inbound) -> Result<(), TrySendError> {
-        let waker = {
-            let mut state = self.0.state.lock();
-            if !state.receiver_alive {
-                return Err(TrySendError::Closed);
-            }
-            if state.items.len() >= self.0.capacity {
-                return Err(TrySendError::Full);
-            }
-            state.items.push_back(msg);
-            state.waker.take()
-        };
-        // Woken outside the lock: the receiver's task may run at once on another thread.
-        if let Some(waker) = waker {
+/// The receiver to wake once a message is queued. Returned rather than woken at once so the
+/// caller wakes it after letting go of its own locks: waking a parked socket may run code
+/// that takes them (see `routing::parking`).
+#[must_use = "the receiver waits until woken"]
+pub struct Wakeup(Option<Waker>);
+
+impl Wakeup {
+    /// Wakes the receiver, if it waits.
+    pub fn wake(self) {
+        if let Some(waker) = self.0 {
             waker.wake();
         }
-        Ok(())
     }
 }
 
 impl RouteSender {
-    /// Wakes the receiver's task, if it waits, without a message: it polls again.
-    pub fn wake(&self) {
-        let waker = self.0.state.lock().waker.take();
-        if let Some(waker) = waker {
-            waker.wake();
+    /// Queues a message without waiting; the receiver is woken through the [`Wakeup`].
+    pub fn try_send(&self, msg: Inbound) -> Result<Wakeup, TrySendError> {
+        let mut state = self.0.state.lock();
+        if !state.receiver_alive {
+            return Err(TrySendError::Closed);
         }
+        if state.items.len() >= self.0.capacity {
+            return Err(TrySendError::Full);
+        }
+        state.items.push_back(msg);
+        Ok(Wakeup(state.waker.take()))
+    }
+
+    /// The receiver to wake without a message (it polls again).
+    pub fn wakeup(&self) -> Wakeup {
+        Wakeup(self.0.state.lock().waker.take())
     }
 }
 
@@ -159,12 +162,13 @@ impl Drop for RouteReceiver {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[tokio::test]
     async fn messages_arrive_in_order_until_the_sender_goes() {
         let (tx, mut rx) = route_queue(3);
-        assert_eq!(tx.try_send(Inbound::RunnerLost), Ok(()));
+        tx.try_send(Inbound::RunnerLost).unwrap().wake();
         let waiter = tokio::spawn(async move {
             let mut got = 0;
             while let Some(msg) = rx.recv().await {
@@ -174,7 +178,7 @@ mod tests {
             got
         });
         tokio::task::yield_now().await;
-        assert_eq!(tx.try_send(Inbound::RunnerLost), Ok(()));
+        tx.try_send(Inbound::RunnerLost).unwrap().wake();
         drop(tx);
         assert_eq!(waiter.await.ok(), Some(2));
     }
@@ -182,12 +186,18 @@ mod tests {
     #[test]
     fn a_full_queue_refuses_and_a_gone_receiver_closes() {
         let (tx, mut rx) = route_queue(2);
-        assert_eq!(tx.try_send(Inbound::RunnerLost), Ok(()));
-        assert_eq!(tx.try_send(Inbound::RunnerLost), Ok(()));
-        assert_eq!(tx.try_send(Inbound::RunnerLost), Err(TrySendError::Full));
+        tx.try_send(Inbound::RunnerLost).unwrap().wake();
+        tx.try_send(Inbound::RunnerLost).unwrap().wake();
+        assert_eq!(
+            tx.try_send(Inbound::RunnerLost).err(),
+            Some(TrySendError::Full)
+        );
         assert!(rx.try_recv().is_some());
-        assert_eq!(tx.try_send(Inbound::RunnerLost), Ok(()));
+        tx.try_send(Inbound::RunnerLost).unwrap().wake();
         drop(rx);
-        assert_eq!(tx.try_send(Inbound::RunnerLost), Err(TrySendError::Closed));
+        assert_eq!(
+            tx.try_send(Inbound::RunnerLost).err(),
+            Some(TrySendError::Closed)
+        );
     }
 }

@@ -86,16 +86,19 @@ impl Routes {
 
     /// Removes a request.
     pub fn close(&self, request_id: &RequestKey) {
-        self.inner.lock().remove(request_id);
+        // Dropped once the lock is let go: the route's end wakes its reader.
+        let route = self.inner.lock().remove(request_id);
         self.overflowed.lock().remove(request_id);
+        drop(route);
     }
 
     /// Wakes the task of every route, with nothing to deliver: a parked client socket
     /// waits on its queue and its connection only, and this is how it learns that the
     /// gateway is shutting down (no socket keeps a shutdown waiter of its own).
     pub fn wake_all(&self) {
-        for route in self.inner.lock().values() {
-            route.tx.wake();
+        let wakeups: Vec<_> = self.inner.lock().values().map(|r| r.tx.wakeup()).collect();
+        for wakeup in wakeups {
+            wakeup.wake();
         }
     }
 
@@ -113,39 +116,52 @@ impl Routes {
         index: MessageIndex,
         kind: ToRivetTunnelMessageKind,
     ) -> bool {
-        let mut inner = self.inner.lock();
-        let Some(route) = inner.get(&request_id) else {
-            return false;
+        // Woken or dropped once the lock is let go (see `route_queue::Wakeup`).
+        let (wakeup, removed) = {
+            let mut inner = self.inner.lock();
+            let Some(route) = inner.get(&request_id) else {
+                return false;
+            };
+            if route.envoy_key != envoy_key {
+                // A hibernating socket may be restored by its actor on another runner; the
+                // route follows it. Request ids are random per request, so this cannot
+                // misdeliver between requests.
+                tracing::debug!(from = %envoy_key, bound = %route.envoy_key, "tunnel message from another runner");
+            }
+            match route.tx.try_send(Inbound::Message(index, Box::new(kind))) {
+                Ok(wakeup) => (Some(wakeup), None),
+                Err(TrySendError::Full) => {
+                    // The request's reader (a client socket that stopped reading) is behind:
+                    // drop the route so the runner is never held up, and say why.
+                    tracing::warn!("tunnel route queue full, closing request");
+                    self.overflowed.lock().insert(request_id);
+                    (None, inner.remove(&request_id))
+                }
+                Err(TrySendError::Closed) => (None, inner.remove(&request_id)),
+            }
         };
-        if route.envoy_key != envoy_key {
-            // A hibernating socket may be restored by its actor on another runner; the
-            // route follows it. Request ids are random per request, so this cannot
-            // misdeliver between requests.
-            tracing::debug!(from = %envoy_key, bound = %route.envoy_key, "tunnel message from another runner");
-        }
-        match route.tx.try_send(Inbound::Message(index, Box::new(kind))) {
-            Ok(()) => true,
-            Err(TrySendError::Full) => {
-                // The request's reader (a client socket that stopped reading) is behind:
-                // drop the route so the runner is never held up, and say why.
-                tracing::warn!("tunnel route queue full, closing request");
-                inner.remove(&request_id);
-                self.overflowed.lock().insert(request_id);
-                false
+        drop(removed);
+        match wakeup {
+            Some(wakeup) => {
+                wakeup.wake();
+                true
             }
-            Err(TrySendError::Closed) => {
-                inner.remove(&request_id);
-                false
-            }
+            None => false,
         }
     }
 
     /// Tells every request served by a runner that it is gone.
     pub fn runner_lost(&self, envoy_key: &str) {
-        let inner = self.inner.lock();
-        for route in inner.values().filter(|r| r.envoy_key == envoy_key) {
+        let wakeups: Vec<_> = self
+            .inner
+            .lock()
+            .values()
+            .filter(|r| r.envoy_key == envoy_key)
             // A full queue will surface as closed soon anyway.
-            let _ = route.tx.try_send(Inbound::RunnerLost);
+            .filter_map(|r| r.tx.try_send(Inbound::RunnerLost).ok())
+            .collect();
+        for wakeup in wakeups {
+            wakeup.wake();
         }
     }
 

@@ -10,6 +10,7 @@
 
 mod client_ws;
 mod http;
+mod parking;
 pub mod target;
 mod upgrade;
 mod ws;

@@ -11,8 +11,6 @@
 //! (`client_ws`): an idle socket then costs its task's small parked state, its connection and
 //! its route, and no buffers.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -28,6 +26,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::client_ws::{Client, Woken};
 use super::http::forward_headers;
+use super::parking;
 use super::target::Target;
 use crate::actor::{ActorHandle, Msg, Ready, Status};
 use crate::cluster::{self, forward::ForwardError};
@@ -71,59 +70,8 @@ pub(super) fn serve(gw: Gateway, target: Target, mut parts: Parts) -> Response {
         on_upgrade: handshake.on_upgrade,
     });
     drop(parts);
-    tokio::spawn(SocketTask {
-        _permit: permit,
-        state: TaskState::Running(Box::pin(start(gw, setup))),
-    });
+    tokio::spawn(parking::Task::new(permit, Box::pin(start(gw, setup))));
     response
-}
-
-/// One client socket's task. Written by hand rather than as an `async` block because its
-/// own state is what every idle socket costs beyond its connection: here, a pointer to the
-/// socket while it is parked, or to the step that runs while it is not.
-struct SocketTask {
-    /// The socket's place under `gateway.max_client_sockets`, held until the task ends.
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    state: TaskState,
-}
-
-enum TaskState {
-    /// A step runs: opening, messages flowing, a close. It ends with the socket parked, or
-    /// with none once the socket has ended.
-    Running(Pin<Box<dyn Future<Output = Option<Box<Socket>>> + Send>>),
-    /// Nothing runs until the client sends, a message for it arrives or the gateway shuts
-    /// down (see [`Socket::poll_parked`]).
-    Parked(Box<Socket>),
-    Ended,
-}
-
-impl Future for SocketTask {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            match std::mem::replace(&mut self.state, TaskState::Ended) {
-                TaskState::Running(mut step) => match step.as_mut().poll(cx) {
-                    Poll::Pending => {
-                        self.state = TaskState::Running(step);
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(Some(socket)) => self.state = TaskState::Parked(socket),
-                    Poll::Ready(None) => return Poll::Ready(()),
-                },
-                TaskState::Parked(mut socket) => match socket.poll_parked(cx) {
-                    Poll::Pending => {
-                        self.state = TaskState::Parked(socket);
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(wake) => {
-                        self.state = TaskState::Running(Box::pin(resume(socket, wake)));
-                    }
-                },
-                TaskState::Ended => return Poll::Ready(()),
-            }
-        }
-    }
 }
 
 /// Opens the socket and runs it until it first parks.
@@ -445,9 +393,27 @@ impl Socket {
         }
     }
 
-    /// Polls the parked socket for what wakes it. The connection and the route's queue keep
-    /// the task's waker themselves, and the shutdown wakes every route's task
-    /// (`Routes::wake_all`), so waiting needs no state of its own.
+    /// The socket ended: the actor's supervisor no longer restores it.
+    fn release(&self) {
+        let gw = &self.tunnel.gw;
+        // A supervisor holding this socket cannot unload, so one that is not loaded (or is
+        // unloading) never had it: nothing to tell.
+        if let Some(actor) = gw.actors.get(&self.tunnel.actor.actor_id) {
+            let _ = actor.send(Msg::HibernatingClosed(
+                gw.gateway_id,
+                self.tunnel.request_id,
+            ));
+        }
+    }
+}
+
+/// A parked socket waits in no task (see `parking`): its connection and its route's queue
+/// keep the waker, and the shutdown wakes every route (`Routes::wake_all`).
+impl parking::Park for Socket {
+    type Wake = Wake;
+    /// The socket's place under `gateway.max_client_sockets`.
+    type Hold = tokio::sync::OwnedSemaphorePermit;
+
     fn poll_parked(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
         if let Poll::Ready(woken) = self.client.poll_client(cx) {
             return Poll::Ready(Wake::Client(woken));
@@ -463,17 +429,8 @@ impl Socket {
         Poll::Pending
     }
 
-    /// The socket ended: the actor's supervisor no longer restores it.
-    fn release(&self) {
-        let gw = &self.tunnel.gw;
-        // A supervisor holding this socket cannot unload, so one that is not loaded (or is
-        // unloading) never had it: nothing to tell.
-        if let Some(actor) = gw.actors.get(&self.tunnel.actor.actor_id) {
-            let _ = actor.send(Msg::HibernatingClosed(
-                gw.gateway_id,
-                self.tunnel.request_id,
-            ));
-        }
+    fn resume(self: Box<Self>, wake: Wake) -> parking::Step<Self> {
+        Box::pin(resume(self, wake))
     }
 }
 
