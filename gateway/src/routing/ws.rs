@@ -8,8 +8,8 @@
 //! its original index, so nothing is lost and nothing is delivered twice.
 //!
 //! A socket that has been idle for `gateway.client_park_after_ms` puts its codec down
-//! (`client_ws`): an idle socket then costs its task's small parked state, its connection and
-//! its route, and no buffers.
+//! (`client_ws`) and leaves its task (`parking`): an idle socket then costs its state, its
+//! connection and its route, and no buffers.
 
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -58,9 +58,8 @@ pub(super) fn serve(gw: Gateway, target: Target, mut parts: Parts) -> Response {
     let response = handshake.response();
     // Owned copies: hyper's header values and URI are slices of the connection's read
     // buffer (16 KiB), which they would keep alive for as long as the socket is open.
-    // Boxed, as everything the socket needs only until it settles: the task's future is as
-    // large as its largest state for as long as the socket lives, so an idle socket carries
-    // only the pump's parked state and what the pump works on.
+    // Boxed, as everything the socket needs only until it settles: a future keeps room for
+    // what it captured for as long as it lives.
     let setup = Box::new(Setup {
         request: Request {
             target,
@@ -76,7 +75,9 @@ pub(super) fn serve(gw: Gateway, target: Target, mut parts: Parts) -> Response {
 
 /// Opens the socket and runs it until it first parks.
 async fn start(gw: Gateway, setup: Box<Setup>) -> Option<Box<Socket>> {
-    let socket = open(&gw, setup).await?;
+    // Boxed: opening (placing the actor, a forward's TLS stream) takes kilobytes, which a
+    // socket that never idles would otherwise carry for its whole life.
+    let socket = Box::pin(open(&gw, setup)).await?;
     run(socket).await
 }
 
