@@ -829,6 +829,49 @@ async fn wait_parked(gw: &TestGateway, want: u64) {
 /// losing nothing: not a message for the client, not a message from it, not a message the
 /// client fragmented or a frame it sent in pieces with pauses longer than the idle time (the
 /// socket does not park in the middle of either), and pings are still answered.
+/// Parked sockets wait in no task and keep no shutdown waiter: the shutdown reaches them
+/// through their routes, and each client is told 1001 `ws.going_away`.
+#[tokio::test]
+async fn shutdown_closes_parked_sockets_as_going_away() {
+    let mut gw = TestGateway::builder()
+        .configure(|c| c.gateway.client_park_after_ms = 100)
+        .start()
+        .await;
+    let mut runner = gw.runner().connect().await;
+    let actor_id = gw.create_actor("counter", "parked-shutdown").await;
+    let url = gw.ws_url(&format!("/gateway/{actor_id}/connect"));
+    let mut clients = Vec::new();
+    for n in 0..3 {
+        let (client, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
+            .await
+            .unwrap()
+            .unwrap();
+        if n == 0 {
+            runner.accept_start().await;
+        }
+        let open = runner.expect_tunnel().await;
+        runner.tunnel(
+            open.message_id.gateway_id,
+            open.message_id.request_id,
+            hibernatable_open(),
+        );
+        clients.push(client);
+    }
+    wait_parked(&gw, 3).await;
+
+    gw.begin_shutdown();
+    for client in &mut clients {
+        match tokio::time::timeout(WAIT, client.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                assert_eq!(u16::from(frame.code), 1001);
+                assert!(frame.reason.starts_with("ws.going_away"), "{frame:?}");
+            }
+            other => panic!("expected a going-away close, got {other:?}"),
+        }
+    }
+    gw.stop_within(WAIT).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_parked_socket_loses_nothing_either_way() {
     let gw = TestGateway::builder()
