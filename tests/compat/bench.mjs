@@ -13,7 +13,8 @@
 //   BENCH_IDLE_SOCKETS=500         idle connections opened to measure server memory per socket
 //
 // Figures: cold create + first action, HTTP and WebSocket action round trip (p50/p99, ms),
-// actions/s with BENCH_CONNS connections, and server RSS growth per idle connection (KiB).
+// actions/s with BENCH_CONNS connections, and server RSS growth per connection (KiB) 1 s after
+// they opened and again 8 s after, once idle (`kib_per_idle_socket`).
 import fs from "node:fs";
 import { createClient } from "rivetkit/client";
 import { App, RustRunner, Server, makeWorkDir, sleep, withTimeout } from "./harness.mjs";
@@ -97,11 +98,17 @@ async function benchTarget(target, runner, out) {
 		await Promise.all(idle.map((c) => c.get()));
 		await sleep(1000);
 		const after = rssKiB(pid);
+		// Past gateway.client_park_after_ms (5 s) and the allocator's return of freed pages
+		// (1 s): what the sockets cost once idle, their actors still awake.
+		await sleep(7000);
+		const settled = rssKiB(pid);
 		out.idle_sockets = {
 			sockets: IDLE,
 			server_rss_before_kib: before,
 			server_rss_after_kib: after,
 			kib_per_socket: before && after ? round((after - before) / IDLE) : null,
+			server_rss_idle_kib: settled,
+			kib_per_idle_socket: before && settled ? round((settled - before) / IDLE) : null,
 		};
 		await Promise.all(idle.map((c) => c.dispose()));
 	} finally {
