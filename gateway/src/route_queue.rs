@@ -123,6 +123,15 @@ impl RouteReceiver {
         }
     }
 
+    /// Gives back the room of a drained queue: called as the socket parks, since an idle
+    /// socket should hold no buffer (a queue keeps up to `KEEP_CAPACITY` slots while used).
+    pub fn shrink(&mut self) {
+        let mut state = self.0.state.lock();
+        if state.items.is_empty() {
+            state.items = VecDeque::new();
+        }
+    }
+
     /// The next message if one waits.
     pub fn try_recv(&mut self) -> Option<Inbound> {
         self.take(None).flatten()
@@ -181,6 +190,21 @@ mod tests {
         tx.try_send(Inbound::RunnerLost).unwrap().wake();
         drop(tx);
         assert_eq!(waiter.await.ok(), Some(2));
+    }
+
+    #[test]
+    fn a_drained_queue_gives_its_room_back_when_shrunk() {
+        let (tx, mut rx) = route_queue(4);
+        tx.try_send(Inbound::RunnerLost).unwrap().wake();
+        rx.shrink();
+        assert_eq!(
+            rx.0.state.lock().items.capacity(),
+            4,
+            "a message still waits"
+        );
+        assert!(rx.try_recv().is_some());
+        rx.shrink();
+        assert_eq!(rx.0.state.lock().items.capacity(), 0);
     }
 
     #[test]

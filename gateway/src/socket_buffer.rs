@@ -103,6 +103,12 @@ impl SocketBuffer {
         }
     }
 
+    /// Gives back the room of messages no longer kept: called as the socket parks, since an
+    /// idle socket should hold no buffer (a drained queue keeps its capacity otherwise).
+    pub fn shrink(&mut self) {
+        self.pending.shrink_to_fit();
+    }
+
     /// What to resend when the actor reopens the socket: every unacknowledged message, in
     /// order, with its original index.
     pub fn replay(&self) -> impl Iterator<Item = &Pending> {
@@ -130,6 +136,22 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn a_drained_buffer_gives_its_room_back_when_shrunk() {
+        let mut b = SocketBuffer::new(16);
+        b.set_hibernatable(true);
+        for _ in 0..5 {
+            b.push(Bytes::from_static(b"m"), false).unwrap();
+        }
+        b.ack(3);
+        b.shrink();
+        assert_eq!(b.pending.capacity(), 2);
+        b.ack(5);
+        b.shrink();
+        assert_eq!(b.pending.capacity(), 0);
+        assert_eq!(b.next_index(), 6);
+    }
 
     fn msg(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())

@@ -600,6 +600,10 @@ async fn run(mut s: Box<Socket>) -> Option<Box<Socket>> {
         match active(&mut s).await {
             Step::Park => {
                 if s.client.park().await {
+                    // Parked, the socket holds no buffer: queues drained while it was active
+                    // give their room back.
+                    s.rx.shrink();
+                    s.tunnel.buffer.shrink();
                     return Some(s);
                 }
             }
