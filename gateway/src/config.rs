@@ -134,7 +134,7 @@ pub struct GatewayConfig {
     pub client_write_timeout_ms: u64,
     /// How long a client WebSocket may see no traffic before it puts its codec and buffers
     /// down ("parks"), to be picked up again by the next message either way; an idle socket
-    /// then costs the gateway about 1.5 KiB, its connection included.
+    /// then costs the gateway under 2 KiB, its connection included.
     pub client_park_after_ms: u64,
     /// Client WebSockets this node holds at once (awake actors' and hibernating alike); past
     /// it an upgrade is refused with 503 `guard.too_many_sockets` and `retry-after`, so a
