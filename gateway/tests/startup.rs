@@ -198,6 +198,20 @@ fn dynamodb_table_made_by_schema_apply_then_serves() {
     );
 }
 
+/// Creates a `counter` actor under `key` for runners named `selector`; returns its id.
+async fn create_counter(http: &reqwest::Client, base: &str, key: &str, selector: &str) -> String {
+    let created: serde_json::Value = http
+        .post(format!("{base}/actors?namespace=default"))
+        .json(&serde_json::json!({"name": "counter", "key": key, "runner_name_selector": selector}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["actor"]["actor_id"].as_str().unwrap().to_owned()
+}
+
 /// The child's stdout, line by line, read on a thread of its own.
 fn stdout_lines(child: &mut KillOnDrop) -> std::sync::mpsc::Receiver<String> {
     let stdout = child.0.stdout.take().unwrap();
@@ -607,16 +621,7 @@ async fn dev_serverless_runs_the_demo_actors_as_a_process_pool() {
     assert_eq!(process["request_lifespan"], 5, "{pool}");
     assert_eq!(process["drain_grace_period"], 1, "{pool}");
 
-    let created: serde_json::Value = http
-        .post(format!("{endpoint}/actors?namespace=default"))
-        .json(&serde_json::json!({"name": "counter", "key": "demo", "runner_name_selector": "default"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let actor_id = created["actor"]["actor_id"].as_str().unwrap().to_owned();
+    let actor_id = create_counter(&http, &endpoint, "demo", "default").await;
     let resp = http
         .post(format!("{endpoint}/gateway/{actor_id}/action/increment"))
         .header("x-rivet-encoding", "json")
@@ -686,18 +691,11 @@ fn json_logs_keep_the_actor_span() {
         .unwrap();
     let actor_id = rt.block_on(async {
         let http = reqwest::Client::new();
-        let created: serde_json::Value = http
-            .post(format!("{base}/actors?namespace=default"))
-            .json(&serde_json::json!({"name": "counter", "key": "json-logs", "runner_name_selector": "nobody"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let actor_id = created["actor"]["actor_id"].as_str().unwrap().to_owned();
+        let actor_id = create_counter(&http, &base, "json-logs", "nobody").await;
         let resp = http
-            .post(format!("{base}/actors/{actor_id}/reschedule?namespace=default"))
+            .post(format!(
+                "{base}/actors/{actor_id}/reschedule?namespace=default"
+            ))
             .json(&serde_json::json!({}))
             .send()
             .await
@@ -795,6 +793,17 @@ fn the_open_files_limit_is_raised_and_caps_client_sockets() {
         "{open_files}"
     );
 
+    // The allocator returns freed memory from a thread of its own (.cargo/config.toml); an
+    // idle gateway would otherwise keep what a burst of sockets freed.
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).unwrap())
+        .collect();
+    assert!(
+        threads.iter().any(|t| t.trim() == "jemalloc_bg_thd"),
+        "no jemalloc background thread: {threads:?}"
+    );
+
     // Sockets to an actor no runner serves wait for it, each holding its place.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -802,16 +811,7 @@ fn the_open_files_limit_is_raised_and_caps_client_sockets() {
         .unwrap();
     rt.block_on(async {
         let base = format!("http://127.0.0.1:{port}");
-        let created: serde_json::Value = reqwest::Client::new()
-            .post(format!("{base}/actors?namespace=default"))
-            .json(&serde_json::json!({"name": "counter", "key": "open-files", "runner_name_selector": "nobody"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let actor_id = created["actor"]["actor_id"].as_str().unwrap();
+        let actor_id = create_counter(&reqwest::Client::new(), &base, "open-files", "nobody").await;
         let url = format!("ws://127.0.0.1:{port}/gateway/{actor_id}/connect");
         let mut open = Vec::new();
         for _ in 0..CAP {

@@ -150,16 +150,47 @@ fn ws_text(text: &str) -> ToRivetTunnelMessageKind {
     })
 }
 
+/// A client WebSocket to `url`, open within [`WAIT`].
+async fn connect_client(url: &str) -> ClientWs {
+    let (client, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .unwrap()
+        .unwrap();
+    client
+}
+
+/// `n` client sockets to a sleeping actor, which the first wakes; the runner accepts each,
+/// hibernatable or not.
+async fn open_sockets(
+    runner: &mut FakeRunner,
+    url: &str,
+    n: usize,
+    can_hibernate: bool,
+) -> Vec<ClientWs> {
+    let mut clients = Vec::new();
+    for k in 0..n {
+        let client = connect_client(url).await;
+        if k == 0 {
+            runner.accept_start().await;
+        }
+        let open = runner.expect_tunnel().await;
+        runner.tunnel(
+            open.message_id.gateway_id,
+            open.message_id.request_id,
+            ToRivetTunnelMessageKind::ToRivetWebSocketOpen(ToRivetWebSocketOpen { can_hibernate }),
+        );
+        clients.push(client);
+    }
+    clients
+}
+
 #[tokio::test]
 async fn hibernating_websocket_survives_sleep_and_gets_unacked_messages_resent() {
     let gw = TestGateway::start().await;
     let mut runner = gw.runner().connect().await;
     let actor_id = gw.create_actor("counter", "hws").await;
     let url = gw.ws_url(&format!("/gateway/{actor_id}/connect"));
-    let (mut client, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-        .await
-        .unwrap()
-        .unwrap();
+    let mut client = connect_client(&url).await;
 
     let first = runner.accept_start().await;
     assert_eq!(first.generation, 1);
@@ -266,10 +297,7 @@ async fn a_hand_over_holds_client_messages_for_the_next_instance() {
     let mut old = gw.runner().envoy_key("runner-old").connect().await;
     let actor_id = gw.create_actor("counter", "handover").await;
     let url = gw.ws_url(&format!("/gateway/{actor_id}/connect"));
-    let (mut client, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-        .await
-        .unwrap()
-        .unwrap();
+    let mut client = connect_client(&url).await;
     assert_eq!(old.accept_start().await.generation, 1);
     let open = old.expect_tunnel().await;
     let socket = (open.message_id.gateway_id, open.message_id.request_id);
@@ -329,10 +357,7 @@ async fn a_hand_over_holds_client_messages_for_the_next_instance() {
 async fn websocket_to_an_unknown_actor_is_closed_with_the_error_code() {
     let gw = TestGateway::start().await;
     let url = gw.ws_url("/gateway/no-such-actor/connect");
-    let (mut client, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-        .await
-        .unwrap()
-        .unwrap();
+    let mut client = connect_client(&url).await;
     match tokio::time::timeout(WAIT, client.next()).await {
         Ok(Some(Ok(Message::Close(Some(frame))))) => {
             assert_eq!(u16::from(frame.code), 1011);
@@ -649,10 +674,7 @@ async fn a_client_that_stops_reading_is_closed_named_and_others_keep_working() {
     let mut runner = gw.runner().connect().await;
     let actor_id = gw.create_actor("counter", "slow").await;
     let url = gw.ws_url(&format!("/gateway/{actor_id}/connect"));
-    let (mut stuck, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
-        .await
-        .unwrap()
-        .unwrap();
+    let mut stuck = connect_client(&url).await;
     runner.accept_start().await;
     let open = runner.expect_tunnel().await;
     let stuck_socket = (open.message_id.gateway_id, open.message_id.request_id);
@@ -662,10 +684,7 @@ async fn a_client_that_stops_reading_is_closed_named_and_others_keep_working() {
         })
     };
     runner.tunnel(stuck_socket.0, stuck_socket.1, plain_open());
-    let (mut other, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
-        .await
-        .unwrap()
-        .unwrap();
+    let mut other = connect_client(&url).await;
     let open = runner.expect_tunnel().await;
     let other_socket = (open.message_id.gateway_id, open.message_id.request_id);
     runner.tunnel(other_socket.0, other_socket.1, plain_open());
@@ -728,25 +747,7 @@ async fn client_sockets_past_the_node_cap_are_refused_named() {
     let mut runner = gw.runner().connect().await;
     let actor_id = gw.create_actor("counter", "cap").await;
     let url = gw.ws_url(&format!("/gateway/{actor_id}/connect"));
-    let mut open = Vec::new();
-    for n in 0..2 {
-        let (client, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
-            .await
-            .unwrap()
-            .unwrap();
-        if n == 0 {
-            runner.accept_start().await;
-        }
-        let msg = runner.expect_tunnel().await;
-        runner.tunnel(
-            msg.message_id.gateway_id,
-            msg.message_id.request_id,
-            ToRivetTunnelMessageKind::ToRivetWebSocketOpen(ToRivetWebSocketOpen {
-                can_hibernate: false,
-            }),
-        );
-        open.push(client);
-    }
+    let mut open = open_sockets(&mut runner, &url, 2, false).await;
     let refused = tokio_tungstenite::connect_async(&url).await.unwrap_err();
     let tokio_tungstenite::tungstenite::Error::Http(resp) = refused else {
         panic!("expected an HTTP refusal, got {refused:?}");
@@ -840,23 +841,7 @@ async fn shutdown_closes_parked_sockets_as_going_away() {
     let mut runner = gw.runner().connect().await;
     let actor_id = gw.create_actor("counter", "parked-shutdown").await;
     let url = gw.ws_url(&format!("/gateway/{actor_id}/connect"));
-    let mut clients = Vec::new();
-    for n in 0..3 {
-        let (client, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
-            .await
-            .unwrap()
-            .unwrap();
-        if n == 0 {
-            runner.accept_start().await;
-        }
-        let open = runner.expect_tunnel().await;
-        runner.tunnel(
-            open.message_id.gateway_id,
-            open.message_id.request_id,
-            hibernatable_open(),
-        );
-        clients.push(client);
-    }
+    let mut clients = open_sockets(&mut runner, &url, 3, true).await;
     wait_parked(&gw, 3).await;
 
     gw.begin_shutdown();
@@ -881,10 +866,7 @@ async fn a_parked_socket_loses_nothing_either_way() {
     let mut runner = gw.runner().connect().await;
     let actor_id = gw.create_actor("counter", "parked").await;
     let url = gw.ws_url(&format!("/gateway/{actor_id}/connect"));
-    let (mut client, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-        .await
-        .unwrap()
-        .unwrap();
+    let mut client = connect_client(&url).await;
     runner.accept_start().await;
     let open = runner.expect_tunnel().await;
     let socket = (open.message_id.gateway_id, open.message_id.request_id);

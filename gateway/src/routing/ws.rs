@@ -37,7 +37,7 @@ use crate::state::Gateway;
 use crate::tunnel::Inbound;
 
 pub(super) fn serve(gw: Gateway, target: Target, mut parts: Parts) -> Response {
-    // One permit per open socket, held by the socket's task until it ends.
+    // One permit per open socket, held until it ends (by its task, or its slot while parked).
     let permit = match gw.client_sockets.clone().try_acquire_owned() {
         Ok(permit) => permit,
         Err(_) => {
@@ -87,7 +87,7 @@ async fn start(gw: Gateway, setup: Box<Setup>) -> Option<Box<Socket>> {
 async fn open(gw: &Gateway, setup: Box<Setup>) -> Option<Box<Socket>> {
     let (mut client, request) = connect(gw, setup).await?;
     match settle(gw, request, &mut client).await {
-        Ok(Some(Settled { tunnel, rx })) => Some(Box::new(Socket { tunnel, rx, client })),
+        Ok(Some((tunnel, rx))) => Some(Box::new(Socket { tunnel, rx, client })),
         Ok(None) => None,
         Err(err) => {
             fail(gw, &mut client, err).await;
@@ -370,12 +370,6 @@ impl Tunnel {
     }
 }
 
-/// A socket the actor accepted, as `settle` leaves it.
-struct Settled {
-    tunnel: Tunnel,
-    rx: crate::route_queue::RouteReceiver,
-}
-
 /// A socket the actor accepted, with its client: what the pump works on, for as long as the
 /// socket lives.
 struct Socket {
@@ -441,7 +435,7 @@ async fn settle(
     gw: &Gateway,
     request: Box<Request>,
     client: &mut Client,
-) -> Result<Option<Settled>, ApiError> {
+) -> Result<Option<(Tunnel, crate::route_queue::RouteReceiver)>, ApiError> {
     let Request {
         target,
         headers,
@@ -510,7 +504,7 @@ async fn settle(
     if t.buffer.is_hibernatable() {
         let _ = actor.send(Msg::Hibernating(gw.gateway_id, request_id));
     }
-    Ok(Some(Settled { tunnel: t, rx }))
+    Ok(Some((t, rx)))
 }
 
 /// Passes the socket to the node that serves its actor, until either side closes. Its own
